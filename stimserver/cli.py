@@ -1,0 +1,139 @@
+"""The ``stimserver`` command: serve, keys, import.
+
+click gives us subcommands, ``envvar=`` fallbacks and generated ``--help`` for free
+(the same choice Datasette made); every option maps onto a ``Settings`` field.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import Settings
+
+DATA_OPTION = click.option("--data", "data_dir", envvar="STIMSERVER_DATA", default="./data", show_default=True,
+                           type=click.Path(file_okay=False, path_type=Path), help="data directory")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stimserver")
+def main() -> None:
+    """stimserver: a self-hosted, Bread-compatible stim server."""
+
+
+@main.command()
+@click.option("--host", envvar="STIMSERVER_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="STIMSERVER_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@DATA_OPTION
+@click.option("--no-access-log", is_flag=True, help="do not write JSON access-log lines to stdout")
+def serve(host: str, port: int, data_dir: Path, no_access_log: bool) -> None:
+    """Serve the API on HOST:PORT from the data directory."""
+    from .server import serve as run_server
+
+    settings = _settings(data_dir=data_dir, host=host, port=port,
+                         access_log=False if no_access_log else None)
+    sys.exit(run_server(settings))
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke per-user API keys."""
+
+
+@keys.command("create")
+@click.option("--user", required=True, help="the user the key acts as")
+@click.option("--note", default="", help="a reminder of what the key is for")
+@DATA_OPTION
+def keys_create(user: str, note: str, data_dir: Path) -> None:
+    """Create a key; its token is printed once, alone on the last line."""
+    store = _keystore(data_dir)
+    record, token = _cli_errors(lambda: store.create(user, note))
+    click.echo(f"created key {record['id']} for user {user!r}; the token is shown only once:", err=False)
+    click.echo(token)
+
+
+@keys.command("list")
+@DATA_OPTION
+def keys_list(data_dir: Path) -> None:
+    """List keys (never their tokens)."""
+    rows = _keystore(data_dir).list()
+    if not rows:
+        click.echo("no keys")
+        return
+    click.echo(f"{'id':<14}{'user':<24}{'created':<22}{'revoked':<22}note")
+    for r in rows:
+        click.echo(f"{r['id']:<14}{r['user']:<24}{r['created_at']:<22}{r.get('revoked_at') or '-':<22}"
+                   f"{r.get('note', '')}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@DATA_OPTION
+def keys_revoke(key_id: str, data_dir: Path) -> None:
+    """Revoke a key by its id; requests with it get 401 at once."""
+    record = _keystore(data_dir).revoke(key_id)
+    if record is None:
+        raise click.ClickException(f"no key with id {key_id!r}")
+    click.echo(f"revoked key {key_id} of user {record['user']!r}")
+
+
+@main.command("import")
+@click.option("--user", required=True)
+@click.option("--repo", required=True)
+@click.option("--target", required=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@DATA_OPTION
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def import_cmd(user: str, repo: str, target: str, file: Path, data_dir: Path, quiet: bool) -> None:
+    """Make FILE (JSONL, one object per line) the target's completed stim output."""
+    from tqdm import tqdm
+
+    from .store.importer import ImportRefused, import_jsonl
+
+    records = _records(data_dir)
+    with tqdm(total=file.stat().st_size, unit="B", unit_scale=True, disable=quiet, file=sys.stderr,
+              desc=file.name) as bar:
+        try:
+            lines = _cli_errors(lambda: import_jsonl(records, user, repo, target, file, on_progress=bar.update))
+        except ImportRefused as e:
+            raise click.ClickException(f"{e}; nothing was written") from None
+    click.echo(f"imported {lines} lines into {user}/{repo}/{target} (stim, complete)")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _records(data_dir: Path):
+    from .store.paths import DataPaths
+    from .store.records import Records
+
+    return Records(DataPaths(_settings(data_dir=data_dir).data_dir))
+
+
+def _keystore(data_dir: Path):
+    from .auth import KeyStore
+
+    return KeyStore(_records(data_dir).paths.keys_file)
+
+
+def _cli_errors(fn):
+    """Turn our validation errors into one-line CLI errors."""
+    from .errors import ApiError
+
+    try:
+        return fn()
+    except ApiError as e:
+        raise click.ClickException(e.message) from None
+    except OSError as e:
+        raise click.ClickException(f"{e.strerror}: {e.filename}" if e.filename else str(e)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

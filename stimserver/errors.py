@@ -1,0 +1,123 @@
+"""The one place where exceptions become responses.
+
+Every error leaves the server as ``{"message": str, "code": str}``; validation errors
+add ``"detail": [{"loc": [...], "msg": str, "type": str}]`` naming each bad field
+(API.md §2). Handlers raise ``ApiError`` subclasses; aiohttp's own HTTP exceptions
+(unknown route, wrong method) and anything unexpected are rendered the same way, so
+no client ever sees HTML or a traceback.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+__all__ = [
+    "ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict",
+    "ValidationError", "PayloadTooLarge", "error_body", "error_middleware", "field_error",
+]
+
+log = logging.getLogger("stimserver.errors")
+
+
+class ApiError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, detail: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "INVALID_INPUT"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "UNAUTHORIZED"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="stimserver"'})
+
+
+class Forbidden(ApiError):
+    status, code = 403, "PERMISSION_DENIED"
+
+
+class NotFound(ApiError):
+    status, code = 404, "RESOURCE_NOT_FOUND"
+
+
+class Conflict(ApiError):
+    """409. ``x-should-retry: false`` stops the official client from retrying it (API.md §10.3)."""
+
+    status, code = 409, "RESOURCE_CONFLICT"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
+class ValidationError(ApiError):
+    status, code = 422, "VALIDATION_ERROR"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "PAYLOAD_TOO_LARGE"
+
+
+def field_error(loc: list[str | int], msg: str, type_: str = "value_error") -> ValidationError:
+    """A 422 for one bad field: the message names it, the detail locates it."""
+    where = ".".join(str(p) for p in loc[1:]) or str(loc[0])
+    return ValidationError(f"{where}: {msg}", detail=[{"loc": list(loc), "msg": msg, "type": type_}])
+
+
+def error_body(status: int, code: str, message: str, detail: list[dict[str, Any]] | None = None) -> bytes:
+    body: dict[str, Any] = {"message": message, "code": code}
+    if detail is not None:
+        body["detail"] = detail
+    return orjson.dumps(body)
+
+
+_HTTP_CODES = {
+    400: "INVALID_INPUT", 401: "UNAUTHORIZED", 403: "PERMISSION_DENIED", 404: "RESOURCE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED", 409: "RESOURCE_CONFLICT", 413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR",
+}
+
+
+def _json_error(status: int, code: str, message: str, detail: Any = None,
+                headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=error_body(status, code, message, detail),
+                        content_type="application/json", headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _json_error(e.status, e.code, e.message, e.detail, e.headers)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise  # redirects and the like pass through untouched
+        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow",)}
+        if e.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif e.status == 405:
+            message = f"method {request.method} is not allowed on {request.path}"
+        elif e.status == 413:
+            message = "request body too large"
+        else:
+            message = e.reason
+        return _json_error(e.status, _HTTP_CODES.get(e.status, "HTTP_ERROR"), message, headers=headers)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _json_error(500, "INTERNAL_ERROR", "internal server error")

@@ -1,0 +1,45 @@
+"""JSON in and out: orjson responses and checked request bodies."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .errors import BadRequest, PayloadTooLarge, ValidationError
+from .keys import SETTINGS
+
+__all__ = ["json_response", "raw_json_response", "read_json_object"]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def raw_json_response(body: bytes, status: int = 200) -> web.Response:
+    """A body that is JSON already (e.g. spliced from stored lines)."""
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 4xx that says what is wrong with it."""
+    max_size = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > max_size:
+        raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {max_size}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"request body is larger than the limit of {max_size} bytes") from None
+    if not raw.strip():
+        raise BadRequest("request body is empty: send a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ValidationError(
+            "request body must be a JSON object",
+            detail=[{"loc": ["body"], "msg": "must be a JSON object", "type": "type_error.object"}],
+        )
+    return value

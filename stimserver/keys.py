@@ -1,0 +1,23 @@
+"""Typed keys for state shared through the application and the request.
+
+Declared in one module so every other module can import them without cycles.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .auth import Authenticator, Identity
+    from .config import Settings
+    from .store.paths import DataPaths
+    from .store.records import Records
+
+SETTINGS = web.AppKey("SETTINGS", "Settings")
+PATHS = web.AppKey("PATHS", "DataPaths")
+RECORDS = web.AppKey("RECORDS", "Records")
+AUTH = web.AppKey("AUTH", "Authenticator")
+
+IDENTITY = web.RequestKey("IDENTITY", "Identity")
+REQUEST_ID = web.RequestKey("REQUEST_ID", str)

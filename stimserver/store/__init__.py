@@ -1,0 +1,1 @@
+"""File-based storage: every byte stimserver keeps lives under the data directory."""

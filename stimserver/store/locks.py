@@ -1,0 +1,66 @@
+"""Advisory file locks (flock) that die with their process.
+
+A job's writer holds ``job.lock`` exclusively for as long as it appends, so another
+process can tell a live writer from a dead one without any heartbeat: if the lock
+can be taken, nobody is writing.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["FileLock", "try_lock", "is_locked"]
+
+
+class FileLock:
+    """An exclusive flock on ``path``, held until ``release`` (or process death)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, path: Path, *, blocking: bool) -> "FileLock | None":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "FileLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextmanager
+def try_lock(path: Path) -> Iterator[FileLock | None]:
+    """Take the lock if it is free; yields None when someone else holds it."""
+    lock = FileLock.acquire(path, blocking=False)
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def is_locked(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with try_lock(path) as lock:
+        return lock is None

@@ -1,0 +1,218 @@
+"""A job's output: ``output.jsonl`` (the truth) + ``output.idx`` (see lineindex).
+
+``OutputWriter`` appends whole lines and makes them durable before indexing them:
+write the data, fsync it, append the index entries, fsync the index. The number of
+index entries is therefore the committed line count that readers see; a line a page
+has served is on disk, and ``recover`` rebuilds exactly the same bytes after a crash.
+
+``read_page`` serves lines ``[offset, offset+limit)`` with two 8-byte index reads
+and one data read, whatever the offset and the file size. The lines on disk are
+compact JSON objects, so the page's JSON array is spliced from the raw bytes
+(newlines become commas) instead of being parsed and re-serialised.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from . import lineindex
+from .locks import FileLock, try_lock
+
+__all__ = ["OutputWriter", "Page", "read_page", "splice", "encode", "line_count", "repair", "DATA_NAME", "INDEX_NAME",
+           "lock_path"]
+
+DATA_NAME = "output.jsonl"
+INDEX_NAME = "output.idx"
+
+
+def lock_path(job_dir: Path) -> Path:
+    """The job's writer lock, beside (not inside) its folder so the folder can be swapped."""
+    return job_dir.parent / f"{job_dir.name}.lock"
+
+
+@dataclass
+class Page:
+    body: bytes | None  # a JSON array of the page's lines; None when left to the caller
+    count: int          # lines in the page
+    total: int          # committed lines in the output
+    span: tuple[int, int] = (0, 0)  # the page's byte range in output.jsonl
+
+
+EMPTY = Page(b"[]", 0, 0)
+
+
+def splice(raw: bytes) -> bytes:
+    """Complete stored lines → one JSON array, without parsing them."""
+    if not raw:
+        return b"[]"
+    return b"[" + raw[:-1].replace(b"\n", b",") + b"]"
+
+
+def repair(job_dir: Path) -> lineindex.RecoveryReport:
+    """Recover the index from the data; the caller holds (or has checked) the job lock."""
+    return lineindex.recover(job_dir / DATA_NAME, job_dir / INDEX_NAME)
+
+
+def _open_pair(job_dir: Path) -> tuple[int, int] | None:
+    try:
+        idx_fd = os.open(job_dir / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        data_fd = os.open(job_dir / DATA_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        os.close(idx_fd)
+        return None
+    return data_fd, idx_fd
+
+
+def _consistent(data_fd: int, idx_fd: int) -> tuple[bool, int]:
+    """(index agrees with the data's end, committed lines); O(1)."""
+    idx_size = os.fstat(idx_fd).st_size
+    n = idx_size // lineindex.ENTRY_SIZE
+    data_size = os.fstat(data_fd).st_size
+    last = lineindex.read_entry(idx_fd, n - 1)
+    return (idx_size % lineindex.ENTRY_SIZE == 0 and last == data_size), n
+
+
+def _needs_files(job_dir: Path) -> bool:
+    return (job_dir / DATA_NAME).exists() or (job_dir / INDEX_NAME).exists()
+
+
+def _repair_if_idle(job_dir: Path) -> bool:
+    """Repair unless a live writer holds the job lock; True if it repaired."""
+    with try_lock(lock_path(job_dir)) as lock:
+        if lock is None:
+            return False
+        pair = _open_pair(job_dir)
+        if pair is not None:
+            ok, _ = _consistent(*pair)
+            os.close(pair[0])
+            os.close(pair[1])
+            if ok:
+                return False
+        repair(job_dir)
+        return True
+
+
+def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = None) -> Page:
+    """Lines ``[offset, offset+limit)`` of the committed output as a JSON array.
+
+    Synchronous on purpose: for pages of ordinary size a direct ``pread`` from the page
+    cache is cheaper than a hop to a thread (scripts/bench_pageread.py measures it).
+    A page over ``max_inline`` bytes is not read here: ``body`` is None and ``span``
+    tells the caller which bytes to read off the event loop.
+    """
+    for attempt in (0, 1):
+        pair = _open_pair(job_dir)
+        if pair is None:
+            if attempt == 0 and _needs_files(job_dir) and _repair_if_idle(job_dir):
+                continue
+            return EMPTY
+        data_fd, idx_fd = pair
+        try:
+            ok, total = _consistent(data_fd, idx_fd)
+            if not ok:
+                data_size = os.fstat(data_fd).st_size
+                behind = lineindex.read_entry(idx_fd, total - 1) <= data_size
+                # A live writer's data runs ahead of its index between its two appends:
+                # that is normal. Anything else is damage, repaired here if nobody writes.
+                if attempt == 0 and _repair_if_idle(job_dir):
+                    continue
+                if not behind:
+                    return EMPTY  # index ahead of data with a live writer: cannot happen
+            if offset >= total:
+                return Page(b"[]", 0, total)
+            stop = min(offset + limit, total)
+            begin, end = lineindex.read_span(idx_fd, offset, stop)
+            if max_inline is not None and end - begin > max_inline:
+                return Page(None, stop - offset, total, (begin, end))
+            raw = os.pread(data_fd, end - begin, begin)
+        finally:
+            os.close(data_fd)
+            os.close(idx_fd)
+        return Page(splice(raw), stop - offset, total, (begin, end))
+    return EMPTY
+
+
+def line_count(job_dir: Path) -> int:
+    """Committed lines, as readers see them."""
+    pair = _open_pair(job_dir)
+    if pair is None:
+        return 0
+    try:
+        return lineindex.count_entries(pair[1])
+    finally:
+        os.close(pair[0])
+        os.close(pair[1])
+
+
+class OutputWriter:
+    """The single appender of one job's output; hold the job lock while it lives."""
+
+    def __init__(self, job_dir: Path, data_fd: int, idx_fd: int, lines: int, size: int) -> None:
+        self.job_dir = job_dir
+        self._data_fd = data_fd
+        self._idx_fd = idx_fd
+        self.lines = lines
+        self.size = size
+
+    @classmethod
+    def open(cls, job_dir: Path, lock: FileLock) -> "OutputWriter":
+        """Recover whatever a crash left, then open for appending."""
+        if lock.path != lock_path(job_dir):
+            raise ValueError("the writer needs this job's own lock")
+        job_dir.mkdir(parents=True, exist_ok=True)
+        report = repair(job_dir)
+        data_fd = os.open(job_dir / DATA_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        idx_fd = os.open(job_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        return cls(job_dir, data_fd, idx_fd, report.lines, report.data_size)
+
+    def append(self, records: list[bytes]) -> int:
+        """Append serialized JSON objects (one per line), durably; returns the new count.
+
+        Each record must be one compact JSON object without a newline; ``encode`` makes one.
+        """
+        if not records:
+            return self.lines
+        ends = []
+        pos = self.size
+        for rec in records:
+            if b"\n" in rec or not rec.startswith(b"{"):
+                raise ValueError("a record must be one JSON object on one line")
+            pos += len(rec) + 1
+            ends.append(pos)
+        data = b"\n".join(records) + b"\n"
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._data_fd, view):]
+        os.fsync(self._data_fd)
+        lineindex.append_entries(self._idx_fd, ends)
+        os.fsync(self._idx_fd)
+        self.size = pos
+        self.lines += len(records)
+        return self.lines
+
+    def close(self) -> None:
+        for fd in (self._data_fd, self._idx_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._data_fd = self._idx_fd = -1
+
+    def __enter__(self) -> "OutputWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def encode(obj: dict) -> bytes:
+    """One output record as compact JSON (never contains a raw newline)."""
+    if not isinstance(obj, dict):
+        raise TypeError("an output record is a JSON object")
+    return orjson.dumps(obj)

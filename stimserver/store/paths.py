@@ -1,0 +1,109 @@
+"""Names from URLs and bodies → paths inside the data directory.
+
+Layout (one folder per user / repo / target / job kind)::
+
+    DATA/users/<user>/repos/<repo>/repo.json
+                                  /prompts/<prompt>.json
+                                  /targets/<target>/target.json
+                                  /targets/<target>/<kind>/job.json      (kind: stim, rollout)
+                                  /targets/<target>/<kind>/output.jsonl
+                                  /targets/<target>/<kind>/output.idx
+
+Every name is checked against one strict pattern *before* it touches a path, so
+'..', '/', '\\', NUL, control characters and over-long names never reach the
+filesystem. Handlers never build paths themselves: they ask ``DataPaths``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import ValidationError
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_NAME = 128
+RESERVED = frozenset({"batch"})  # collides with the literal …/batch routes (API.md §1)
+JOB_KINDS = ("stim", "rollout")
+
+
+def name_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid name, or None if it is."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if value == "":
+        return "must not be empty"
+    if len(value) > MAX_NAME:
+        return f"is longer than {MAX_NAME} characters"
+    if NAME_RE.fullmatch(value):
+        if value.lower() in RESERVED:
+            return f"'{value}' is a reserved name"
+        if value.endswith("."):
+            return "must not end with '.'"
+        return None
+    if value in (".", ".."):
+        return f"'{value}' is not allowed"
+    for ch in value:
+        if not (ch.isascii() and (ch.isalnum() or ch in "._-")):
+            return f"contains invalid character: {ch!r}"
+    return "must start with a letter or digit"
+
+
+def check_name(value: object, field: str, where: str = "path") -> str:
+    """Return ``value`` if it is a valid name, else raise a 422 naming ``field``."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValidationError(
+            f"{field} {problem} (allowed: letters, digits, '.', '_', '-'; at most {MAX_NAME}; "
+            "starting with a letter or digit)",
+            detail=[{"loc": [where, field], "msg": f"{field} {problem}", "type": "value_error.name"}],
+        )
+    return value  # type: ignore[return-value]
+
+
+class DataPaths:
+    """Builds every path stimserver uses, only from checked names."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def users(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def keys_file(self) -> Path:
+        return self.root / "keys.json"
+
+    @property
+    def job_seq(self) -> Path:
+        return self.root / ".jobseq"
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    def user(self, user: str) -> Path:
+        return self.users / check_name(user, "user_id", "header")
+
+    def repos(self, user: str) -> Path:
+        return self.user(user) / "repos"
+
+    def repo(self, user: str, repo: str) -> Path:
+        return self.repos(user) / check_name(repo, "repo_name")
+
+    def prompts(self, user: str, repo: str) -> Path:
+        return self.repo(user, repo) / "prompts"
+
+    def prompt(self, user: str, repo: str, prompt: str) -> Path:
+        return self.prompts(user, repo) / f"{check_name(prompt, 'prompt_name')}.json"
+
+    def targets(self, user: str, repo: str) -> Path:
+        return self.repo(user, repo) / "targets"
+
+    def target(self, user: str, repo: str, target: str) -> Path:
+        return self.targets(user, repo) / check_name(target, "target_name")
+
+    def job_dir(self, user: str, repo: str, target: str, kind: str) -> Path:
+        if kind not in JOB_KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
+        return self.target(user, repo, target) / kind

@@ -1,0 +1,63 @@
+"""Shared fixtures: settings on a temp data dir, an in-process client, keys, jobs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import pytest
+
+from stimserver.app import create_app
+from stimserver.auth import KeyStore
+from stimserver.config import Settings
+from stimserver.store.paths import DataPaths
+from stimserver.store.records import Records
+
+MASTER_KEY = "test-master-key-0123456789"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.build(data_dir=tmp_path / "data", master_key=MASTER_KEY, access_log=False)
+
+
+@pytest.fixture
+def records(settings: Settings) -> Records:
+    return Records(DataPaths(settings.data_dir))
+
+
+@pytest.fixture
+def master_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+@pytest.fixture
+def user_key(records: Records) -> Callable[[str], dict[str, str]]:
+    """Make an API key for a user; returns the headers that carry it."""
+
+    def make(user: str) -> dict[str, str]:
+        _, token = KeyStore(records.paths.keys_file).create(user)
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings):
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def make_job(records: Records, tmp_path: Path) -> Callable[..., list[dict[str, Any]]]:
+    """A completed stim output of ``lines`` records for user/repo/target (via import)."""
+    from stimserver.store.importer import import_jsonl
+
+    def make(lines: int = 10, user: str = "alice", repo: str = "repo1", target: str = "t1",
+             record: Callable[[int], dict] | None = None) -> list[dict[str, Any]]:
+        rows = [record(i) if record else {"stimulus_id": i, "question": f"Question {i}?"} for i in range(lines)]
+        src = tmp_path / f"import-{user}-{repo}-{target}.jsonl"
+        src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        import_jsonl(records, user, repo, target, src)
+        return rows
+
+    return make
