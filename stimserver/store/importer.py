@@ -36,11 +36,13 @@ def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path,
     paths = records.paths
     job_dir = paths.job_dir(user, repo, target, kind)  # validates every name first
     target_dir = job_dir.parent
+    created = _first_missing(target_dir, paths.root)
     target_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock.acquire(lock_path(job_dir), blocking=False)
     if lock is None:
         raise ImportRefused(f"a {kind} job of target '{target}' is running; stop it first")
     staging = target_dir / f".{kind}.import-{secrets.token_hex(4)}"
+    done = False
     try:
         lines = _write_staging(src, staging, on_progress)
         job_id = records.next_job_id()
@@ -52,11 +54,23 @@ def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path,
         _ensure_records(records, user, repo, target)
         _swap_in(staging, job_dir)
         records.cache.forget(job_dir / "job.json")
+        done = True
         return lines
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
         lock.release()
+        if not done and created is not None:
+            shutil.rmtree(created, ignore_errors=True)  # leave no folder this import made
+
+
+def _first_missing(path: Path, root: Path) -> Path | None:
+    """The outermost folder between ``root`` and ``path`` that does not exist yet."""
+    missing = None
+    while path != root and not path.exists():
+        missing = path
+        path = path.parent
+    return missing
 
 
 def _write_staging(src: Path, staging: Path, on_progress: Callable[[int], None] | None) -> int:

@@ -135,7 +135,7 @@ def _check_line(line: bytes, number: int) -> None:
 def recover(data_path: str | os.PathLike, idx_path: str | os.PathLike) -> RecoveryReport:
     """Make ``output.idx`` agree with ``output.jsonl``; call only while no writer runs."""
     data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o644)
-    idx_fd = os.open(idx_path, os.O_RDWR | os.O_CREAT, 0o644)
+    idx_fd = os.open(idx_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         data_size = os.fstat(data_fd).st_size
         idx_size = os.fstat(idx_fd).st_size

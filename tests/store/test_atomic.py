@@ -1,0 +1,58 @@
+"""Atomic writes leave the old or the new file, never a mix, and no temp files."""
+from __future__ import annotations
+
+import threading
+
+import orjson
+import pytest
+
+from stimserver.store import atomic
+
+
+def test_write_json_atomic_replaces_whole_file(tmp_path):
+    path = tmp_path / "a" / "rec.json"
+    atomic.write_json_atomic(path, {"v": 1})
+    atomic.write_json_atomic(path, {"v": 2, "more": "x" * 1000})
+    assert orjson.loads(path.read_bytes()) == {"v": 2, "more": "x" * 1000}
+    assert [p.name for p in path.parent.iterdir()] == ["rec.json"]
+
+
+def test_create_exclusive_has_one_winner(tmp_path):
+    path = tmp_path / "rec.json"
+    wins = []
+    barrier = threading.Barrier(8)
+
+    def create(i: int) -> None:
+        barrier.wait()
+        wins.append(atomic.create_json_exclusive(path, {"by": i}))
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wins.count(True) == 1
+    assert orjson.loads(path.read_bytes())["by"] in range(8)
+    assert [p.name for p in tmp_path.iterdir()] == ["rec.json"]
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "rec.json"
+    atomic.write_json_atomic(path, {"v": 1})
+
+    def boom(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", boom)
+    with pytest.raises(OSError):
+        atomic.write_json_atomic(path, {"v": 2})
+    assert orjson.loads(path.read_bytes()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["rec.json"]
+
+
+def test_sweep_temp_files(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / ".rec.json.tmp-abc").write_text("half")
+    (tmp_path / "x" / "rec.json").write_text("{}")
+    assert atomic.sweep_temp_files(tmp_path) == 1
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["rec.json"]

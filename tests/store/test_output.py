@@ -1,0 +1,136 @@
+"""OutputWriter commits whole lines; read_page serves exactly the committed ones."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stimserver.store import output
+from stimserver.store.locks import FileLock
+
+
+def rec(i: int) -> dict:
+    return {"stimulus_id": i, "question": f"Question number {i}, with ünïcode and \"quotes\"?"}
+
+
+@pytest.fixture
+def job_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "stim"
+    d.mkdir()
+    return d
+
+
+def writer_for(job_dir: Path) -> tuple[output.OutputWriter, FileLock]:
+    lock = FileLock.acquire(output.lock_path(job_dir), blocking=False)
+    assert lock is not None
+    return output.OutputWriter.open(job_dir, lock), lock
+
+
+def page(job_dir: Path, offset: int, limit: int, **kw) -> tuple[list, output.Page]:
+    p = output.read_page(job_dir, offset, limit, **kw)
+    return orjson.loads(p.body), p
+
+
+def test_append_then_page_everywhere(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(250)])
+    for offset, limit in [(0, 100), (100, 100), (200, 100), (249, 1), (0, 1000), (250, 10), (10_000, 5)]:
+        items, p = page(job_dir, offset, limit)
+        assert items == [rec(i) for i in range(offset, min(offset + limit, 250))]
+        assert p.total == 250 and p.count == len(items)
+
+
+def test_missing_output_is_an_empty_page(job_dir):
+    items, p = page(job_dir, 0, 10)
+    assert items == [] and p.total == 0
+
+
+def test_writer_rejects_records_that_would_break_lines(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        for bad in (b'{"a":\n1}', b"[1]", b""):
+            with pytest.raises(ValueError):
+                w.append([bad])
+        assert w.lines == 0
+    with pytest.raises(TypeError):
+        output.encode([1, 2])  # type: ignore[arg-type]
+
+
+def test_writer_needs_its_own_lock(job_dir, tmp_path):
+    other = FileLock.acquire(tmp_path / "other.lock", blocking=False)
+    assert other is not None
+    with other, pytest.raises(ValueError):
+        output.OutputWriter.open(job_dir, other)
+
+
+def test_uncommitted_data_of_a_live_writer_is_not_served(job_dir):
+    """Data a live writer appended but has not indexed yet stays invisible."""
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(5)])
+        with open(job_dir / output.DATA_NAME, "ab") as f:  # the writer is between its two appends
+            f.write(output.encode(rec(5)) + b"\n" + b'{"torn')
+        items, p = page(job_dir, 0, 100)
+        assert p.total == 5 and items == [rec(i) for i in range(5)]
+        assert not list(job_dir.glob("output.jsonl.corrupt-*"))  # nothing "repaired" under a live writer
+    items, p = page(job_dir, 0, 100)  # the writer is gone: its torn tail is cut, its whole line kept
+    assert p.total == 6 and items == [rec(i) for i in range(6)]
+
+
+def test_reader_repairs_damage_when_no_writer_is_alive(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(40)])
+    (job_dir / output.INDEX_NAME).write_bytes(b"\xff" * 77)  # garbage after a crash
+    with open(job_dir / output.DATA_NAME, "ab") as f:
+        f.write(b'{"torn":')
+    items, p = page(job_dir, 30, 100)
+    assert p.total == 40 and items == [rec(i) for i in range(30, 40)]
+    assert list(job_dir.glob("output.jsonl.corrupt-*"))
+
+
+def test_reader_rebuilds_a_missing_index(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(12)])
+    (job_dir / output.INDEX_NAME).unlink()
+    items, p = page(job_dir, 10, 5)
+    assert p.total == 12 and items == [rec(10), rec(11)]
+
+
+def test_reopened_writer_continues_after_crash(job_dir):
+    """Kill between the data append and the index append: the next writer keeps the lines."""
+    w, lock = writer_for(job_dir)
+    w.append([output.encode(rec(i)) for i in range(3)])
+    with open(job_dir / output.DATA_NAME, "ab") as f:
+        f.write(output.encode(rec(3)) + b"\n")
+    w.close()
+    lock.release()
+    w2, lock2 = writer_for(job_dir)
+    with lock2, w2:
+        assert w2.lines == 4
+        w2.append([output.encode(rec(4))])
+    items, _ = page(job_dir, 0, 10)
+    assert items == [rec(i) for i in range(5)]
+
+
+def test_large_pages_are_left_to_the_caller(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(100)])
+    p = output.read_page(job_dir, 10, 50, max_inline=100)
+    assert p.body is None and p.count == 50
+    begin, end = p.span
+    raw = (job_dir / output.DATA_NAME).read_bytes()[begin:end]
+    assert orjson.loads(output.splice(raw)) == [rec(i) for i in range(10, 60)]
+
+
+def test_line_count(job_dir):
+    assert output.line_count(job_dir) == 0
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(7)])
+        assert output.line_count(job_dir) == 7

@@ -1,0 +1,125 @@
+"""Bearer auth and the master key's user override, through the real middleware."""
+from __future__ import annotations
+
+import pytest
+
+from stimserver.auth import KeyStore, hash_token
+
+from .conftest import MASTER_KEY
+
+OUTPUT = "/v1/repo/repo1/targets/t1/stim/output"
+
+
+@pytest.fixture
+def data(make_job):
+    make_job(lines=3, user="alice")
+    make_job(lines=5, user="bob")
+
+
+async def lines_seen(client, headers, path=OUTPUT):
+    r = await client.get(path, headers=headers)
+    return r.status, await r.json()
+
+
+UNAUTHORIZED = {
+    "no-header": {},
+    "empty-bearer": {"Authorization": "Bearer "},
+    "basic-scheme": {"Authorization": "Basic dXNlcjpwYXNz"},
+    "token-only": {"Authorization": MASTER_KEY},
+    "unknown-key": {"Authorization": "Bearer ssk_000000000000_nope"},
+    "master-with-suffix": {"Authorization": f"Bearer {MASTER_KEY}x"},
+    "two-tokens": {"Authorization": f"Bearer {MASTER_KEY} {MASTER_KEY}"},
+}
+
+
+@pytest.mark.parametrize("headers", UNAUTHORIZED.values(), ids=UNAUTHORIZED.keys())
+async def test_401_without_a_valid_key(client, data, headers):
+    status, body = await lines_seen(client, headers)
+    assert status == 401
+    assert body["code"] == "UNAUTHORIZED" and body["message"]
+    assert MASTER_KEY not in str(body)
+
+
+async def test_401_also_for_unknown_routes_under_v1(client):
+    r = await client.get("/v1/nope")
+    assert r.status == 401
+
+
+async def test_user_key_acts_as_its_user(client, data, user_key):
+    status, body = await lines_seen(client, user_key("alice"))
+    assert status == 200 and body["lines"] == 3
+    status, body = await lines_seen(client, user_key("bob"))
+    assert status == 200 and body["lines"] == 5
+
+
+async def test_user_key_cannot_see_other_users_data(client, make_job, user_key):
+    make_job(lines=5, user="bob", repo="secret")
+    status, body = await lines_seen(client, user_key("alice"), "/v1/repo/secret/targets/t1/stim/output")
+    assert status == 404
+
+
+OVERRIDES = {
+    "header": ({"X-User-Id": "bob"}, ""),
+    "query": ({}, "?user_id=bob"),
+    "both-same": ({"X-User-Id": "bob"}, "?user_id=bob"),
+}
+
+
+@pytest.mark.parametrize("extra, query", OVERRIDES.values(), ids=OVERRIDES.keys())
+async def test_master_key_may_act_as_any_user(client, data, master_headers, extra, query):
+    status, body = await lines_seen(client, {**master_headers, **extra}, OUTPUT + query)
+    assert status == 200 and body["lines"] == 5
+
+
+async def test_master_key_without_override_is_the_master_user(client, make_job, master_headers):
+    make_job(lines=2, user="admin")
+    status, body = await lines_seen(client, master_headers)
+    assert status == 200 and body["lines"] == 2
+
+
+async def test_override_conflict_is_400(client, data, master_headers):
+    status, body = await lines_seen(client, {**master_headers, "X-User-Id": "alice"}, OUTPUT + "?user_id=bob")
+    assert status == 400 and "X-User-Id" in body["message"]
+
+
+@pytest.mark.parametrize("extra, query", OVERRIDES.values(), ids=OVERRIDES.keys())
+async def test_user_key_may_not_act_as_another_user(client, data, user_key, extra, query):
+    status, body = await lines_seen(client, {**user_key("alice"), **extra}, OUTPUT + query)
+    assert status == 403 and body["code"] == "PERMISSION_DENIED"
+
+
+async def test_user_key_naming_itself_or_nobody_is_fine(client, data, user_key):
+    headers = user_key("alice")
+    for extra, query in [({"X-User-Id": "alice"}, ""), ({}, "?user_id=alice"), ({"X-User-Id": ""}, "?user_id=")]:
+        status, body = await lines_seen(client, {**headers, **extra}, OUTPUT + query)
+        assert status == 200 and body["lines"] == 3
+
+
+async def test_bad_override_name_is_422(client, master_headers):
+    status, body = await lines_seen(client, {**master_headers, "X-User-Id": "../etc"})
+    assert status == 422 and body["detail"][0]["loc"] == ["header", "user_id"]
+
+
+async def test_revoked_key_is_401_at_once(client, data, records):
+    store = KeyStore(records.paths.keys_file)
+    rec, token = store.create("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await lines_seen(client, headers))[0] == 200
+    store.revoke(rec["id"])  # as `stimserver keys revoke` from another process would
+    status, body = await lines_seen(client, headers)
+    assert status == 401 and token not in str(body)
+
+
+async def test_health_needs_no_auth_and_ignores_bad_tokens(client):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "garbage"}):
+        r = await client.get("/v1/health", headers=headers)
+        assert r.status == 200
+        assert set(await r.json()) == {"status", "api", "version"}
+
+
+def test_only_hashes_are_stored(records):
+    store = KeyStore(records.paths.keys_file)
+    rec, token = store.create("alice", note="ci")
+    raw = records.paths.keys_file.read_text()
+    assert token not in raw and hash_token(token) in raw
+    assert all("hash" not in r for r in store.list())
