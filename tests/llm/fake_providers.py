@@ -1,0 +1,264 @@
+"""Local stand-ins for the Anthropic Messages and OpenAI chat-completions HTTP APIs.
+
+They speak the real wire formats (paths, auth headers, success and error bodies), so the
+official SDKs run unmodified against them, retries included. Each test scripts the answers
+(text, `Reply`, `Fail`, `Slow`, `Raw`, or a callable of the request body) and reads back what
+arrived in `received`. With the script empty they answer "ok".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+from aiohttp import web
+
+TEST_KEY = "sk-test-0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful completion; `stop` is the provider's stop/finish reason."""
+
+    text: str = ""
+    stop: str | None = None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Fail:
+    """An HTTP error in the provider's error shape, optionally with a `retry-after` header."""
+
+    status: int
+    message: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Slow:
+    """Answer `text` after `seconds` (or at shutdown), to trip a client timeout."""
+
+    seconds: float
+    text: str = "late"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Any body at all, for servers that answer with something other than the API."""
+
+    body: str
+    content_type: str = "text/html"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as it arrived: lower-cased headers and the JSON body."""
+
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+
+
+Answer = str | Reply | Fail | Slow | Raw
+Script = Answer | Callable[[dict[str, Any]], Answer]
+
+
+class FakeProvider(ABC):
+    """Shared server plumbing; subclasses define the path, auth rules and body shapes."""
+
+    path: ClassVar[str]
+    _ids = itertools.count(1)
+
+    def __init__(self, api_key: str | None = TEST_KEY) -> None:
+        self.api_key = api_key  # None accepts any key, like a local server
+        self.models: set[str] | None = None  # None accepts any model
+        self.received: list[Received] = []
+        self.url = ""
+        self._script: deque[Script] = deque()
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    def script(self, *answers: Script) -> None:
+        """Queue answers, consumed one per request."""
+        self._script.extend(answers)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post(self.path, self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.received.append(Received(headers, body))
+        rejected = self._reject(headers, body)
+        if rejected is not None:
+            return self._error(rejected)
+        if self.models is not None and body.get("model") not in self.models:
+            return self._error(Fail(404, self._unknown_model_message(body.get("model"))))
+        answer = self._script.popleft() if self._script else "ok"
+        if callable(answer):
+            answer = answer(body)
+        if isinstance(answer, Slow):
+            try:
+                await asyncio.wait_for(self._closing.wait(), answer.seconds)
+            except TimeoutError:
+                pass
+            answer = answer.text
+        if isinstance(answer, Fail):
+            return self._error(answer)
+        if isinstance(answer, Raw):
+            return web.Response(text=answer.body, content_type=answer.content_type)
+        reply = Reply(answer) if isinstance(answer, str) else answer
+        return web.json_response(self._success(body, reply, next(self._ids)))
+
+    def _error(self, fail: Fail) -> web.Response:
+        headers = {} if fail.retry_after is None else {"retry-after": str(fail.retry_after)}
+        return web.json_response(self._error_body(fail), status=fail.status, headers=headers)
+
+    @abstractmethod
+    def env(self) -> dict[str, str]:
+        """The environment variables that point stimserver's LLMConfig at this server."""
+
+    @abstractmethod
+    def _reject(self, headers: Mapping[str, str], body: dict[str, Any]) -> Fail | None:
+        """The error a real server would give this request before looking at the model, if any."""
+
+    @abstractmethod
+    def _unknown_model_message(self, model: object) -> str: ...
+
+    @abstractmethod
+    def _success(self, body: dict[str, Any], reply: Reply, serial: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _error_body(self, fail: Fail) -> dict[str, Any]: ...
+
+
+class FakeAnthropic(FakeProvider):
+    """`POST /v1/messages`. Like the real API it takes the key as `x-api-key` or a Bearer token,
+    requires `anthropic-version`, and rejects sampling parameters on versions after 2023-06-01."""
+
+    path = "/v1/messages"
+    _ERROR_TYPES: ClassVar[dict[int, str]] = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        529: "overloaded_error",
+    }
+
+    def env(self) -> dict[str, str]:
+        return {"ANTHROPIC_API_KEY": self.api_key or "", "ANTHROPIC_BASE_URL": self.url}
+
+    def _reject(self, headers: Mapping[str, str], body: dict[str, Any]) -> Fail | None:
+        bearer = headers.get("authorization", "").removeprefix("Bearer ")
+        if self.api_key is not None and self.api_key not in (headers.get("x-api-key"), bearer):
+            return Fail(401, "invalid x-api-key")
+        version = headers.get("anthropic-version")
+        if version is None:
+            return Fail(400, "anthropic-version: header is required")
+        for name in ("temperature", "top_p", "top_k"):
+            if name in body and version != "2023-06-01":
+                return Fail(400, f"{name}: Extra inputs are not permitted")
+        if not isinstance(body.get("max_tokens"), int):
+            return Fail(400, "max_tokens: Field required")
+        return None
+
+    def _unknown_model_message(self, model: object) -> str:
+        return f"model: {model}"
+
+    def _success(self, body: dict[str, Any], reply: Reply, serial: int) -> dict[str, Any]:
+        return {
+            "id": f"msg_{serial:08d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": reply.text}] if reply.text else [],
+            "stop_reason": reply.stop or "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": len(reply.text.split())},
+        }
+
+    def _error_body(self, fail: Fail) -> dict[str, Any]:
+        kind = self._ERROR_TYPES.get(fail.status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": fail.message or kind}}
+
+
+class FakeOpenAI(FakeProvider):
+    """`POST /v1/chat/completions` with Bearer auth, as OpenAI and compatible servers serve it.
+    A wrong key's error echoes the key in full, so tests can check it never reaches the user."""
+
+    path = "/v1/chat/completions"
+    _ERRORS: ClassVar[dict[int, tuple[str, str | None]]] = {
+        400: ("invalid_request_error", None),
+        401: ("invalid_request_error", "invalid_api_key"),
+        404: ("invalid_request_error", "model_not_found"),
+        429: ("requests", "rate_limit_exceeded"),
+    }
+
+    def env(self) -> dict[str, str]:
+        return {"OPENAI_API_KEY": self.api_key or "", "OPENAI_BASE_URL": f"{self.url}/v1"}
+
+    def _reject(self, headers: Mapping[str, str], body: dict[str, Any]) -> Fail | None:
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return Fail(401, "You didn't provide an API key.")
+        if self.api_key is not None and auth.removeprefix("Bearer ") != self.api_key:
+            return Fail(401, f"Incorrect API key provided: {auth.removeprefix('Bearer ')}.")
+        return None
+
+    def _unknown_model_message(self, model: object) -> str:
+        return f"The model `{model}` does not exist or you do not have access to it."
+
+    def _success(self, body: dict[str, Any], reply: Reply, serial: int) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{serial}",
+            "object": "chat.completion",
+            "created": 1_700_000_000 + serial,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text or None, "refusal": reply.refusal},
+                    "logprobs": None,
+                    "finish_reason": reply.stop or "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+
+    def _error_body(self, fail: Fail) -> dict[str, Any]:
+        kind, code = self._ERRORS.get(fail.status, ("server_error", None))
+        return {"error": {"message": fail.message or kind, "type": kind, "param": None, "code": code}}
+
+
+@pytest.fixture
+async def anthropic_server() -> AsyncIterator[FakeAnthropic]:
+    server = FakeAnthropic()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def openai_server() -> AsyncIterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    await server.start()
+    yield server
+    await server.close()
