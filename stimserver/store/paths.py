@@ -16,6 +16,7 @@ filesystem. Handlers never build paths themselves: they ask ``DataPaths``.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ValidationError
@@ -103,7 +104,12 @@ class DataPaths:
     def target(self, user: str, repo: str, target: str) -> Path:
         return self.targets(user, repo) / check_name(target, "target_name")
 
+    @lru_cache(maxsize=8192)  # the paging hot path asks for the same few jobs again and again
     def job_dir(self, user: str, repo: str, target: str, kind: str) -> Path:
         if kind not in JOB_KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         return self.target(user, repo, target) / kind
+
+    @lru_cache(maxsize=8192)
+    def job_file(self, user: str, repo: str, target: str, kind: str) -> Path:
+        return self.job_dir(user, repo, target, kind) / "job.json"
