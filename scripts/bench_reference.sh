@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# stimserver beside the reference servers of ../shared/bench (competent FastAPI, nginx), in one run.
+#
+#   scripts/bench_reference.sh                 # 2,000,000 lines, as in the bench README
+#   QUICK=1 scripts/bench_reference.sh         # 100,000 lines, short runs
+#
+# run_bench.sh generates the data file; this imports that same file into a stimserver data
+# directory (building the index), makes a user key for the run's bearer token, and adds
+# `stimserver serve` (auth and access log on) as the extra server. Any other knob of
+# run_bench.sh (ONLY, DURATION, REPEAT, ...) passes through.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+BENCH=${BENCH:-$HERE/../../shared/bench}
+[[ -f $BENCH/run_bench.sh ]] || { echo "no reference bench at $BENCH (set BENCH=...)" >&2; exit 1; }
+export STIMBENCH_DIR=${STIMBENCH_DIR:-/tmp/stimbench}
+if [[ ${QUICK:-0} == 1 ]]; then LINES=${LINES:-100000}; fi
+LINES=${LINES:-2000000}
+DATA=$STIMBENCH_DIR/data/stim_$LINES.jsonl
+SS_DATA=$STIMBENCH_DIR/stimserver-$LINES
+PY=${PYTHON:-python3}
+
+if [[ ! -f $DATA ]]; then   # let the reference harness make its data (and venv) first
+  ONLY=none LINES=$LINES REPEAT="" bash "$BENCH/run_bench.sh" >/dev/null
+fi
+if [[ ! -f $SS_DATA/token ]]; then
+  rm -rf "$SS_DATA"
+  "$PY" -m stimserver import --quiet --user bench --repo benchrepo --target benchtarget "$DATA" --data "$SS_DATA"
+  "$PY" -m stimserver keys create --user bench --data "$SS_DATA" | tail -n 1 >"$SS_DATA/token"
+fi
+export STIMBENCH_TOKEN=$(cat "$SS_DATA/token")
+export EXTRA_SERVER_NAME=stimserver EXTRA_SERVER_PORT=8110
+export EXTRA_SERVER_CMD="$PY -m stimserver serve --port 8110 --data $SS_DATA"
+export ONLY=${ONLY:-fastapi_indexed,nginx,stimserver}
+export REPEAT=${REPEAT-"stimserver:o0_l100 fastapi_indexed:o0_l100 stimserver:o0_l1000 fastapi_indexed:o0_l1000"}
+LINES=$LINES exec bash "$BENCH/run_bench.sh"
