@@ -48,7 +48,8 @@ def splice(raw: bytes) -> bytes:
     """Complete stored lines → one JSON array, without parsing them."""
     if not raw:
         return b"[]"
-    return b"[" + raw[:-1].replace(b"\n", b",") + b"]"
+    commas = raw.replace(b"\n", b",")  # the last newline becomes the "]"
+    return b"".join((b"[", memoryview(commas)[:-1], b"]"))
 
 
 def repair(job_dir: Path) -> lineindex.RecoveryReport:
