@@ -134,3 +134,41 @@ def test_line_count(job_dir):
     with lock, w:
         w.append([output.encode(rec(i)) for i in range(7)])
         assert output.line_count(job_dir) == 7
+
+
+def test_a_page_reads_only_its_own_bytes(job_dir, monkeypatch):
+    """O(limit): at most three 8-byte index reads (last entry, page start, page end), one data read."""
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        for start in range(0, 20_000, 5_000):
+            w.append([output.encode(rec(i)) for i in range(start, start + 5_000)])
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd, n, off):
+        reads.append(n)
+        return real_pread(fd, n, off)
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    for offset in (0, 10_000, 19_900):
+        reads.clear()
+        p = output.read_page(job_dir, offset, 100)
+        assert p.count == 100
+        assert all(n == 8 for n in reads[:-1]) and len(reads) <= 4
+        assert reads[-1] == p.span[1] - p.span[0]  # exactly the page's bytes
+
+
+def test_served_lines_survive_crash_and_recovery_byte_for_byte(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(500)])
+    served = [output.read_page(job_dir, off, 50).body for off in range(0, 500, 50)]
+    # crash damage: a torn line after the data, and an index cut mid-entry with junk
+    with open(job_dir / output.DATA_NAME, "ab") as f:
+        f.write(b'{"stimulus_id": 500, "qu')
+    idx = job_dir / output.INDEX_NAME
+    idx.write_bytes(idx.read_bytes()[: 300 * 8 + 5])
+    w2, lock2 = writer_for(job_dir)  # a new writer opens (and recovers) the output
+    with lock2, w2:
+        assert w2.lines == 500
+    assert [output.read_page(job_dir, off, 50).body for off in range(0, 500, 50)] == served
