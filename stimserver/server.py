@@ -37,10 +37,12 @@ def check_data_dir(path: Path) -> str | None:
 
 
 def _shown(path: Path) -> str:
+    """The path as the user would type it: relative below the current folder, else absolute."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _hint(settings: Settings, created: bool) -> str:
