@@ -25,6 +25,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -145,6 +146,12 @@ def throughput(port: int, token: str, offset: int, limit: int, seconds: float) -
     return n / (time.perf_counter() - t0)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def stop(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -167,11 +174,12 @@ def main() -> None:
     out_file, token = prepare(args.work, args.lines)
     total = args.lines
     mid, last = total // 2, total - 100
+    p1, p2 = free_port(), free_port()
     servers = {
-        "stimserver": ([sys.executable, "-m", "stimserver", "serve", "--port", "8130", "--data",
-                        str(args.work / "data")], 8130),
-        "naive": ([sys.executable, str(HERE / "naive_server.py"), "--port", "8131", "--file", str(out_file),
-                   "--token", token], 8131),
+        "stimserver": ([sys.executable, "-m", "stimserver", "serve", "--port", str(p1), "--data",
+                        str(args.work / "data")], p1),
+        "naive": ([sys.executable, str(HERE / "naive_server.py"), "--port", str(p2), "--file", str(out_file),
+                   "--token", token], p2),
     }
     lat: dict[str, dict[str, tuple[float, float]]] = {}
     rps: dict[str, dict[str, float]] = {}
