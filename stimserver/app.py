@@ -7,9 +7,14 @@ from .auth import Authenticator, KeyStore, auth_middleware
 from .config import Settings
 from .errors import error_middleware
 from .handlers import health, jobs
-from .keys import AUTH, PATHS, RECORDS, SETTINGS
+from .keys import AUTH, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
 from .logs import request_id_middleware
 from .masterkey import load_master_key
+from .metrics import Metrics, metrics_middleware
+from .metrics import routes as metrics_routes
+from .openapi import openapi_bytes
+from .openapi import routes as openapi_routes
+from .proxy import TrustedProxies, forwarded_middleware
 from .store.paths import DataPaths
 from .store.records import Records
 
@@ -19,15 +24,21 @@ ROUTE_TABLES = (health.routes, jobs.routes)
 
 
 def create_app(settings: Settings) -> web.Application:
+    proxies = TrustedProxies(settings.trusted_proxies)
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[*((forwarded_middleware(proxies),) if proxies else ()), metrics_middleware,
+                     request_id_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     paths = DataPaths(settings.data_dir)
     app[SETTINGS] = settings
     app[PATHS] = paths
     app[RECORDS] = Records(paths)
+    app[METRICS] = Metrics(paths)
+    app[OPENAPI] = openapi_bytes(settings)
     app[AUTH] = Authenticator(load_master_key(settings), settings.master_user, KeyStore(paths.keys_file))
     for table in ROUTE_TABLES:
         app.add_routes(table)
+    app.add_routes(openapi_routes)
+    app.add_routes(metrics_routes)
     return app

@@ -29,13 +29,19 @@ def main() -> None:
 @click.option("--port", envvar="STIMSERVER_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @DATA_OPTION
 @click.option("--no-access-log", is_flag=True, help="do not write JSON access-log lines to stdout")
-def serve(host: str, port: int, data_dir: Path, no_access_log: bool) -> None:
-    """Serve the API on HOST:PORT from the data directory."""
+@click.option("--workers", envvar="STIMSERVER_WORKERS", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="server processes sharing the port (e.g. one per core)")
+def serve(host: str, port: int, data_dir: Path, no_access_log: bool, workers: int) -> None:
+    """Serve the API on HOST:PORT from the data directory.
+
+    SIGTERM or Ctrl-C stops it gracefully: requests in flight finish, running jobs are
+    handed back and resume on the next start.
+    """
     from .server import serve as run_server
 
     settings = _settings(data_dir=data_dir, host=host, port=port,
                          access_log=False if no_access_log else None)
-    sys.exit(run_server(settings))
+    sys.exit(run_server(settings, workers=workers))
 
 
 @main.group()

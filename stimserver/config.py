@@ -7,6 +7,7 @@ names, defaults and help text; the README's settings table is checked against it
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", "STIMSERVER_MAX_BODY_BYTES", 10 * 1024 * 1024,
             "largest request body accepted (413 beyond)"),
     Setting("access_log", "STIMSERVER_ACCESS_LOG", True, "write one JSON access-log line per request"),
+    Setting("trusted_proxies", "STIMSERVER_TRUSTED_PROXIES", None,
+            "comma-separated proxy IPs/CIDRs whose X-Forwarded-For/-Proto are believed (default: none)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -69,6 +72,17 @@ def _cast(setting: Setting, raw: Any) -> Any:
     return str(raw)
 
 
+def _proxy_list(raw: str) -> str | None:
+    """``raw`` with each item checked as an IP address or network; None when it names none."""
+    items = [item.strip() for item in str(raw).split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"STIMSERVER_TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
+    return ",".join(items) or None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./data")
@@ -81,6 +95,7 @@ class Settings:
     max_page_size: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024
     access_log: bool = True
+    trusted_proxies: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -110,6 +125,8 @@ class Settings:
             raise ValueError("max_page_size must be at least 1")
         if not 1 <= merged["default_page_size"] <= merged["max_page_size"]:
             raise ValueError("default_page_size must be between 1 and max_page_size")
+        if merged["trusted_proxies"] is not None:
+            merged["trusted_proxies"] = _proxy_list(merged["trusted_proxies"])
         return cls(**merged)
 
     @property

@@ -11,6 +11,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .auth import Authenticator, Identity
     from .config import Settings
+    from .metrics import Metrics
     from .store.paths import DataPaths
     from .store.records import Records
 
@@ -18,6 +19,11 @@ SETTINGS = web.AppKey("SETTINGS", "Settings")
 PATHS = web.AppKey("PATHS", "DataPaths")
 RECORDS = web.AppKey("RECORDS", "Records")
 AUTH = web.AppKey("AUTH", "Authenticator")
+METRICS = web.AppKey("METRICS", "Metrics")
+OPENAPI = web.AppKey("OPENAPI", bytes)
 
 IDENTITY = web.RequestKey("IDENTITY", "Identity")
 REQUEST_ID = web.RequestKey("REQUEST_ID", str)
+# Set by proxy.forwarded_middleware, only for requests from a trusted proxy that forwarded them.
+CLIENT_ADDR = web.RequestKey("CLIENT_ADDR", str)
+CLIENT_SCHEME = web.RequestKey("CLIENT_SCHEME", str)

@@ -3,6 +3,9 @@
 The id comes from an incoming ``X-Request-Id`` (when it looks sane, e.g. set by nginx)
 or is made here; it is echoed as a response header. Lines carry method, route
 template, status, duration, user and bytes — never a token or a query string with one.
+``remote`` is the real client: behind a trusted proxy (``proxy.py``) the address it
+forwarded, with the proxy's own address in ``via``; ``pid`` tells the processes of
+``serve --workers N`` apart.
 """
 from __future__ import annotations
 
@@ -16,13 +19,21 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .keys import IDENTITY, REQUEST_ID
+from .keys import CLIENT_ADDR, IDENTITY, REQUEST_ID
 
 __all__ = ["request_id_middleware", "JsonAccessLogger"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _request_id(request: web.Request) -> str:
@@ -49,10 +60,12 @@ class JsonAccessLogger(AbstractAccessLogger):
         match_info = getattr(request, "match_info", None)
         route = match_info.route.resource.canonical if match_info is not None and match_info.route.resource else None
         ident = request.get(IDENTITY)
+        client = request.get(CLIENT_ADDR)
         entry = {
             "ts": round(time.time(), 3),
             "request_id": request.get(REQUEST_ID),
-            "remote": request.remote,
+            "remote": client or request.remote,
+            "via": request.remote if client else None,
             "method": request.method,
             "route": route,
             "path": request.path,

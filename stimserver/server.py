@@ -1,27 +1,53 @@
-"""Running the app: checks before binding, the startup hint, graceful shutdown."""
+"""Running the app: checks before binding, one or several processes, graceful shutdown.
+
+``serve(settings, workers=N)`` checks the data directory, makes sure there is a master
+key, and binds the listening socket itself, so that an unusable directory or a taken
+port is refused with one clear line before anything starts. Then:
+
+* ``workers == 1``: the app runs in this process on that socket;
+* ``workers > 1``: N forked children each build their own app (``create_app``) and
+  accept on the inherited socket; the kernel hands each new connection to one of them.
+  The parent only supervises: it restarts a child that died, and on SIGTERM/SIGINT it
+  closes its copy of the socket and passes SIGTERM on. Children share nothing but the
+  data directory, which is built for that (keys and records are re-read when another
+  process changed them, jobs are claimed with flocks), and a metrics directory.
+
+SIGTERM (or Ctrl-C) drains: the socket closes, requests in flight finish (up to
+``DRAIN_SECONDS``), then the job runner hands its running jobs back as ``pending`` for
+the next start to resume.
+"""
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import shutil
+import signal
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
-
-from aiohttp import web
+from typing import NoReturn
 
 from . import __version__
-from .app import create_app
 from .config import Settings
-from .logs import JsonAccessLogger
 from .masterkey import MasterKeyMissing, ensure_master_key
 
-__all__ = ["serve", "check_data_dir"]
+__all__ = ["serve", "check_data_dir", "bind", "DRAIN_SECONDS"]
+
+DRAIN_SECONDS = 30.0      # how long SIGTERM waits for requests in flight
+BACKLOG = 1024
+QUICK_DEATH_SECONDS = 5.0  # a child dying this soon after its start counts as a failed start
+MAX_QUICK_DEATHS = 5       # in a row: then the supervisor gives up instead of looping
 
 
 def check_data_dir(path: Path) -> str | None:
     """Why ``path`` cannot hold stimserver's data, or None if it can."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"data directory {path} is a file, not a directory"
     except OSError as e:
         return f"cannot create data directory {path}: {e.strerror}"
     if not path.is_dir():
@@ -36,6 +62,25 @@ def check_data_dir(path: Path) -> str | None:
     return None
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; OSError if that is impossible (e.g. the port is taken).
+
+    No SO_REUSEPORT: a second server on the same port must fail, not share it silently.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebinding over TIME_WAIT is fine
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _shown(path: Path) -> str:
     """The path as the user would type it: relative below the current folder, else absolute."""
     try:
@@ -45,7 +90,7 @@ def _shown(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def _hint(settings: Settings, created: bool) -> str:
+def _hint(settings: Settings, created: bool, workers: int = 1) -> str:
     url = f"http://{settings.host if settings.host not in ('0.0.0.0', '::') else '127.0.0.1'}:{settings.port}"
     if settings.master_key:
         auth = '"Authorization: Bearer $STIMSERVER_MASTER_KEY"'
@@ -54,8 +99,9 @@ def _hint(settings: Settings, created: bool) -> str:
         key_file = _shown(settings.resolved_master_key_file)
         auth = f'"Authorization: Bearer $(cat {key_file})"'
         where = f"the master key is in {key_file}" + (" (just created, mode 600)" if created else "")
+    processes = f" with {workers} worker processes" if workers > 1 else ""
     return (
-        f"stimserver {__version__}: serving {_shown(settings.data_dir)} on {url}\n"
+        f"stimserver {__version__}: serving {_shown(settings.data_dir)} on {url}{processes}\n"
         f"  {where}; it may act as any user with X-User-Id.\n"
         f"  try:  curl -H {auth} -H 'X-User-Id: demo' \\\n"
         f"          '{url}/v1/repo/demo/targets/geography/stim/output?limit=2'\n"
@@ -63,28 +109,185 @@ def _hint(settings: Settings, created: bool) -> str:
     )
 
 
-def serve(settings: Settings) -> int:
+def _say(message: str) -> None:
+    print(f"stimserver: {message}", file=sys.stderr, flush=True)
+
+
+def serve(settings: Settings, workers: int = 1) -> int:
+    """Run the server until SIGTERM/SIGINT; the exit status (2: refused to start)."""
+    if workers < 1:
+        _say("--workers must be at least 1")
+        return 2
     problem = check_data_dir(settings.data_dir)
     if problem:
-        print(f"stimserver: {problem}", file=sys.stderr)
+        _say(problem)
         return 2
     try:
         created = ensure_master_key(settings)
-        app = create_app(settings)
     except (MasterKeyMissing, OSError) as e:
-        print(f"stimserver: {e}", file=sys.stderr)
+        _say(str(e))
         return 2
-    print(_hint(settings, created), file=sys.stderr, flush=True)
     try:
-        web.run_app(
-            app, host=settings.host, port=settings.port, print=None, shutdown_timeout=30,
-            access_log_class=JsonAccessLogger,
-            access_log=web.access_logger if settings.access_log else None,
-        )
+        sock = bind(settings.host, settings.port)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            print(f"stimserver: port {settings.port} on {settings.host} is already in use", file=sys.stderr)
+            _say(f"port {settings.port} on {settings.host} is already in use (is another server running?)")
         else:
-            print(f"stimserver: cannot listen on {settings.host}:{settings.port}: {e.strerror}", file=sys.stderr)
+            _say(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
         return 2
-    return 0
+    if workers == 1:
+        try:
+            try:
+                app = _make_app(settings)
+            except (MasterKeyMissing, OSError) as e:
+                _say(str(e))
+                return 2
+            print(_hint(settings, created), file=sys.stderr, flush=True)
+            asyncio.run(_serve(app, sock, settings, (signal.SIGTERM, signal.SIGINT)))
+        finally:
+            sock.close()
+        return 0
+    metrics_dir, own_dir = _metrics_dir()
+    try:
+        print(_hint(settings, created, workers), file=sys.stderr, flush=True)
+        return _supervise(settings, sock, workers)
+    finally:
+        sock.close()
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _make_app(settings: Settings):
+    from .app import create_app  # not at import time: _metrics_dir must come first
+
+    return create_app(settings)
+
+
+def _metrics_dir() -> tuple[str, bool]:
+    """The directory the workers' metrics meet in (see metrics.py); True if made here.
+
+    Must be set before prometheus-client is imported, which happens with the app.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        return given, False
+    made = tempfile.mkdtemp(prefix="stimserver-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made, True
+
+
+async def _serve(app, sock: socket.socket, settings: Settings, stop_signals: tuple[int, ...],
+                 parent: int | None = None) -> None:
+    """Serve ``app`` on ``sock`` until a stop signal (or the parent's death), then drain."""
+    from aiohttp import web
+
+    from .logs import JsonAccessLogger
+
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=DRAIN_SECONDS,
+                           access_log_class=JsonAccessLogger,
+                           access_log=web.access_logger if settings.access_log else None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in stop_signals:
+            loop.add_signal_handler(sig, stop.set)
+        if parent is None:
+            await stop.wait()
+        else:
+            while not stop.is_set() and os.getppid() == parent:
+                try:
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                except TimeoutError:
+                    pass
+    finally:
+        await runner.cleanup()  # closes the socket, drains requests in flight, stops the job runner
+
+
+# -- several processes ----------------------------------------------------------------------
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
+    parent = os.getpid()
+    children: dict[int, float] = {}
+    state = {"stopping": False}
+
+    def stop(signum: int, frame: object) -> None:
+        if not state["stopping"]:
+            state["stopping"] = True
+            sock.close()  # the port stops taking connections once the children close theirs too
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def spawn() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # no stop() between fork and bookkeeping
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _child(settings, sock, parent)
+            children[pid] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(workers):
+        spawn()
+    quick_deaths = 0
+    status = 0
+    while children:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if started is None or state["stopping"]:
+            continue
+        code = os.waitstatus_to_exitcode(wait_status)
+        quick_deaths = quick_deaths + 1 if time.monotonic() - started < QUICK_DEATH_SECONDS else 0
+        if quick_deaths >= MAX_QUICK_DEATHS:
+            _say(f"worker processes keep exiting at start (last: {_exit_reason(code)}); giving up")
+            status = 1
+            stop(signal.SIGTERM, None)
+            continue
+        _say(f"worker process {pid} exited ({_exit_reason(code)}); starting another")
+        if quick_deaths:
+            time.sleep(0.5)
+        spawn()
+    return status
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
+
+
+def _child(settings: Settings, sock: socket.socket, parent: int) -> NoReturn:
+    """A worker process: serve until SIGTERM from the parent (or its death), then leave."""
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which sends SIGTERM
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        app = _make_app(settings)
+        asyncio.run(_serve(app, sock, settings, (signal.SIGTERM,), parent=parent))
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - reported, then the process ends; never back into the parent's code
+        _say(f"worker process {os.getpid()} failed: {type(e).__name__}: {e}")
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

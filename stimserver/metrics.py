@@ -1,0 +1,192 @@
+"""Prometheus metrics: the request middleware, job and line counts, GET /metrics.
+
+Series (all prefixed ``stimserver_``)::
+
+    http_requests_total{route, method, status}          requests answered
+    http_request_duration_seconds{route, method}        handler latency (histogram)
+    http_response_bytes_total{route}                    response body bytes served
+    jobs{kind, status}                                  job records on disk by state
+    lines_generated_total{kind}                         output lines committed by job runners
+    build_info{version}                                 always 1
+
+``route`` is the route template (``/v1/repo/{repo_name}/...``), never the raw path, so
+the number of series stays bounded; requests no route matched count as ``unmatched``.
+
+Several processes (``serve --workers N``) share one port, and a scrape reaches any one
+of them, so they keep their counters in prometheus-client's multi-process files
+(``PROMETHEUS_MULTIPROC_DIR``, set up by ``server.py`` before this module is imported)
+and every scrape adds up all of them. Job states are not counted in memory at all: a
+scrape counts the ``job.json`` records of the data directory (every process and every
+``stimserver worker`` writes there), at most once per ``JOB_SCAN_SECONDS``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Awaitable, Callable, Iterator
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from . import __version__
+from .keys import METRICS
+from .store.paths import JOB_KINDS, DataPaths
+
+__all__ = ["Metrics", "metrics_middleware", "routes", "count_lines_generated", "multiprocess_dir",
+           "JOB_STATES"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOB_STATES = ("pending", "running", "complete", "failed")
+JOB_SCAN_SECONDS = 5.0
+UNMATCHED = "unmatched"
+
+_lines: Counter | None = None
+
+
+def multiprocess_dir() -> str | None:
+    """The multi-process metrics directory in force, if any."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _lines_counter() -> Counter:
+    # Process-wide, made on first use: the job runner has no app to find a Metrics object in.
+    global _lines
+    if _lines is None:
+        _lines = Counter("stimserver_lines_generated", "Output lines committed by job runners in this process "
+                         "(all processes with multi-process metrics)", ["kind"], registry=None)
+    return _lines
+
+
+def count_lines_generated(lines: int, kind: str = "stim") -> None:
+    """For job runners: ``lines`` more output lines of a ``kind`` job are committed."""
+    if lines > 0:
+        _lines_counter().labels(kind).inc(lines)
+
+
+class JobStates:
+    """Counts job records by kind and status, re-reading the disk at most every ``ttl`` seconds."""
+
+    def __init__(self, paths: DataPaths, ttl: float = JOB_SCAN_SECONDS) -> None:
+        self.paths = paths
+        self.ttl = ttl
+        self._counts: dict[tuple[str, str], int] = {}
+        self._at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def scan(self) -> dict[tuple[str, str], int]:
+        counts = {(kind, state): 0 for kind in JOB_KINDS for state in JOB_STATES}
+        for kind in JOB_KINDS:
+            for path in self.paths.users.glob(f"*/repos/*/targets/*/{kind}/job.json"):
+                try:
+                    status = orjson.loads(path.read_bytes()).get("status")
+                except (OSError, ValueError, AttributeError):
+                    continue  # removed or being replaced right now: the next scan sees it
+                if isinstance(status, str) and len(status) <= 32:
+                    counts[(kind, status)] = counts.get((kind, status), 0) + 1
+        return counts
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._at >= self.ttl:
+                self._counts = await asyncio.to_thread(self.scan)
+                self._at = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("stimserver_jobs", "Job records in the data directory by kind and status",
+                                   labels=["kind", "status"])
+        for (kind, status), n in sorted(self._counts.items()):
+            family.add_metric([kind, status], n)
+        yield family
+
+
+class _Static:
+    """Collector for series that are the same in every process."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("stimserver_build_info", "stimserver version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+
+class _Lines:
+    def collect(self) -> Iterator[Metric]:
+        yield from _lines_counter().collect()
+
+
+class Metrics:
+    """The request metrics of one app, and the exposition of everything."""
+
+    def __init__(self, paths: DataPaths, *, job_scan_seconds: float = JOB_SCAN_SECONDS) -> None:
+        self.multiprocess = multiprocess_dir()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("stimserver_http_requests", "HTTP requests answered, by route template, method "
+                                "and status", ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("stimserver_http_request_duration_seconds", "Time from routing to the handler's "
+                                 "response, by route template and method", ["route", "method"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.bytes = Counter("stimserver_http_response_bytes", "Response body bytes served, by route template",
+                             ["route"], registry=self.registry)
+        self.jobs = JobStates(paths, job_scan_seconds)
+        _lines_counter().labels("stim")  # the series exists (at 0) before the first job
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float, nbytes: int) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                              self.latency.labels(route, method), self.bytes.labels(route))
+        requests, latency, body = children
+        requests.inc()
+        latency.observe(seconds)
+        if nbytes:
+            body.inc(nbytes)
+
+    async def exposition(self) -> bytes:
+        await self.jobs.refresh()
+        if self.multiprocess:
+            registry = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(registry, self.multiprocess)
+        else:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_Lines())
+            for collector in (self.requests, self.latency, self.bytes):
+                registry.register(collector)
+        registry.register(self.jobs)
+        registry.register(_Static())
+        return generate_latest(registry)
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:  # only redirects and the like get past the error middleware
+        request.app[METRICS].observe(_route(request), request.method, e.status, time.perf_counter() - started, 0)
+        raise
+    body = response.body if isinstance(response, web.Response) else None
+    request.app[METRICS].observe(_route(request), request.method, response.status, time.perf_counter() - started,
+                                 len(body) if isinstance(body, (bytes, bytearray)) else 0)
+    return response
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition; public, like /v1/health."""
+    body = await request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,415 @@
+"""The OpenAPI 3 document of the API, built from the settings and served at GET /openapi.json.
+
+Built in code rather than kept as a JSON file so the limits it states (page size, body
+size) are the ones the server enforces. ``tests/test_openapi.py`` keeps it true: every
+route of the app's router must be an operation here and every operation must reach a
+route, with the same path parameters; schemathesis then checks the answers against it.
+
+Conventions: every operation but the public ones (health, this document, metrics)
+needs the bearer key and takes the user override (``user_id`` / ``X-User-Id``, master
+key only). Errors are ``Error`` objects; 422 adds ``detail``. HEAD mirrors each GET and
+is not listed. Endpoints of the Bread API that stimserver does not serve (rollout,
+bakes, recipes) are listed with their only answer, 404.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import __version__
+from .config import Settings
+from .keys import OPENAPI
+
+__all__ = ["build_openapi", "openapi_bytes", "routes"]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+R = "/v1/repo/{repo_name}"
+T = R + "/targets/{target_name}"
+B = R + "/bakes/{bake_name}"
+
+JSON = "application/json"
+# As in targetconfig.py and generatorconfig.py (tests/test_openapi.py checks they agree).
+GENERATOR_TYPES = ("oneshot_qs", "hardcoded", "persona", "from_dataset", "custom")
+ALIASES = {"u": "teacher_prompt", "v": "student_prompt"}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def obj(properties: dict[str, Any], required: tuple[str, ...] = (), *, closed: bool = False,
+        description: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+NAME = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
+        "description": "letters, digits, '.', '_', '-'; starts with a letter or digit, does not end with '.'; "
+                       "not 'batch'"}
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    config_props = {
+        "teacher_prompt": nullable({**STR, "description": "prompt name: the unconditioned stimulus (u)"}),
+        "student_prompt": nullable({**STR, "description": "prompt name: the conditioned stimulus (v); may be ''"}),
+        "generators": nullable({"type": "array", "items": ref("Generator")}),
+        "model_name": nullable({**STR, "maxLength": 256}),
+        "num_traj_per_stimulus": nullable({**INT, "minimum": 1}),
+        "max_concurrency": nullable({**INT, "minimum": 1}),
+        "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
+        "max_tokens": nullable({**INT, "minimum": 1}),
+        "extra_kwargs": nullable({"type": "object"}),
+    }
+    overrides = obj({**config_props,
+                     **{alias: nullable({**STR, "deprecated": True, "description": f"old name of {field}"})
+                        for alias, field in ALIASES.items()}},
+                    closed=True, description="fields replacing the template's; null or absent: keep the template's")
+    generator_props = {
+        "type": {"type": "string", "enum": list(GENERATOR_TYPES)},
+        "model": nullable({**STR, "maxLength": 256}),
+        "numq": nullable({**INT, "minimum": 1}),
+        "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
+        "max_tokens": nullable({**INT, "minimum": 1}),
+        "dataset": nullable({**STR, "maxLength": 256}),
+        "questions": nullable({"type": "array", "items": STR}),
+        "template_path": nullable(STR),
+        "template_content": nullable({**STR, "description": "a string.Template using ${numq} and ${prompt_u}; "
+                                                             "at most 1 MB of UTF-8"}),
+        "seed": nullable(INT),
+        "rollout_with_conditioned": nullable({"type": "boolean"}),
+    }
+    status_props = {
+        "status": {"type": "string", "description": "not_started | pending | running | complete | failed"},
+        "lines": nullable({**INT, "minimum": 0, "description": "committed output lines; null if never run"}),
+        "config": nullable({"type": "object", "description": "the job's parameters"}),
+        "error": nullable({**STR, "description": "why the job failed"}),
+        "job_id": nullable(INT),
+        "progress_percent": nullable({"type": "number", "minimum": 0, "maximum": 100}),
+    }
+    message = obj({"role": STR,
+                   "content": {"nullable": True, "oneOf": [STR, {"type": "array", "items": {"type": "object"}}]}},
+                  ("role",), description="a chat message, kept verbatim (extra keys such as tool_calls too)")
+    return {
+        "Error": obj({
+            "message": STR,
+            "code": {**STR, "description": "INVALID_INPUT, UNAUTHORIZED, PERMISSION_DENIED, RESOURCE_NOT_FOUND, "
+                                           "METHOD_NOT_ALLOWED, RESOURCE_CONFLICT, PAYLOAD_TOO_LARGE, "
+                                           "VALIDATION_ERROR, INTERNAL_ERROR"},
+            "detail": {"type": "array", "items": ref("ValidationDetail")},
+        }, ("message", "code")),
+        "ValidationDetail": obj({
+            "loc": {"type": "array", "items": {"oneOf": [STR, INT]},
+                    "description": "where: ['body', field, ...], ['query', name], ['path', name] or ['header', name]"},
+            "msg": STR, "type": STR,
+        }, ("loc", "msg", "type")),
+        "Health": obj({"status": {"type": "string", "enum": ["healthy", "degraded"]}, "api": STR, "version": STR},
+                      ("status", "api", "version")),
+        "RepoCreate": obj({"repo_name": NAME,
+                           "base_model": nullable({**STR, "minLength": 1, "maxLength": 256,
+                                                   "description": "default Qwen/Qwen3-32B; immutable"})},
+                          ("repo_name",), closed=True),
+        "RepoResponse": obj({"repo_name": STR, "base_model": STR}, ("repo_name", "base_model")),
+        "RepoList": obj({"repos": {"type": "array", "items": STR}}, ("repos",)),
+        "PaginatedRepoList": obj({
+            "repos": {"type": "array", "items": ref("RepoResponse")},
+            "offset": {**INT, "minimum": 0}, "limit": {**INT, "minimum": 1}, "has_more": {"type": "boolean"},
+            "total": nullable({**INT, "minimum": 0}),
+        }, ("repos", "offset", "limit", "has_more")),
+        "RepoTree": obj({"base_model": STR, "bakes": {"type": "object"},
+                         "edges": {"type": "array", "items": {"type": "array", "items": STR}}},
+                        ("base_model", "bakes", "edges")),
+        "Message": message,
+        "Tool": {"type": "object", "description": "an OpenAI-format tool/function definition"},
+        "PromptCreate": obj({"prompt_name": NAME, "messages": {"type": "array", "items": ref("Message")},
+                             "tools": nullable({"type": "array", "items": ref("Tool")})},
+                            ("prompt_name", "messages"), closed=True),
+        "PromptSet": obj({"messages": {"type": "array", "items": ref("Message")},
+                          "tools": nullable({"type": "array", "items": ref("Tool")})}, ("messages",), closed=True),
+        "PromptResponse": obj({"prompt_name": STR, "messages": {"type": "array", "items": ref("Message")},
+                               "tools": nullable({"type": "array", "items": ref("Tool")})},
+                              ("prompt_name", "messages")),
+        "PromptList": obj({"prompts": {"type": "array", "items": STR}}, ("prompts",)),
+        "PromptBatch": obj({"prompts": {"type": "object",
+                                        "additionalProperties": {"type": "array", "items": ref("Message")},
+                                        "description": "prompt name → messages"}}, ("prompts",), closed=True),
+        "BatchResult": obj({"created": {"type": "array", "items": STR},
+                            "failed": {"type": "object", "additionalProperties": STR,
+                                       "description": "name → why it was not created"}}, ("created", "failed")),
+        "DeleteResponse": obj({"message": STR}, ("message",)),
+        "Generator": obj(generator_props, ("type",), closed=True,
+                         description="a stimulus source (API.md §8); required fields depend on the type"),
+        "TargetOverrides": overrides,
+        "TargetConfig": obj(config_props, tuple(config_props)),
+        "TargetCreate": obj({"target_name": NAME,
+                             "template": {**STR, "description": "'default' or a target of the same repo"},
+                             "overrides": nullable(ref("TargetOverrides"))}, ("target_name", "template"),
+                            closed=True),
+        "TargetSet": obj({"template": STR, "overrides": nullable(ref("TargetOverrides"))}, ("template",),
+                         closed=True),
+        "TargetBatch": obj({"targets": {"type": "array", "items": ref("TargetCreate")}}, ("targets",), closed=True),
+        "TargetResponse": obj({"target_name": STR, "config": ref("TargetConfig")}, ("target_name", "config")),
+        "TargetList": obj({"targets": {"type": "array", "items": STR}}, ("targets",)),
+        "StimResponse": obj(status_props, tuple(status_props)),
+        "StimOutput": obj({
+            **status_props,
+            "output": {"type": "array", "items": {"type": "object"},
+                       "description": "lines [offset, offset + limit) of the output, one object each"},
+            "offset": {**INT, "minimum": 0}, "limit": {**INT, "minimum": 1, "maximum": settings.max_page_size},
+            "has_more": {"type": "boolean"},
+        }, (*status_props, "output", "offset", "limit", "has_more")),
+    }
+
+
+_ERRORS = {
+    400: "Bad request: X-User-Id and user_id name different users, unparseable JSON, or a job that cannot run",
+    401: "Missing, malformed, unknown or revoked API key",
+    403: "A key other than the master key asked to act as another user",
+    404: "No such repo / prompt / target (or the endpoint is not served)",
+    409: "Conflicts with what exists (resources are immutable; a job is still writing)",
+    413: "Request body larger than the limit (max_body_bytes)",
+    422: "Invalid input: each bad field is named in detail",
+    500: "Unexpected server error",
+}
+
+
+def _error(status: int, description: str | None = None) -> dict[str, Any]:
+    return {"description": description or _ERRORS[status], "content": {JSON: {"schema": ref("Error")}}}
+
+
+def _ok(schema: dict[str, Any] | str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": ref(schema) if isinstance(schema, str) else schema}}}
+
+
+EXAMPLES = {"repo_name": "demo", "target_name": "geo", "prompt_name": "teacher", "bake_name": "bake1"}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": NAME, "example": EXAMPLES[name]}
+
+
+USER_OVERRIDE = [
+    {"name": "user_id", "in": "query", "required": False, "schema": nullable(NAME), "example": "admin",
+     "description": "act as this user (master key only); same as X-User-Id"},
+    {"name": "X-User-Id", "in": "header", "required": False, "schema": NAME, "example": "admin",
+     "description": "act as this user (master key only); same as user_id"},
+]
+
+
+def _int_query(name: str, *, minimum: int, maximum: int | None = None, default: int | None = None,
+               description: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {**INT, "minimum": minimum}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    if default is not None:
+        schema["default"] = default
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _operation(op_id: str, summary: str, tag: str, responses: dict[int, dict[str, Any]], *,
+               body: str | None = None, query: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = (),
+               public: bool = False, deprecated: bool = False, description: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": [tag]}
+    if description:
+        op["description"] = description
+    params = list(query or [])
+    if not public:
+        params += USER_OVERRIDE
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(body)}}}
+    all_responses = {str(status): resp for status, resp in responses.items()}
+    if not public:
+        for status in sorted({400, 401, 403, 422, 500, *errors, *((413,) if body else ())}):
+            all_responses.setdefault(str(status), _error(status))
+    op["responses"] = dict(sorted(all_responses.items()))
+    if public:
+        op["security"] = []
+    if deprecated:
+        op["deprecated"] = True
+    return op
+
+
+def _not_served(op_id: str, summary: str, what: str) -> dict[str, Any]:
+    return _operation(op_id, f"{summary} (not served)", "not served", {404: _error(404, f"{what}: always 404")},
+                      description=f"Part of the Bread API; {what}. Answers 404 (never 5xx, so clients do not retry).")
+
+
+def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
+    page_query = [
+        _int_query("offset", minimum=0, default=0, description="first line of the page"),
+        _int_query("limit", minimum=1, maximum=settings.max_page_size, default=settings.default_page_size,
+                   description="lines per page"),
+    ]
+    repo_list_query = [
+        {"name": "include_metadata", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+         "description": "true: a page of {repo_name, base_model} objects (offset/limit apply)"},
+        _int_query("offset", minimum=0, default=0, description="with include_metadata: first repo of the page"),
+        {**_int_query("limit", minimum=1, description=f"with include_metadata: repos per page (at most "
+                      f"{settings.max_page_size}; default: all)"), "schema": nullable({**INT, "minimum": 1})},
+    ]
+    created = {201: _ok("RepoResponse", "Created"), 200: _ok("RepoResponse", "Exists already, identical")}
+    kind = "stim"
+    paths: dict[str, dict[str, Any]] = {
+        "/v1/health": {"get": _operation("health_check", "Health", "health", {200: _ok("Health")}, public=True)},
+        "/openapi.json": {"get": _operation("openapi", "This OpenAPI document", "operations",
+                                            {200: _ok({"type": "object"})}, public=True)},
+        "/metrics": {"get": _operation("metrics", "Prometheus metrics (text exposition format)", "operations",
+                                       {200: {"description": "OK", "content": {"text/plain": {"schema": STR}}}},
+                                       public=True)},
+        "/v1/repo": {
+            "get": _operation("repo_list", "List repos", "repos",
+                              {200: _ok({"anyOf": [ref("RepoList"), ref("PaginatedRepoList")]},
+                                        "RepoList, or PaginatedRepoList with include_metadata=true")},
+                              query=repo_list_query),
+            "post": _operation("repo_create", "Create a repo", "repos", created, body="RepoCreate", errors=(409,)),
+            "put": _operation("repo_set", "Create a repo (deprecated)", "repos", {200: _ok("RepoResponse")},
+                              body="RepoCreate", errors=(409,), deprecated=True),
+        },
+        R: {"get": _operation("repo_get", "Get a repo", "repos", {200: _ok("RepoResponse")}, errors=(404,))},
+        R + "/tree": {"get": _operation("repo_get_tree", "Bake lineage of a repo (always empty)", "repos",
+                                        {200: _ok("RepoTree")}, errors=(404,))},
+        R + "/prompts": {
+            "get": _operation("prompts_list", "List prompts", "prompts", {200: _ok("PromptList")}, errors=(404,)),
+            "post": _operation("prompts_create", "Create a prompt", "prompts",
+                               {201: _ok("PromptResponse", "Created"),
+                                200: _ok("PromptResponse", "Exists already, identical")},
+                               body="PromptCreate", errors=(404, 409)),
+        },
+        R + "/prompts/batch": {
+            "post": _operation("prompts_create_batch", "Create prompts", "prompts", {200: _ok("BatchResult")},
+                               body="PromptBatch", errors=(404,)),
+            "put": _operation("prompts_batch_set", "Create or replace prompts (deprecated)", "prompts",
+                              {200: _ok("BatchResult")}, body="PromptBatch", errors=(404,), deprecated=True),
+        },
+        R + "/prompts/{prompt_name}": {
+            "get": _operation("prompts_get", "Get a prompt", "prompts", {200: _ok("PromptResponse")}, errors=(404,)),
+            "put": _operation("prompts_set", "Create or replace a prompt (deprecated)", "prompts",
+                              {200: _ok("PromptResponse")}, body="PromptSet", errors=(404,), deprecated=True),
+            "delete": _operation("prompts_delete", "Delete a prompt (409 while a target names it)", "prompts",
+                                 {200: _ok("DeleteResponse")}, errors=(404, 409)),
+        },
+        R + "/targets": {
+            "get": _operation("targets_list", "List targets", "targets", {200: _ok("TargetList")}, errors=(404,)),
+            "post": _operation("targets_create", "Create a target", "targets",
+                               {201: _ok("TargetResponse", "Created"),
+                                200: _ok("TargetResponse", "Exists already, identical")},
+                               body="TargetCreate", errors=(404, 409)),
+        },
+        R + "/targets/batch": {
+            "post": _operation("targets_create_batch", "Create targets, in order", "targets",
+                               {200: _ok("BatchResult")}, body="TargetBatch", errors=(404, 409)),
+            "put": _operation("targets_batch_set", "Create targets, in order (deprecated)", "targets",
+                              {200: _ok("BatchResult")}, body="TargetBatch", errors=(404, 409), deprecated=True),
+        },
+        T: {
+            "get": _operation("targets_get", "Get a target", "targets", {200: _ok("TargetResponse")}, errors=(404,)),
+            "put": _operation("targets_set", "Create a target (deprecated)", "targets", {200: _ok("TargetResponse")},
+                              body="TargetSet", errors=(404, 409), deprecated=True),
+            "delete": _operation("targets_delete", "Delete a target, stopping its job", "targets",
+                                 {200: _ok("DeleteResponse")}, errors=(404, 409)),
+        },
+        f"{T}/{kind}": {
+            "post": _operation(f"{kind}_run", "Run the target's stim job (idempotent; no body)", "stim",
+                               {200: _ok("StimResponse")}, errors=(404, 409),
+                               description="Queues the job and answers its state at once (complete already, when "
+                                           "it finishes within about a second). While a job exists, answers its "
+                                           "state and starts no other. 400: the target lacks generators or "
+                                           "prompts."),
+            "get": _operation(f"{kind}_get", "Status of the target's stim job", "stim", {200: _ok("StimResponse")},
+                              errors=(404,)),
+        },
+        f"{T}/{kind}/output": {
+            "get": _operation(f"{kind}_get_output", "One page of the stim output", "stim", {200: _ok("StimOutput")},
+                              query=page_query, errors=(404,),
+                              description="Lines [offset, offset + limit). has_more is true while lines follow "
+                                          "the page; a page past the end is empty."),
+        },
+        # -- the Bread API's rollout, bakes and recipes: not served -------------------------------
+        f"{T}/rollout": {
+            "post": _not_served("rollout_run", "Run a rollout", "rollout is not served yet"),
+            "get": _not_served("rollout_get", "Rollout status", "rollout is not served yet"),
+        },
+        f"{T}/rollout/output": {"get": _not_served("rollout_get_output", "Rollout output",
+                                                   "rollout is not served yet")},
+        R + "/bakes": {
+            "get": _not_served("bakes_list", "List bakes", "model training is out of scope"),
+            "post": _not_served("bakes_create", "Create a bake", "model training is out of scope"),
+        },
+        R + "/bakes/batch": {
+            "post": _not_served("bakes_create_batch", "Create bakes", "model training is out of scope"),
+            "put": _not_served("bakes_batch_set", "Set bakes", "model training is out of scope"),
+        },
+        B: {
+            "get": _not_served("bakes_get", "Get a bake", "model training is out of scope"),
+            "put": _not_served("bakes_set", "Set a bake", "model training is out of scope"),
+            "post": _not_served("bakes_run", "Run a bake", "model training is out of scope"),
+            "delete": _not_served("bakes_delete", "Delete a bake", "model training is out of scope"),
+        },
+        B + "/download": {"get": _not_served("bakes_download", "Download a bake", "model training is out of scope")},
+        B + "/metrics": {"get": _not_served("bakes_get_metrics", "Bake metrics", "model training is out of scope")},
+        R + "/recipe/{bake_name}/dependency-graph": {
+            "get": _not_served("recipes_get_dependency_graph", "Recipe dependency graph",
+                               "model training is out of scope")},
+        R + "/recipe/{bake_name}/recreation-plan": {
+            "get": _not_served("recipes_get_recreation_plan", "Recipe recreation plan",
+                               "model training is out of scope")},
+    }
+    for path, item in paths.items():
+        names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        if names:
+            item["parameters"] = [_path_param(name) for name in names]
+    for path in (R + "/prompts/{prompt_name}", T):  # deleting is shown on another name than reading
+        name = path.rsplit("{", 1)[1][:-1]
+        paths[path]["delete"]["parameters"] = [{**_path_param(name), "example": "retired"},
+                                               *paths[path]["delete"]["parameters"]]
+    return paths
+
+
+def build_openapi(settings: Settings) -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "stimserver",
+            "version": __version__,
+            "description": "Self-hosted, Bread-compatible stim server: repos, prompts, targets, stim jobs and "
+                           "their paged output. The official aibread client works against it unchanged.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "tags": [{"name": t} for t in ("health", "repos", "prompts", "targets", "stim", "not served", "operations")],
+        "paths": _paths(settings),
+        "components": {
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "The master key (acts as any user with X-User-Id / user_id) or a user key made "
+                               "with `stimserver keys create`"}},
+            "schemas": _schemas(settings),
+        },
+    }
+
+
+def openapi_bytes(settings: Settings) -> bytes:
+    return orjson.dumps(build_openapi(settings))
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type=JSON)

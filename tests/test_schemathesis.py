@@ -1,0 +1,80 @@
+"""Schemathesis against a live stimserver: no 5xx, and every answer as the OpenAPI document says.
+
+The document is fetched from the running server (GET /openapi.json), so what is checked
+is what users get. Each operation gets a bounded number of generated requests (valid
+and invalid ones) with the master key; the data directory holds a repo with prompts, a
+target and a completed stim output so that deep paths answer 200 too, not only 404.
+Jobs are not run (``run_jobs`` off): generated targets may name LLM generators, and
+these tests stay on loopback.
+"""
+from __future__ import annotations
+
+import urllib.request
+
+import orjson
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                status_code_conformance)
+
+from stimserver.config import Settings
+from stimserver.store.importer import import_jsonl
+from stimserver.store.paths import DataPaths
+from stimserver.store.records import Records
+
+from .aibread_server import ServerThread
+from .conftest import MASTER_KEY
+
+EXAMPLES_PER_OPERATION = 12
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    root = tmp_path_factory.mktemp("schemathesis")
+    config = Settings.build(data_dir=root / "data", master_key=MASTER_KEY, access_log=False, run_jobs=False)
+    server = ServerThread(config).start()
+    _seed(server.base_url, Records(DataPaths(config.data_dir)), root)
+    yield server
+    server.stop()
+
+
+def _call(base: str, method: str, path: str, body: dict | None = None) -> None:
+    request = urllib.request.Request(base + path, method=method, headers={**AUTH, "Content-Type": "application/json"},
+                                     data=orjson.dumps(body) if body is not None else None)
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status in (200, 201)
+
+
+def _seed(base: str, records: Records, root) -> None:
+    """Data under the names the document gives as examples, so generated requests reach deep."""
+    _call(base, "POST", "/v1/repo", {"repo_name": "demo"})
+    for prompt in ("teacher", "retired"):
+        _call(base, "POST", "/v1/repo/demo/prompts", {"prompt_name": prompt,
+                                                     "messages": [{"role": "system", "content": "Be exact."}]})
+    _call(base, "POST", "/v1/repo/demo/targets", {"target_name": "retired", "template": "default", "overrides": {
+        "teacher_prompt": "teacher", "student_prompt": "",
+        "generators": [{"type": "hardcoded", "questions": ["Capital of France?"]}]}})
+    src = root / "lines.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"stimulus_id": i, "question": f"Q{i}?"}) + b"\n" for i in range(150)))
+    import_jsonl(records, "admin", "demo", "geo", src)  # a completed stim output of 150 lines
+
+
+@pytest.fixture(scope="module")
+def api_schema(live):
+    with urllib.request.urlopen(live.base_url + "/openapi.json", timeout=30) as r:
+        doc = orjson.loads(r.read())
+    return schemathesis.openapi.from_dict(doc)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+def test_api_conforms(case, live):
+    case.call_and_validate(base_url=live.base_url, headers=AUTH, checks=CHECKS, timeout=30)
