@@ -7,16 +7,41 @@ for a model, builds the request, and turns SDK exceptions into messages a user c
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import anthropic
-import openai
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+
+
+class _LazyModule:
+    """Imports an SDK on first attribute access.
+
+    The two SDKs take seconds to import together; every ``stimserver`` command and every
+    server start would pay that, although only LLM generators use them.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+
+if not TYPE_CHECKING:
+    anthropic = _LazyModule("anthropic")
+    openai = _LazyModule("openai")
 
 __all__ = ["DEFAULT_MAX_TOKENS", "LLMClient", "LLMConfig", "LLMError"]
 
