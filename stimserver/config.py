@@ -46,6 +46,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log", "STIMSERVER_ACCESS_LOG", True, "write one JSON access-log line per request"),
     Setting("trusted_proxies", "STIMSERVER_TRUSTED_PROXIES", None,
             "comma-separated proxy IPs/CIDRs whose X-Forwarded-For/-Proto are believed (default: none)"),
+    Setting("run_jobs", "STIMSERVER_RUN_JOBS", True,
+            "run stim jobs inside `serve`; off for a web tier whose jobs run in `stimserver worker`s"),
+    Setting("max_jobs", "STIMSERVER_MAX_JOBS", 8, "jobs one runner (serve or worker) runs at once"),
+    Setting("job_orphan_seconds", "STIMSERVER_JOB_ORPHAN_SECONDS", 30,
+            "a job with no live runner on the data directory is failed this long after a status read "
+            "first finds it orphaned"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -96,6 +102,9 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     access_log: bool = True
     trusted_proxies: str | None = None
+    run_jobs: bool = True
+    max_jobs: int = 8
+    job_orphan_seconds: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -127,6 +136,10 @@ class Settings:
             raise ValueError("default_page_size must be between 1 and max_page_size")
         if merged["trusted_proxies"] is not None:
             merged["trusted_proxies"] = _proxy_list(merged["trusted_proxies"])
+        if merged["max_jobs"] < 1:
+            raise ValueError("max_jobs must be at least 1")
+        if merged["job_orphan_seconds"] < 0:
+            raise ValueError("job_orphan_seconds must be 0 or more")
         return cls(**merged)
 
     @property

@@ -1,0 +1,122 @@
+"""Job kinds: what a job produces, kept apart from how jobs are run.
+
+A kind turns a target into a ``JobPlan`` when the job is submitted — the config shown
+to users, a ``spec`` holding everything the producer needs (prompts, templates,
+resolved generator settings), and the number of lines to expect — and later produces
+the job's lines from that spec alone. The spec is frozen in ``job.json``, so a job
+resumed after a crash or a restart runs against exactly what was submitted.
+
+``produce`` yields one JSON object per output line, in order, starting at line
+``run.start`` (the lines already committed). It must produce the same line for the same
+number on every run: deterministic where it can be, and checkpointing anything that
+is not (an LLM's answers) with ``checkpointed`` before yielding lines that depend on it.
+"""
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Protocol, TypeVar
+
+import orjson
+
+from ..datasets import Datasets
+from ..store.atomic import write_atomic
+from ..store.paths import DataPaths
+
+__all__ = ["JobKind", "JobPlan", "JobSource", "JobRun", "JobFailed", "ConfigProblem", "Completer", "checkpointed"]
+
+T = TypeVar("T")
+
+
+class JobFailed(Exception):
+    """Ends a job as failed; the message is shown to the user as the job's ``error``."""
+
+
+class ConfigProblem(ValueError):
+    """The target cannot be run as configured (a 400 at submit time)."""
+
+
+class Completer(Protocol):
+    async def complete(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
+                       extra_kwargs: dict[str, Any] | None) -> str: ...
+
+
+@dataclass
+class JobPlan:
+    config: dict[str, Any]      # what the status endpoint shows as the job's config
+    spec: dict[str, Any]        # everything ``produce`` needs, frozen at submit time
+    expected_lines: int
+
+
+@dataclass
+class JobSource:
+    """What ``plan`` may look at: the target and the files around it."""
+
+    paths: DataPaths
+    user: str
+    repo: str
+    target: str
+    target_record: dict[str, Any]
+    datasets: Datasets
+
+    def read_json(self, path: Path) -> Any | None:
+        try:
+            return orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+
+@dataclass
+class JobRun:
+    """What ``produce`` gets: the frozen spec, where to resume, and shared services."""
+
+    job_id: int
+    job_dir: Path
+    spec: dict[str, Any]
+    start: int
+    llm: Completer
+    datasets: Datasets
+    data_root: Path
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.job_dir / f"{name}.json"
+
+
+class JobKind(ABC):
+    """One kind of job (``stim``; ``rollout`` next). Subclasses are stateless."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def plan(self, source: JobSource) -> JobPlan:
+        """Check the target and freeze what the job needs; raise ``ConfigProblem`` if it cannot run."""
+
+    @abstractmethod
+    def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
+        """Yield lines ``run.start, run.start+1, ...`` in order, as JSON objects."""
+
+    def max_concurrency(self, spec: dict[str, Any]) -> int:
+        """How many LLM requests one job may have in flight."""
+        value = spec.get("max_concurrency")
+        return value if isinstance(value, int) and value >= 1 else 10
+
+
+async def checkpointed(run: JobRun, name: str, make: Callable[[], Awaitable[T]]) -> T:
+    """``make()``'s result, saved durably as ``<name>.json`` in the job folder on first use.
+
+    A resumed job reads the saved value instead of calling ``make`` again, so lines
+    built from it come out the same as before the interruption.
+    """
+    path = run.checkpoint_path(name)
+    try:
+        raw = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        pass
+    else:
+        return orjson.loads(raw)["value"]
+    value = await make()
+    await asyncio.to_thread(write_atomic, path, orjson.dumps({"value": value}) + b"\n")
+    return value

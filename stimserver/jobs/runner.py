@@ -1,0 +1,388 @@
+"""JobRunner: claims jobs through the filesystem, runs them as tasks, resumes the dead.
+
+One runner lives in every ``stimserver serve`` (unless ``run_jobs`` is off) and in every
+``stimserver worker``; any number of them may share a data directory. A runner:
+
+* scans the data directory at start and every ``scan_seconds`` (and at once when woken,
+  e.g. by a run request in the same process) for ``pending``/``running`` jobs whose lock
+  is free, and claims them — the flock makes the claim exclusive, and dies with its
+  process, so a crashed runner's jobs are claimed again on the next scan;
+* runs each claimed job as a task: the kind's producer feeds a queue; the writer side
+  commits lines in batches (``flush_lines`` lines or ``flush_seconds``, whichever comes
+  first) with ``OutputWriter.append`` in a thread, so fsync never blocks the event loop;
+* ends each job ``complete`` (every expected line durable), ``failed`` (an ``error`` a
+  user can act on), or — on shutdown — ``pending`` again, for the next runner.
+
+The resume rule is the output itself: a job continues at its committed line count, and
+kinds produce the same line for the same number on every run (``kinds.checkpointed``).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+from aiohttp import web
+
+from ..datasets import Datasets
+from ..errors import ApiError, BadRequest, Conflict
+from ..llm import LLMClient, LLMConfig, LLMError
+from ..store.locks import FileLock, is_locked
+from ..store.output import OutputWriter, encode, lock_path
+from ..store.paths import DataPaths
+from . import state
+from .kinds import Completer, ConfigProblem, JobFailed, JobKind, JobRun
+from .state import ACTIVE, JobRef
+from .stim import StimKind
+
+__all__ = ["JobRunner", "JobRef", "default_kinds"]
+
+log = logging.getLogger("stimserver.jobs")
+T = TypeVar("T")
+
+STOP_TIMEOUT = 10.0
+IDLE_CHECK_SECONDS = 0.5
+_END = object()
+
+
+async def _wait(aw: Awaitable[T], seconds: float) -> T | None:
+    """``aw``'s result, or None after ``seconds``.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives
+    as ``aw`` completes, which would leave a cancelled loop running forever.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError:
+        return None
+
+
+def default_kinds() -> dict[str, JobKind]:
+    return {"stim": StimKind()}
+
+
+def default_llm_factory() -> Completer:
+    return LLMClient(LLMConfig.from_env(os.environ))
+
+
+class _Stopped(Exception):
+    """The job was asked to stop (its target is being deleted)."""
+
+
+class _JobLLM:
+    """The completer one job uses: the runner's shared client, at most ``limit`` calls in flight."""
+
+    def __init__(self, runner: "JobRunner", limit: int) -> None:
+        self._runner = runner
+        self._sem = asyncio.Semaphore(limit)
+
+    async def complete(self, **kwargs: Any) -> str:
+        client = self._runner.llm_client()
+        async with self._sem:
+            return await client.complete(**kwargs)
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    stopping: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class JobRunner:
+    """Runs jobs of the given kinds from one data directory. Also answers run/stop requests."""
+
+    def __init__(self, paths: DataPaths, *, kinds: dict[str, JobKind] | None = None,
+                 llm_factory: Callable[[], Completer] = default_llm_factory, max_jobs: int = 8,
+                 scan_seconds: float = 2.0, orphan_seconds: float = 30.0, flush_lines: int = 50,
+                 flush_seconds: float = 0.2, datasets: Datasets | None = None) -> None:
+        self.paths = paths
+        self.kinds = kinds if kinds is not None else default_kinds()
+        self.llm_factory = llm_factory
+        self.max_jobs = max_jobs
+        self.scan_seconds = scan_seconds
+        self.orphan_seconds = orphan_seconds
+        self.flush_lines = flush_lines
+        self.flush_seconds = flush_seconds
+        self.datasets = datasets or Datasets(paths.root)
+        self.id = secrets.token_hex(4)
+        self.worker = state.worker_identity(self.id)
+        self.active = False
+        self._jobs: dict[JobRef, _Running] = {}
+        self._llm: Completer | None = None
+        self._wake: asyncio.Event | None = None
+        self._scanner: asyncio.Task[None] | None = None
+        self._presence = state.Presence(paths, self.id)
+        self._scan_cache = state.ScanCache()
+        self._abandoned: dict[asyncio.Future[Any], JobRef] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Register as a live runner, scan once, then keep scanning in the background."""
+        if self.active:
+            return
+        await asyncio.to_thread(self._presence.register)
+        self.active = True
+        self._wake = asyncio.Event()
+        self._scanner = asyncio.create_task(self._scan_loop(), name="stimserver-job-scan")
+        log.info("job runner %s started on %s (max %d jobs)", self.id, self.paths.root, self.max_jobs)
+
+    async def close(self) -> None:
+        """Stop scanning, hand running jobs back as pending, and wait for their writers."""
+        if not self.active:
+            return
+        self.active = False
+        if self._scanner is not None:
+            self._scanner.cancel()
+            await asyncio.gather(self._scanner, return_exceptions=True)
+        tasks = [r.task for r in self._jobs.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for attempt, ref in list(self._abandoned.items()):
+            (claimed,) = await asyncio.gather(attempt, return_exceptions=True)
+            if isinstance(claimed, tuple):
+                await asyncio.to_thread(self._hand_back, ref, claimed)
+        self._abandoned.clear()
+        if self._llm is not None and hasattr(self._llm, "aclose"):
+            await self._llm.aclose()  # type: ignore[attr-defined]
+        self._llm = None
+        await asyncio.to_thread(self._presence.unregister)
+        log.info("job runner %s stopped", self.id)
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """For ``app.cleanup_ctx``: run while the app runs."""
+        await self.start()
+        yield
+        await self.close()
+
+    def wake(self) -> None:
+        """Scan now instead of at the next interval."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def llm_client(self) -> Completer:
+        if self._llm is None:
+            try:
+                self._llm = self.llm_factory()
+            except ValueError as e:  # bad STIMSERVER_LLM_* settings
+                raise JobFailed(f"LLM configuration error: {e}") from None
+        return self._llm
+
+    # -- requests from handlers ----------------------------------------------------------
+    async def submit(self, ref: JobRef, target_record: dict[str, Any]) -> dict[str, Any]:
+        """The job a run request reports: the current one, or a new one (see ``state.submit``)."""
+        kind = self.kinds.get(ref.kind)
+        if kind is None:
+            raise BadRequest(f"this server cannot run {ref.kind} jobs")
+        try:
+            return await asyncio.to_thread(state.submit, self.paths, kind, ref, target_record, self.datasets)
+        except ConfigProblem as e:
+            raise BadRequest(str(e)) from None
+        except state.JobBusy as e:
+            raise Conflict(str(e)) from None
+
+    async def settle(self, ref: JobRef, record: dict[str, Any], wait: float) -> dict[str, Any]:
+        """Start a pending job here at once if possible, and give it ``wait`` s to finish."""
+        if not self.active or record.get("status") not in ACTIVE:
+            return record
+        running = self._jobs.get(ref) or await self._claim(ref)
+        if running is None:
+            self.wake()
+            return record
+        await _wait(running.done.wait(), wait)
+        return await asyncio.to_thread(state.read_record, ref.job_dir(self.paths)) or record
+
+    async def observe(self, ref: JobRef, record: dict[str, Any]) -> dict[str, Any]:
+        """What a status read should report for an active job (bounded liveness, see state)."""
+        if ref in self._jobs or is_locked(lock_path(ref.job_dir(self.paths))):
+            return record  # a writer holds it: running (or just being claimed)
+        self.wake()
+        seen = await asyncio.to_thread(state.observe_orphan, self.paths, ref, self.orphan_seconds)
+        return record if seen is None else seen
+
+    async def stop(self, user: str, repo: str, target: str) -> None:
+        """Stop every job of the target, here or in another process, and wait until its lock is free.
+
+        Gives up after ``STOP_TIMEOUT`` seconds without raising: the caller finds the lock
+        still taken and answers accordingly (the target delete handler: 409).
+        """
+        for kind in self.kinds:
+            ref = JobRef(user, repo, target, kind)
+            running = self._jobs.get(ref)
+            if running is not None:
+                running.stopping = True
+                running.task.cancel()
+                await asyncio.gather(running.task, return_exceptions=True)
+            if not await asyncio.to_thread(state.stop_job, self.paths, ref, STOP_TIMEOUT):
+                log.warning("the %s job of %s/%s/%s did not stop within %g s", kind, user, repo, target,
+                            STOP_TIMEOUT)
+
+    # -- scanning and claiming -----------------------------------------------------------
+    async def _scan_loop(self) -> None:
+        assert self._wake is not None
+        while self.active:
+            self._wake.clear()
+            try:
+                await self.scan_once()
+            except Exception:
+                log.exception("job scan failed")
+            await _wait(self._wake.wait(), self.scan_seconds)
+
+    async def scan_once(self) -> int:
+        """Claim every claimable job there is room for; returns how many were started."""
+        found = await asyncio.to_thread(state.find_active, self.paths, tuple(self.kinds), self._scan_cache)
+        started = 0
+        for ref, status in found:
+            if ref in self._jobs:
+                continue
+            if len(self._jobs) >= self.max_jobs:
+                if status == "running":  # no room: at least stop it looking like it runs
+                    await asyncio.to_thread(state.requeue_orphan, self.paths, ref)
+                continue
+            if await self._claim(ref) is not None:
+                started += 1
+        return started
+
+    async def _claim(self, ref: JobRef) -> _Running | None:
+        if not self.active or ref in self._jobs or len(self._jobs) >= self.max_jobs or ref.kind not in self.kinds:
+            return self._jobs.get(ref)
+        attempt = asyncio.ensure_future(asyncio.to_thread(state.claim, self.paths, ref, self.worker))
+        try:
+            claimed = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            self._abandoned[attempt] = ref  # close() hands it back if the thread did take the job
+            raise
+        if claimed is None or not self.active:
+            if claimed is not None:
+                await asyncio.to_thread(self._hand_back, ref, claimed)
+            return None
+        lock, record = claimed
+        log.info("job %s %s started (attempt %d)", record["job_id"], ref, record["attempt"])
+        if ref in self._jobs:  # claimed twice in this process: cannot happen with flock, but be safe
+            lock.release()
+            return self._jobs[ref]
+        running = _Running(asyncio.create_task(self._run(ref, lock, record), name=f"stimserver-job-{ref}"))
+        self._jobs[ref] = running
+        # Also when the task is cancelled before it ever ran (and so never reached its finally).
+        running.task.add_done_callback(lambda _: self._release(ref, lock, running))
+        return running
+
+    def _hand_back(self, ref: JobRef, claimed: tuple[FileLock, dict[str, Any]]) -> None:
+        """Undo a claim this runner will not run (it is shutting down)."""
+        lock, record = claimed
+        with lock:
+            state.requeue(ref.job_dir(self.paths), {**record, "attempt": record["attempt"] - 1})
+
+    def _release(self, ref: JobRef, lock: FileLock, running: _Running) -> None:
+        lock.release()
+        if self._jobs.get(ref) is running:
+            del self._jobs[ref]
+        running.done.set()
+        self.wake()  # room for another job
+
+    # -- running one job -------------------------------------------------------------------
+    async def _run(self, ref: JobRef, lock: FileLock, record: dict[str, Any]) -> None:
+        job_dir = ref.job_dir(self.paths)
+        kind = self.kinds[ref.kind]
+        writer: OutputWriter | None = None
+        try:
+            try:
+                writer = await asyncio.to_thread(OutputWriter.open, job_dir, lock)
+                if writer.lines:
+                    log.info("job %s %s resumes at line %d", record["job_id"], ref, writer.lines)
+                await self._write(ref, kind, record, writer)
+                expected = record.get("expected_lines")
+                if writer.lines != expected:
+                    raise JobFailed(f"the job produced {writer.lines} lines, expected {expected}")
+                await asyncio.to_thread(state.finish, job_dir, record, "complete")
+                log.info("job %s %s complete: %d lines", record["job_id"], ref, writer.lines)
+            except asyncio.CancelledError:
+                running = self._jobs.get(ref)
+                if running is not None and running.stopping:
+                    state.finish(job_dir, record, "failed", "stopped: the job was stopped (e.g. its target "
+                                 "was deleted)")
+                else:
+                    state.requeue(job_dir, record)  # shutdown: the next runner resumes it
+                raise
+            except _Stopped:
+                await asyncio.to_thread(state.finish, job_dir, record, "failed",
+                                        "stopped: the job was stopped (e.g. its target was deleted)")
+            except Exception as exc:
+                error = self._describe(exc, ref, record)
+                log.warning("job %s %s failed: %s", record["job_id"], ref, error)
+                await asyncio.to_thread(state.finish, job_dir, record, "failed", error)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s %s: could not record its end", record.get("job_id"), ref)
+        finally:
+            if writer is not None:
+                writer.close()
+            running = self._jobs.get(ref)
+            if running is not None:
+                self._release(ref, lock, running)
+            else:
+                lock.release()
+
+    async def _write(self, ref: JobRef, kind: JobKind, record: dict[str, Any], writer: OutputWriter) -> None:
+        job_dir = ref.job_dir(self.paths)
+        marker = state.stop_marker(job_dir)
+        run = JobRun(job_id=record["job_id"], job_dir=job_dir, spec=record["spec"], start=writer.lines,
+                     llm=_JobLLM(self, kind.max_concurrency(record["spec"])), datasets=self.datasets,
+                     data_root=self.paths.root)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.flush_lines * 4)
+
+        async def pump() -> None:
+            try:
+                async for line in kind.produce(run):
+                    await queue.put(line)
+                await queue.put(_END)
+            except Exception as exc:
+                await queue.put(exc)
+
+        producer = asyncio.create_task(pump())
+        loop = asyncio.get_running_loop()
+        batch: list[bytes] = []
+        due = 0.0
+        try:
+            while True:
+                # Wait for a line until the batch is due; with no batch, wake up now and
+                # then anyway to look for a stop request.
+                timeout = max(0.0, due - loop.time()) if batch else IDLE_CHECK_SECONDS
+                item = await _wait(queue.get(), timeout)
+                if isinstance(item, dict):
+                    if not batch:
+                        due = loop.time() + self.flush_seconds
+                    batch.append(encode(item))
+                    if len(batch) < self.flush_lines and loop.time() < due:
+                        continue
+                if batch:  # full, due, or the producer ended or failed: commit what there is
+                    await asyncio.to_thread(writer.append, batch)
+                    batch = []
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if await asyncio.to_thread(marker.exists):
+                    raise _Stopped()
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    def _describe(self, exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:
+        """The ``error`` shown to the user: what went wrong and what to do; no traceback, no secret."""
+        if isinstance(exc, (JobFailed, LLMError, ApiError)):
+            return str(exc)
+        if isinstance(exc, OSError):
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return ("the disk is full: the job's output could not be written; free some space, then "
+                        f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to run it again")
+            return f"storage error while writing the job's output: {exc.strerror or exc}"
+        log.error("job %s %s crashed", record.get("job_id"), ref, exc_info=exc)
+        return f"internal error while running the job ({type(exc).__name__}); see the server log"

@@ -1,0 +1,138 @@
+"""The ``stim`` job kind: a target's generators → one stimulus line per question.
+
+Line ``stimulus_id`` (0-based, global across the target's generators, in generator
+order) is::
+
+    {"stimulus_id": 7, "question": "...", "type": "oneshot_qs",
+     "unconditioned_stimulus": {"messages": [<teacher prompt messages>, {"role": "user", "content": "..."}]},
+     "conditioned_stimulus":   {"messages": [<student prompt messages>, {"role": "user", "content": "..."}]},
+     "trajectory_override_stimulus": {...}}   # = conditioned_stimulus, only with rollout_with_conditioned
+
+plus ``"tools"`` inside a stimulus when its prompt has tools. Each generator's
+question list is checkpointed (``questions-<i>.json``) before its first line is
+written, so a resumed job rebuilds byte-identical lines without asking a model again.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from .generators import GENERATORS, PlanContext
+from ..llm import LLMError
+from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, checkpointed
+
+__all__ = ["StimKind", "prompt_text", "stim_line"]
+
+MISSING_MESSAGE = "Target must have generators and teacher prompt configured"
+
+
+def prompt_text(messages: list[dict[str, Any]]) -> str:
+    """A prompt's messages as plain text, for ``${prompt_u}``."""
+    parts: list[tuple[str, str]] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "\n".join(str(c.get("text")) for c in content if isinstance(c, dict) and c.get("text"))
+        if isinstance(content, str) and content.strip():
+            parts.append((str(m.get("role", "")), content))
+    if len(parts) == 1:
+        return parts[0][1]
+    return "\n\n".join(f"{role}: {text}" for role, text in parts)
+
+
+def _stimulus(prompt: dict[str, Any], question: str) -> dict[str, Any]:
+    stim: dict[str, Any] = {"messages": [*prompt["messages"], {"role": "user", "content": question}]}
+    if prompt.get("tools"):
+        stim["tools"] = prompt["tools"]
+    return stim
+
+
+def stim_line(stimulus_id: int, question: str, gen: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    line = {
+        "stimulus_id": stimulus_id,
+        "question": question,
+        "type": gen["type"],
+        "unconditioned_stimulus": _stimulus(spec["teacher"], question),
+        "conditioned_stimulus": _stimulus(spec["student"], question),
+    }
+    if gen.get("rollout_with_conditioned"):
+        line["trajectory_override_stimulus"] = line["conditioned_stimulus"]
+    return line
+
+
+class StimKind(JobKind):
+    name = "stim"
+
+    def _prompt(self, source: JobSource, field: str, name: str) -> dict[str, Any]:
+        record = source.read_json(source.paths.prompt(source.user, source.repo, name))
+        if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+            raise ConfigProblem(f"{field} '{name}' does not exist in repo '{source.repo}'")
+        return {"name": name, "messages": record["messages"], "tools": record.get("tools")}
+
+    def plan(self, source: JobSource) -> JobPlan:
+        config = source.target_record.get("config") or {}
+        teacher = config.get("teacher_prompt") or config.get("u")
+        student = config.get("student_prompt")
+        if student is None:
+            student = config.get("v")
+        generators = config.get("generators") or []
+        missing = [name for name, ok in (("generators", bool(generators)), ("teacher_prompt", bool(teacher)),
+                                         ("student_prompt", student is not None)) if not ok]
+        if missing:
+            raise ConfigProblem(f"{MISSING_MESSAGE}: target '{source.target}' has no {' and no '.join(missing)}")
+        if not isinstance(generators, list):
+            raise ConfigProblem("generators must be a list")
+        if not isinstance(teacher, str) or not isinstance(student, str):
+            raise ConfigProblem("teacher_prompt and student_prompt must be prompt names")
+        teacher_prompt = self._prompt(source, "teacher_prompt", teacher)
+        student_prompt = (self._prompt(source, "student_prompt", student) if student
+                          else {"name": "", "messages": [], "tools": None})
+        u_text = prompt_text(teacher_prompt["messages"])
+        specs = []
+        for i, gen in enumerate(generators):
+            if not isinstance(gen, dict):
+                raise ConfigProblem(f"generators[{i}] must be an object")
+            impl = GENERATORS.get(gen.get("type"))  # type: ignore[arg-type]
+            if impl is None:
+                raise ConfigProblem(f"generators[{i}]: unknown type {gen.get('type')!r} "
+                                    f"(known: {', '.join(GENERATORS)})")
+            specs.append(impl.plan(PlanContext(i, gen, config, source, u_text)))
+        spec = {
+            "teacher": teacher_prompt, "student": student_prompt, "prompt_u": u_text, "generators": specs,
+            "max_concurrency": config.get("max_concurrency") or 10,
+        }
+        return JobPlan(config=config, spec=spec, expected_lines=sum(s["numq"] for s in specs))
+
+    async def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
+        gens = run.spec["generators"]
+        bases = [sum(g["numq"] for g in gens[:i]) for i in range(len(gens))]
+        todo = [i for i, g in enumerate(gens) if bases[i] + g["numq"] > run.start]
+        # Every unfinished generator's questions are fetched at once (LLM requests are
+        # capped by the job's completer); lines are still emitted in generator order.
+        fetches = {i: asyncio.ensure_future(self._questions(i, gens[i], run)) for i in todo}
+        try:
+            for i in todo:
+                questions = await fetches[i]
+                for j in range(max(run.start - bases[i], 0), gens[i]["numq"]):
+                    yield stim_line(bases[i] + j, questions[j], gens[i], run.spec)
+        finally:
+            pending = [t for t in fetches.values() if not t.done()]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*fetches.values(), return_exceptions=True)
+
+    async def _questions(self, i: int, gen: dict[str, Any], run: JobRun) -> list[str]:
+        impl = GENERATORS[gen["type"]]
+
+        async def make() -> list[str]:
+            try:
+                questions = await impl.questions(gen, run)
+            except (JobFailed, LLMError) as e:
+                raise JobFailed(f"generators[{i}] ({gen['type']}): {e}") from None
+            if len(questions) != gen["numq"]:
+                raise JobFailed(f"generators[{i}] ({gen['type']}) produced {len(questions)} questions, "
+                                f"expected {gen['numq']}")
+            return questions
+
+        return await checkpointed(run, f"questions-{i}", make)
+
