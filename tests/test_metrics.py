@@ -1,0 +1,88 @@
+"""GET /metrics: Prometheus text, requests by route template, latency, bytes, jobs, lines."""
+from __future__ import annotations
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from stimserver.keys import METRICS
+from stimserver.metrics import count_lines_generated
+
+OUTPUT = "/v1/repo/{repo_name}/targets/{target_name}/stim/output"
+
+
+async def scrape(client) -> dict[tuple, float]:
+    r = await client.get("/metrics")
+    assert r.status == 200 and r.content_type == "text/plain"
+    text = await r.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def requests_key(route: str, status: int, method: str = "GET") -> tuple:
+    return ("stimserver_http_requests_total", (("method", method), ("route", route), ("status", str(status))))
+
+
+async def test_public_and_in_text_format(client):
+    samples = await scrape(client)  # no Authorization header
+    assert samples[("stimserver_build_info", (("version", __import__("stimserver").__version__),))] == 1
+
+
+async def test_requests_by_route_template_status_latency_and_bytes(client, make_job, master_headers):
+    make_job(lines=30, user="alice", repo="demo", target="geo")
+    sizes = []
+    for offset in (0, 10, 20):
+        r = await client.get(f"/v1/repo/demo/targets/geo/stim/output?offset={offset}&limit=10",
+                             headers={**master_headers, "X-User-Id": "alice"})
+        assert r.status == 200
+        sizes.append(len(await r.read()))
+    assert (await client.get("/v1/repo/demo/targets/geo/stim/output?limit=0",
+                             headers={**master_headers, "X-User-Id": "alice"})).status == 422
+    assert (await client.get("/v1/repo/demo/targets/geo/stim/output")).status == 401
+    assert (await client.get("/no/such/path", headers=master_headers)).status == 404
+
+    samples = await scrape(client)
+    assert samples[requests_key(OUTPUT, 200)] == 3
+    assert samples[requests_key(OUTPUT, 422)] == 1
+    assert samples[requests_key(OUTPUT, 401)] == 1
+    assert samples[requests_key("unmatched", 404)] == 1  # raw paths never become labels
+    assert not any("/v1/repo/demo" in str(labels) for _, labels in samples)
+    hist = (("method", "GET"), ("route", OUTPUT))
+    assert samples[("stimserver_http_request_duration_seconds_count", hist)] == 5
+    assert samples[("stimserver_http_request_duration_seconds_bucket", (("le", "+Inf"), *hist))] == 5
+    assert samples[("stimserver_http_request_duration_seconds_sum", hist)] > 0
+    error_bytes = samples[("stimserver_http_response_bytes_total", (("route", OUTPUT),))] - sum(sizes)
+    assert error_bytes > 0  # the two JSON error bodies count too
+
+
+async def test_jobs_by_state_are_counted_from_the_records(client, make_job, records):
+    make_job(lines=3, user="alice", repo="demo", target="done")
+    make_job(lines=3, user="bob", repo="demo", target="done")
+    make_job(lines=3, user="bob", repo="demo", target="broken")
+    job_file = records.paths.job_file("bob", "demo", "broken", "stim")
+    job_file.write_bytes(orjson.dumps({**orjson.loads(job_file.read_bytes()), "status": "failed"}))
+    client.server.app[METRICS].jobs.ttl = 0  # re-read the disk on every scrape
+    samples = await scrape(client)
+    jobs = {labels: v for (name, labels), v in samples.items() if name == "stimserver_jobs"}
+    assert jobs[(("kind", "stim"), ("status", "complete"))] == 2
+    assert jobs[(("kind", "stim"), ("status", "failed"))] == 1
+    assert jobs[(("kind", "stim"), ("status", "running"))] == 0
+    assert jobs[(("kind", "stim"), ("status", "pending"))] == 0
+
+
+async def test_job_counts_are_cached_between_scrapes(client, make_job):
+    make_job(lines=3, user="alice", repo="demo", target="one")
+    first = await scrape(client)
+    make_job(lines=3, user="alice", repo="demo", target="two")
+    key = ("stimserver_jobs", (("kind", "stim"), ("status", "complete")))
+    assert (await scrape(client))[key] == first[key] == 1  # within the cache time: the disk is not walked again
+    client.server.app[METRICS].jobs.ttl = 0
+    assert (await scrape(client))[key] == 2
+
+
+async def test_lines_generated_counter(client):
+    key = ("stimserver_lines_generated_total", (("kind", "stim"),))
+    before = (await scrape(client))[key]
+    count_lines_generated(40)
+    count_lines_generated(2, "stim")
+    count_lines_generated(0)
+    assert (await scrape(client))[key] == before + 42
