@@ -27,3 +27,5 @@ REQUEST_ID = web.RequestKey("REQUEST_ID", str)
 # Set by proxy.forwarded_middleware, only for requests from a trusted proxy that forwarded them.
 CLIENT_ADDR = web.RequestKey("CLIENT_ADDR", str)
 CLIENT_SCHEME = web.RequestKey("CLIENT_SCHEME", str)
+# Set by the job engine: an object with ``async def stop(user, repo, target) -> None`` (used before a target is deleted).
+JOB_CONTROL = web.AppKey("JOB_CONTROL", object)

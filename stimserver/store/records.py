@@ -4,22 +4,46 @@ Each record is one small JSON file, written with ``atomic.write_json_atomic`` (o
 ``create_json_exclusive`` when two creators may race). Reads go through a cache
 keyed by the file's identity (inode, size, mtime), so the hot paging path re-reads
 ``job.json`` only when it has changed — also when another process changed it.
+
+Listings read the folders: a name counts only if it is a valid name and its record
+file exists, so temp files and trash a crash left behind never show up. Changes that
+must see each other's references (a target naming a prompt, a prompt being deleted)
+hold the repo's ``.refs.lock``, an flock shared by every process on the data dir.
 """
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+import secrets
+import shutil
 import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import orjson
 
-from .atomic import create_json_exclusive, write_json_atomic
-from .paths import DataPaths
+from ..errors import ApiError
+from ..generatorconfig import TEMPLATE_DIR, template_file_name
+from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
+from .locks import FileLock
+from .output import lock_path
+from .paths import JOB_KINDS, DataPaths, check_name, name_problem
 
-__all__ = ["RecordCache", "Records", "now_iso"]
+__all__ = ["RecordCache", "Records", "RepoBusy", "now_iso"]
+
+REFS_LOCK = ".refs.lock"
+
+
+class RepoBusy(ApiError):
+    """503: the repo's reference lock stayed taken too long. The client retries 503s."""
+
+    status, code = 503, "REPO_BUSY"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 def now_iso() -> str:
@@ -102,3 +126,138 @@ class Records:
             return value
         finally:
             os.close(fd)
+
+    # -- listings ------------------------------------------------------------------
+    @staticmethod
+    def _names(folder: Path, record: str | None, suffix: str = "") -> list[str]:
+        """Valid names under ``folder`` whose record exists, sorted (byte order)."""
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = []
+        for e in entries:
+            name = e.name[: -len(suffix)] if suffix and e.name.endswith(suffix) else e.name
+            if (suffix and name == e.name) or name_problem(name) is not None:
+                continue
+            if record is None or os.path.isfile(os.path.join(e.path, record)):
+                names.append(name)
+        return sorted(names)
+
+    def repo_names(self, user: str) -> list[str]:
+        return self._names(self.paths.repos(user), "repo.json")
+
+    def prompt_names(self, user: str, repo: str) -> list[str]:
+        return [n for n in self._names(self.paths.prompts(user, repo), None, ".json")]
+
+    def target_names(self, user: str, repo: str) -> list[str]:
+        return self._names(self.paths.targets(user, repo), "target.json")
+
+    # -- repos, prompts, targets -------------------------------------------------
+    def _create_or_get(self, path: Path, record: dict) -> tuple[dict, bool]:
+        """(record, True) if this call created it, else (the existing record, False)."""
+        if create_json_exclusive(path, record):
+            self.cache.forget(path)
+            return record, True
+        existing = self.cache.read(path)
+        if existing is None:  # deleted between our attempt and the read: try once more
+            return self._create_or_get(path, record)
+        return existing, False
+
+    def create_repo(self, user: str, repo: str, base_model: str) -> tuple[dict, bool]:
+        record = {"repo_name": repo, "base_model": base_model, "created_at": now_iso()}
+        return self._create_or_get(self.paths.repo(user, repo) / "repo.json", record)
+
+    def prompt(self, user: str, repo: str, prompt: str) -> dict | None:
+        return self.cache.read(self.paths.prompt(user, repo, prompt))
+
+    def create_prompt(self, user: str, repo: str, record: dict) -> tuple[dict, bool]:
+        return self._create_or_get(self.paths.prompt(user, repo, record["prompt_name"]), record)
+
+    def write_prompt(self, user: str, repo: str, record: dict) -> None:
+        self.write(self.paths.prompt(user, repo, record["prompt_name"]), record)
+
+    def delete_prompt(self, user: str, repo: str, prompt: str) -> bool:
+        path = self.paths.prompt(user, repo, prompt)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(path.parent)
+        self.cache.forget(path)
+        return True
+
+    def create_target(self, user: str, repo: str, record: dict) -> tuple[dict, bool]:
+        return self._create_or_get(self.paths.target(user, repo, record["target_name"]) / "target.json", record)
+
+    def lock_target_jobs(self, user: str, repo: str, target: str) -> list[FileLock] | None:
+        """Every job writer lock of a target, or None (nothing held) if a writer holds one."""
+        held: list[FileLock] = []
+        for kind in JOB_KINDS:
+            lock = FileLock.acquire(lock_path(self.paths.job_dir(user, repo, target, kind)), blocking=False)
+            if lock is None:
+                for other in held:
+                    other.release()
+                return None
+            held.append(lock)
+        return held
+
+    def trash_target(self, user: str, repo: str, target: str) -> Path:
+        """Atomically take a target (record, job folders, locks) out of sight; returns the trash folder.
+
+        The caller holds the target's job locks. The folder is renamed to a hidden
+        name in the same directory, so a crash leaves either the target or trash that
+        no listing shows and ``purge_trash`` removes.
+        """
+        folder = self.paths.target(user, repo, target)
+        trash = folder.with_name(f".{target}.trash-{secrets.token_hex(4)}")
+        os.rename(folder, trash)
+        fsync_dir(folder.parent)
+        self.cache.forget(folder / "target.json")
+        for kind in JOB_KINDS:
+            self.cache.forget(folder / kind / "job.json")
+        return trash
+
+    def purge_trash(self, user: str, repo: str) -> None:
+        """Remove trashed target folders of a repo (blocking; run it off the event loop)."""
+        folder = self.paths.targets(user, repo)
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            if e.name.startswith(".") and ".trash-" in e.name:
+                shutil.rmtree(e.path, ignore_errors=True)
+
+    # -- generator templates -------------------------------------------------------
+    def template_file(self, user: str, repo: str, template_path: str) -> Path:
+        """The file a generator's ``template_path`` (``templates/<file>``) names inside its repo."""
+        name = check_name(template_file_name(template_path), "template_path", "body")
+        return self.paths.repo(user, repo) / TEMPLATE_DIR / name
+
+    def template(self, user: str, repo: str, template_path: str) -> str | None:
+        try:
+            return self.template_file(user, repo, template_path).read_text("utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    def write_template(self, user: str, repo: str, template_path: str, content: str) -> None:
+        write_atomic(self.template_file(user, repo, template_path), content.encode("utf-8"))
+
+    # -- the repo's reference lock -------------------------------------------------
+    @asynccontextmanager
+    async def references_locked(self, user: str, repo: str, timeout: float = 30.0) -> AsyncIterator[None]:
+        """Hold the repo's reference lock, polling so the event loop never blocks on it."""
+        path = self.paths.repo(user, repo) / REFS_LOCK
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.001
+        while (lock := FileLock.acquire(path, blocking=False)) is None:
+            if loop.time() > deadline:
+                raise RepoBusy(f"repo '{repo}' is busy with another change; try again")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            yield
+        finally:
+            lock.release()
