@@ -1,0 +1,206 @@
+"""Prompts (API.md §6): named message lists, stored and returned verbatim.
+
+    POST   {R}/prompts               201 new, 200 identical, 409 other content (prompts are immutable)
+    GET    {R}/prompts               {"prompts": [names]}
+    POST   {R}/prompts/batch         {"created": [...], "failed": {name: message}}; no overwrite
+    PUT    {R}/prompts/batch         deprecated: the same, but create or update
+    GET    {R}/prompts/{name}        PromptResponse
+    PUT    {R}/prompts/{name}        deprecated: create or update → 200
+    DELETE {R}/prompts/{name}        200 {"message"}; 409 while a target of the repo names it
+
+A message needs a string ``role``; ``content`` may be a string, a list of objects or
+null; any other key (``tool_calls``, ``name``, ...) is kept as sent.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import Conflict, NotFound
+from ..jsonio import (Problems, check_name_field, check_str, json_response, object_fields, read_json_object,
+                      same_json, type_name)
+from ..store.paths import check_name
+from ..store.records import Records, now_iso
+from ..targetconfig import prompt_refs
+from .context import RepoContext, repo_context
+
+routes = web.RouteTableDef()
+
+BASE = "/v1/repo/{repo_name}/prompts"
+
+
+def check_messages(value: Any, loc: list[str | int], problems: Problems) -> list[dict] | None:
+    if not isinstance(value, list):
+        problems.add(loc, f"must be a list of messages, got {type_name(value)}", "type_error.list")
+        return None
+    before = len(problems.detail)
+    for i, message in enumerate(value):
+        where = [*loc, i]
+        if not isinstance(message, dict):
+            problems.add(where, f"must be a message object, got {type_name(message)}", "type_error.dict")
+            continue
+        if message.get("role") is None:
+            problems.add([*where, "role"], "field required", "value_error.missing")
+        else:
+            check_str(message["role"], [*where, "role"], problems)
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict):
+                    problems.add([*where, "content", j], f"must be an object, got {type_name(part)}",
+                                 "type_error.dict")
+        elif content is not None and not isinstance(content, str):
+            problems.add([*where, "content"], f"must be a string, a list of objects or null, got {type_name(content)}",
+                         "type_error")
+    return value if len(problems.detail) == before else None
+
+
+def _check_tools(value: Any, loc: list[str | int], problems: Problems) -> list[dict] | None:
+    if not isinstance(value, list):
+        problems.add(loc, f"must be a list of tool objects, got {type_name(value)}", "type_error.list")
+        return None
+    bad = [i for i, tool in enumerate(value) if not isinstance(tool, dict)]
+    for i in bad:
+        problems.add([*loc, i], f"must be an object, got {type_name(value[i])}", "type_error.dict")
+    return None if bad else value
+
+
+def prompt_response(record: dict) -> dict[str, Any]:
+    return {"prompt_name": record["prompt_name"], "messages": record["messages"], "tools": record.get("tools")}
+
+
+def _new_record(name: str, messages: list, tools: list | None) -> dict[str, Any]:
+    return {"prompt_name": name, "messages": messages, "tools": tools, "created_at": now_iso()}
+
+
+def _same(record: dict, messages: list, tools: list | None) -> bool:
+    return same_json(record["messages"], messages) and same_json(record.get("tools"), tools)
+
+
+def _save(ctx: RepoContext, name: str, messages: list, tools: list | None, *, update: bool) -> bool:
+    """Store a prompt; True if it was new. Raises Conflict when it differs and ``update`` is off."""
+    record, created = ctx.records.create_prompt(ctx.user, ctx.repo, _new_record(name, messages, tools))
+    if created or _same(record, messages, tools):
+        return created
+    if not update:
+        raise Conflict(f"prompt '{name}' already exists with other content; prompts are immutable "
+                       "(create one with a new name)")
+    ctx.records.write_prompt(ctx.user, ctx.repo, {**_new_record(name, messages, tools),
+                                                  "created_at": record.get("created_at"), "updated_at": now_iso()})
+    return False
+
+
+def _body(body: dict, *, with_name: bool) -> tuple[str, list, list | None]:
+    problems = Problems()
+    required = ("prompt_name", "messages") if with_name else ("messages",)
+    fields = object_fields(body, ["body"], problems, required=required, optional=("tools",)) or {}
+    if "prompt_name" in fields:
+        check_name_field(fields["prompt_name"], ["body", "prompt_name"], problems)
+    if "messages" in fields:
+        check_messages(fields["messages"], ["body", "messages"], problems)
+    if "tools" in fields:
+        _check_tools(fields["tools"], ["body", "tools"], problems)
+    problems.raise_if_any()
+    return fields.get("prompt_name", ""), fields["messages"], fields.get("tools")
+
+
+async def _batch(request: web.Request, *, update: bool) -> web.Response:
+    ctx = repo_context(request)
+    problems = Problems()
+    fields = object_fields(await read_json_object(request), ["body"], problems, required=("prompts",)) or {}
+    prompts = fields.get("prompts")
+    if prompts is not None and not isinstance(prompts, dict):
+        problems.add(["body", "prompts"], f"must be an object mapping prompt names to message lists, "
+                     f"got {type_name(prompts)}", "type_error.dict")
+    problems.raise_if_any()
+    created: list[str] = []
+    failed: dict[str, str] = {}
+    for name, messages in prompts.items():  # type: ignore[union-attr]
+        item = Problems()
+        check_name_field(name, ["body", "prompt_name"], item)
+        if not item:
+            if messages is None:
+                item.add(["body", "prompts", name], "field required", "value_error.missing")
+            else:
+                check_messages(messages, ["body", "prompts", name], item)
+        if item:
+            failed[name] = item.message()
+            continue
+        try:
+            _save(ctx, name, messages, None, update=update)
+        except Conflict as e:
+            failed[name] = e.message
+        else:
+            created.append(name)
+    return json_response({"created": created, "failed": failed})
+
+
+# The literal batch routes come before {prompt_name}: PUT …/prompts/batch matches both (API.md §1).
+@routes.post(BASE + "/batch")
+async def create_batch(request: web.Request) -> web.Response:
+    return await _batch(request, update=False)
+
+
+@routes.put(BASE + "/batch")
+async def set_batch(request: web.Request) -> web.Response:
+    return await _batch(request, update=True)
+
+
+@routes.post(BASE)
+async def create_prompt(request: web.Request) -> web.Response:
+    ctx = repo_context(request)
+    name, messages, tools = _body(await read_json_object(request), with_name=True)
+    created = _save(ctx, name, messages, tools, update=False)
+    return json_response(prompt_response(_load(ctx, name)), 201 if created else 200)
+
+
+@routes.get(BASE)
+async def list_prompts(request: web.Request) -> web.Response:
+    ctx = repo_context(request)
+    return json_response({"prompts": ctx.records.prompt_names(ctx.user, ctx.repo)})
+
+
+def _load(ctx: RepoContext, name: str) -> dict:
+    record = ctx.records.prompt(ctx.user, ctx.repo, name)
+    if record is None:
+        raise NotFound(f"prompt '{name}' not found in repo '{ctx.repo}'")
+    return record
+
+
+@routes.get(BASE + "/{prompt_name}")
+async def get_prompt(request: web.Request) -> web.Response:
+    ctx = repo_context(request)
+    return json_response(prompt_response(_load(ctx, check_name(request.match_info["prompt_name"], "prompt_name"))))
+
+
+@routes.put(BASE + "/{prompt_name}")
+async def set_prompt(request: web.Request) -> web.Response:
+    ctx = repo_context(request)
+    name = check_name(request.match_info["prompt_name"], "prompt_name")
+    _, messages, tools = _body(await read_json_object(request), with_name=False)
+    _save(ctx, name, messages, tools, update=True)
+    return json_response(prompt_response(_load(ctx, name)))
+
+
+def targets_using(records: Records, user: str, repo: str, prompt: str) -> list[str]:
+    users = []
+    for target in records.target_names(user, repo):
+        record = records.target(user, repo, target)
+        if record is not None and prompt in prompt_refs(record.get("config") or {}).values():
+            users.append(target)
+    return users
+
+
+@routes.delete(BASE + "/{prompt_name}")
+async def delete_prompt(request: web.Request) -> web.Response:
+    ctx = repo_context(request)
+    name = check_name(request.match_info["prompt_name"], "prompt_name")
+    async with ctx.records.references_locked(ctx.user, ctx.repo):
+        _load(ctx, name)
+        users = targets_using(ctx.records, ctx.user, ctx.repo, name)
+        if users:
+            raise Conflict(f"prompt '{name}' is used by target(s) {', '.join(users)}; delete them first")
+        if not ctx.records.delete_prompt(ctx.user, ctx.repo, name):
+            raise NotFound(f"prompt '{name}' not found in repo '{ctx.repo}'")
+    return json_response({"message": f"Prompt '{name}' deleted successfully"})

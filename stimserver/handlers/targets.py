@@ -1,0 +1,214 @@
+"""Targets (API.md §7): a template plus overrides, frozen into a config at creation.
+
+    POST   {R}/targets          201 new, 200 identical, 409 other config (targets are immutable)
+    GET    {R}/targets          {"targets": [names]}
+    POST   {R}/targets/batch    {"created", "failed"}; items in order, so one may template on another
+    PUT    {R}/targets/batch    deprecated: the same
+    GET    {T}                  {"target_name", "config"}
+    PUT    {T}                  deprecated: body {template, overrides?}; like POST but 200 for new
+    DELETE {T}                  stops the target's job, removes the target with its job files
+
+A target record keeps ``template`` and the normalised ``overrides`` beside the
+effective ``config``: repeating a request is recognised even after its template was
+deleted. Creation checks that the named prompts and generator template files exist.
+Creation and deletion hold the repo's reference lock, so a prompt cannot disappear
+between the check and the write (prompt deletion takes the same lock).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import ApiError, Conflict, NotFound, ValidationError
+from ..generatorconfig import template_files
+from ..jsonio import Problems, check_name_field, check_str, json_response, object_fields, read_json_object, same_json
+from ..keys import JOB_CONTROL
+from ..store.paths import JOB_KINDS, check_name, name_problem
+from ..store.records import now_iso
+from ..targetconfig import (DEFAULT_TEMPLATE, effective_config, normalize_overrides, prompt_refs,
+                            public_config)
+from .context import RepoContext, repo_context, target_context
+
+routes = web.RouteTableDef()
+
+BASE = "/v1/repo/{repo_name}/targets"
+
+
+def target_response(record: dict) -> dict[str, Any]:
+    return {"target_name": record["target_name"], "config": public_config(record.get("config"))}
+
+
+def parse_target(item: Any, loc: list[str | int], problems: Problems, *,
+                 name: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(target_name, template, overrides) of a create body or batch item; ``name`` comes from the path."""
+    required = ("template",) if name is not None else ("target_name", "template")
+    fields = object_fields(item, loc, problems, required=required, optional=("overrides",)) or {}
+    if name is None and "target_name" in fields:
+        name = check_name_field(fields["target_name"], [*loc, "target_name"], problems)
+        if name == DEFAULT_TEMPLATE:
+            problems.add([*loc, "target_name"], f"'{DEFAULT_TEMPLATE}' names the built-in template; "
+                         "choose another target name", "value_error.name")
+    template = fields.get("template")
+    if template is not None:
+        template = check_str(template, [*loc, "template"], problems)
+    overrides = normalize_overrides(fields.get("overrides"), [*loc, "overrides"], problems)
+    return name or "", template or "", overrides
+
+
+def _template_config(ctx: RepoContext, template: str) -> dict:
+    if template == DEFAULT_TEMPLATE:
+        return public_config(None)
+    record = ctx.records.target(ctx.user, ctx.repo, template) if name_problem(template) is None else None
+    if record is None:
+        raise NotFound(f"Template '{template}' not found")
+    return public_config(record.get("config"))
+
+
+def _check_references(ctx: RepoContext, template: str, overrides: dict, config: dict) -> dict[str, str]:
+    """422 for named prompts or template files that do not exist; returns the template files to write."""
+    problems = Problems()
+    for field, prompt in prompt_refs(config).items():
+        if ctx.records.prompt(ctx.user, ctx.repo, prompt) is None:
+            if field in overrides:
+                problems.add(["body", "overrides", field], f"prompt '{prompt}' does not exist in repo '{ctx.repo}'",
+                             "value_error.prompt_not_found")
+            else:
+                problems.add(["body", "template"], f"{field} '{prompt}' inherited from template '{template}' "
+                             f"does not exist in repo '{ctx.repo}'", "value_error.prompt_not_found")
+    to_write: dict[str, str] = {}
+    for name, content in template_files(config["generators"]).items():
+        stored = ctx.records.template(ctx.user, ctx.repo, name)
+        if content is None and stored is None:
+            problems.add(["body", "overrides", "generators"], f"template file templates/{name} does not exist in "
+                         f"repo '{ctx.repo}'; send its template_content", "value_error.template_not_found")
+        elif content is not None and stored is not None and stored != content:
+            raise Conflict(f"template file templates/{name} already exists in repo '{ctx.repo}' with other "
+                           "content; give this template another template_path")
+        elif content is not None and stored is None:
+            to_write[name] = content
+    problems.raise_if_any()
+    return to_write
+
+
+def save_target(ctx: RepoContext, name: str, template: str, overrides: dict) -> tuple[dict, bool]:
+    """Create a target (caller holds the repo's reference lock); (record, created). 404/409/422 as ApiError."""
+    existing = ctx.records.target(ctx.user, ctx.repo, name)
+    if existing is not None and existing.get("template") == template \
+            and same_json(existing.get("overrides"), overrides):
+        return existing, False  # the same request again: answer even if its template is gone since
+    config = effective_config(_template_config(ctx, template), overrides)
+    if existing is not None:
+        if same_json(public_config(existing.get("config")), config):
+            return existing, False
+        raise Conflict(f"target '{name}' already exists with another config; targets are immutable "
+                       "(create one with a new name, or delete this one first)")
+    for file, content in _check_references(ctx, template, overrides, config).items():
+        ctx.records.write_template(ctx.user, ctx.repo, file, content)
+    record = {"target_name": name, "template": template, "overrides": overrides, "config": config,
+              "created_at": now_iso()}
+    stored, created = ctx.records.create_target(ctx.user, ctx.repo, record)
+    if not created and not same_json(public_config(stored.get("config")), config):
+        raise Conflict(f"target '{name}' already exists with another config; targets are immutable")
+    return stored, created
+
+
+async def _create_one(request: web.Request, *, name: str | None, new_status: int) -> web.Response:
+    ctx = repo_context(request)
+    problems = Problems()
+    name, template, overrides = parse_target(await read_json_object(request), ["body"], problems, name=name)
+    problems.raise_if_any()
+    async with ctx.records.references_locked(ctx.user, ctx.repo):
+        record, created = save_target(ctx, name, template, overrides)
+    return json_response(target_response(record), new_status if created else 200)
+
+
+async def _batch(request: web.Request) -> web.Response:
+    ctx = repo_context(request)
+    problems = Problems()
+    fields = object_fields(await read_json_object(request), ["body"], problems, required=("targets",)) or {}
+    items = fields.get("targets")
+    if items is not None and not isinstance(items, list):
+        problems.add(["body", "targets"], "must be a list of {target_name, template, overrides?} objects",
+                     "type_error.list")
+    problems.raise_if_any()
+    created: list[str] = []
+    failed: dict[str, str] = {}
+    async with ctx.records.references_locked(ctx.user, ctx.repo):
+        for i, item in enumerate(items):  # type: ignore[arg-type]
+            given = item.get("target_name") if isinstance(item, dict) else None
+            key = given if isinstance(given, str) and given else f"targets[{i}]"
+            item_problems = Problems()
+            name, template, overrides = parse_target(item, ["body", "targets", i], item_problems)
+            try:
+                item_problems.raise_if_any()
+                save_target(ctx, name, template, overrides)
+            except ApiError as e:
+                failed[key] = e.message
+                continue
+            failed.pop(key, None)
+            if name not in created:
+                created.append(name)
+    return json_response({"created": created, "failed": failed})
+
+
+# The literal batch routes come before {target_name}: PUT …/targets/batch matches both (API.md §1).
+@routes.post(BASE + "/batch")
+async def create_batch(request: web.Request) -> web.Response:
+    return await _batch(request)
+
+
+@routes.put(BASE + "/batch")
+async def set_batch(request: web.Request) -> web.Response:
+    return await _batch(request)
+
+
+@routes.post(BASE)
+async def create_target(request: web.Request) -> web.Response:
+    return await _create_one(request, name=None, new_status=201)
+
+
+@routes.get(BASE)
+async def list_targets(request: web.Request) -> web.Response:
+    ctx = repo_context(request)
+    return json_response({"targets": ctx.records.target_names(ctx.user, ctx.repo)})
+
+
+@routes.get(BASE + "/{target_name}")
+async def get_target(request: web.Request) -> web.Response:
+    _, _, record = target_context(request)
+    return json_response(target_response(record))
+
+
+@routes.put(BASE + "/{target_name}")
+async def set_target(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["target_name"], "target_name")
+    if name == DEFAULT_TEMPLATE:
+        raise ValidationError(f"'{DEFAULT_TEMPLATE}' names the built-in template; choose another target name",
+                              detail=[{"loc": ["path", "target_name"], "msg": "reserved name",
+                                       "type": "value_error.name"}])
+    return await _create_one(request, name=name, new_status=200)
+
+
+@routes.delete(BASE + "/{target_name}")
+async def delete_target(request: web.Request) -> web.Response:
+    ctx, name, _ = target_context(request)
+    control = request.app.get(JOB_CONTROL)
+    async with ctx.records.references_locked(ctx.user, ctx.repo):
+        if ctx.records.target(ctx.user, ctx.repo, name) is None:
+            raise NotFound(f"target '{name}' not found in repo '{ctx.repo}'")
+        if control is not None:  # the job engine stops the target's jobs and waits for their writers
+            await control.stop(ctx.user, ctx.repo, name)
+        locks = ctx.records.lock_target_jobs(ctx.user, ctx.repo, name)
+        if locks is None:
+            kinds = "/".join(JOB_KINDS)
+            raise Conflict(f"a {kinds} job of target '{name}' is still writing its output; "
+                           "stop it, then delete the target again")
+        try:
+            ctx.records.trash_target(ctx.user, ctx.repo, name)
+        finally:
+            for lock in locks:
+                lock.release()
+    await asyncio.to_thread(ctx.records.purge_trash, ctx.user, ctx.repo)
+    return json_response({"message": f"Target '{name}' deleted successfully"})
