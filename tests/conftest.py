@@ -61,3 +61,13 @@ def make_job(records: Records, tmp_path: Path) -> Callable[..., list[dict[str, A
         return rows
 
     return make
+
+
+@pytest.fixture
+def bread_server(settings: Settings):
+    """A real stimserver on 127.0.0.1 (own thread and loop) for the synchronous aibread client."""
+    from tests.aibread_server import ServerThread
+
+    server = ServerThread(settings).start()
+    yield server
+    server.stop()
