@@ -148,7 +148,7 @@ class Records:
         return self._names(self.paths.repos(user), "repo.json")
 
     def prompt_names(self, user: str, repo: str) -> list[str]:
-        return [n for n in self._names(self.paths.prompts(user, repo), None, ".json")]
+        return self._names(self.paths.prompts(user, repo), None, ".json")
 
     def target_names(self, user: str, repo: str) -> list[str]:
         return self._names(self.paths.targets(user, repo), "target.json")
