@@ -6,8 +6,9 @@ from aiohttp import web
 from .auth import Authenticator, KeyStore, auth_middleware
 from .config import Settings
 from .errors import error_middleware
-from .handlers import health, jobs, prompts, repos, targets, unserved
-from .keys import AUTH, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
+from .handlers import health, jobs
+from .jobs import JobRunner
+from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
 from .logs import request_id_middleware
 from .masterkey import load_master_key
 from .metrics import Metrics, metrics_middleware
@@ -20,7 +21,7 @@ from .store.records import Records
 
 __all__ = ["create_app"]
 
-ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, unserved.routes)
+ROUTE_TABLES = (health.routes, jobs.routes)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -37,6 +38,10 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(paths)
     app[OPENAPI] = openapi_bytes(settings)
     app[AUTH] = Authenticator(load_master_key(settings), settings.master_user, KeyStore(paths.keys_file))
+    runner = JobRunner(paths, max_jobs=settings.max_jobs, orphan_seconds=settings.job_orphan_seconds)
+    app[JOB_CONTROL] = runner  # run/stop requests work even when this process runs no jobs
+    if settings.run_jobs:
+        app.cleanup_ctx.append(runner.cleanup_ctx)
     for table in ROUTE_TABLES:
         app.add_routes(table)
     app.add_routes(openapi_routes)

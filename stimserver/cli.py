@@ -1,4 +1,4 @@
-"""The ``stimserver`` command: serve, keys, import.
+"""The ``stimserver`` command: serve, worker, keys, import, datasets.
 
 click gives us subcommands, ``envvar=`` fallbacks and generated ``--help`` for free
 (the same choice Datasette made); every option maps onto a ``Settings`` field.
@@ -107,6 +107,61 @@ def import_cmd(user: str, repo: str, target: str, file: Path, data_dir: Path, qu
         except ImportRefused as e:
             raise click.ClickException(f"{e}; nothing was written") from None
     click.echo(f"imported {lines} lines into {user}/{repo}/{target} (stim, complete)")
+
+
+@main.command()
+@DATA_OPTION
+@click.option("--max-jobs", type=click.IntRange(1, 10_000), default=None,
+              help="jobs this worker runs at once  [default: 8, env STIMSERVER_MAX_JOBS]")
+def worker(data_dir: Path, max_jobs: int | None) -> None:
+    """Run stim jobs from the data directory, without serving HTTP.
+
+    Start as many workers as you like on one data directory (next to `serve`, which can
+    leave jobs to them with STIMSERVER_RUN_JOBS=false); each job runs in exactly one.
+    """
+    from .jobs.worker import run_worker
+
+    sys.exit(run_worker(_settings(data_dir=data_dir, max_jobs=max_jobs)))
+
+
+@main.group()
+def datasets() -> None:
+    """Question datasets for the from_dataset generator."""
+
+
+@datasets.command("list")
+@DATA_OPTION
+def datasets_list(data_dir: Path) -> None:
+    """List the datasets a from_dataset generator can name."""
+    from .datasets import Datasets
+
+    rows = Datasets(_settings(data_dir=data_dir).data_dir).list()
+    if not rows:
+        click.echo("no datasets; add one with: stimserver datasets add NAME FILE")
+        return
+    click.echo(f"{'name':<24}{'questions':>10}  source")
+    for d in rows:
+        count = str(d.items) if d.items >= 0 else "invalid"
+        click.echo(f"{d.name:<24}{count:>10}  {d.path}{' (shipped)' if d.shipped else ''}")
+
+
+@datasets.command("add")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--field", default=None, help="the JSON field or CSV column holding the question")
+@click.option("--replace", is_flag=True, help="overwrite a dataset of the same name")
+@DATA_OPTION
+def datasets_add(name: str, file: Path, field: str | None, replace: bool, data_dir: Path) -> None:
+    """Check FILE (JSONL or CSV) and store it as dataset NAME."""
+    from .datasets import DatasetError, Datasets
+
+    try:
+        info = Datasets(_settings(data_dir=data_dir).data_dir).add(name, file, field=field, replace=replace)
+    except DatasetError as e:
+        raise click.ClickException(f"{e}; nothing was written") from None
+    except OSError as e:
+        raise click.ClickException(f"{e.strerror}: {e.filename}" if e.filename else str(e)) from None
+    click.echo(f"added dataset {info.name!r}: {info.items} questions in {info.path}")
 
 
 def _settings(**overrides: object) -> Settings:

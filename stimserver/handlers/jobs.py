@@ -1,7 +1,11 @@
-"""Job status and paged output, for every job kind (API.md §9, §11).
+"""Job runs, status and paged output, for every job kind (API.md §9, §11).
 
-    GET /v1/repo/{repo}/targets/{target}/{kind}          status only
-    GET /v1/repo/{repo}/targets/{target}/{kind}/output   status + one page
+    POST /v1/repo/{repo}/targets/{target}/{kind}         run (idempotent); answers the status
+    GET  /v1/repo/{repo}/targets/{target}/{kind}          status only
+    GET  /v1/repo/{repo}/targets/{target}/{kind}/output   status + one page
+
+A status read of a pending or running job checks that some runner is behind it
+(``JobRunner.observe``), so no job reports progress forever after its runner died.
 
 The page's lines are spliced from the stored bytes; the rest of the envelope is
 serialised with orjson. Every field is always present.
@@ -16,7 +20,8 @@ from aiohttp import web
 
 from ..errors import NotFound
 from ..jsonio import json_response, raw_json_response
-from ..keys import SETTINGS
+from ..jobs import JobRef
+from ..keys import IDENTITY, JOB_CONTROL, SETTINGS
 from ..paging import page_params
 from ..store import output
 from .context import job_dir, target_context
@@ -29,6 +34,10 @@ routes = web.RouteTableDef()
 INLINE_READ_BYTES = 1 << 20
 
 IN_PROGRESS = ("pending", "running")
+
+# A run request waits this long for its job to finish, so a quick job answers "complete"
+# at once and the official client skips its 30 s poll (API.md §10.1).
+POST_WAIT_SECONDS = 1.0
 
 
 def status_fields(job: dict | None, lines: int) -> dict[str, Any]:
@@ -55,8 +64,29 @@ def _load(request: web.Request, kind: str):
     return jdir, job
 
 
+def _ref(request: web.Request, kind: str) -> JobRef:
+    return JobRef(request[IDENTITY].user, request.match_info["repo_name"], request.match_info["target_name"], kind)
+
+
+async def _live(request: web.Request, kind: str, job: dict | None) -> dict | None:
+    if job is None or job.get("status") not in IN_PROGRESS:
+        return job
+    return await request.app[JOB_CONTROL].observe(_ref(request, kind), job)
+
+
+async def run_job(request: web.Request, kind: str) -> web.Response:
+    ctx, target, record = target_context(request)
+    control = request.app[JOB_CONTROL]
+    ref = JobRef(ctx.user, ctx.repo, target, kind)
+    job = await control.submit(ref, record)
+    job = await control.settle(ref, job, POST_WAIT_SECONDS)
+    lines = output.line_count(ctx.records.paths.job_dir(ctx.user, ctx.repo, target, kind))
+    return json_response(status_fields(job, lines))
+
+
 async def get_status(request: web.Request, kind: str) -> web.Response:
     jdir, job = _load(request, kind)
+    job = await _live(request, kind, job)
     lines = output.line_count(jdir) if job is not None else 0
     return json_response(status_fields(job, lines))
 
@@ -65,6 +95,7 @@ async def get_output(request: web.Request, kind: str) -> web.Response:
     settings = request.app[SETTINGS]
     offset, limit = page_params(request.query, settings.default_page_size, settings.max_page_size)
     jdir, job = _load(request, kind)
+    job = await _live(request, kind, job)
     if job is None:
         page = output.EMPTY
     else:
@@ -97,6 +128,10 @@ def _add_kind(kind: str) -> None:
     async def page(request: web.Request) -> web.Response:
         return await get_output(request, kind)
 
+    async def run(request: web.Request) -> web.Response:
+        return await run_job(request, kind)
+
+    routes.post(base)(run)
     routes.get(base)(status)
     routes.get(base + "/output")(page)
 
