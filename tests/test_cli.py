@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import orjson
 import pytest
@@ -85,10 +86,11 @@ def test_serve_creates_master_key_and_prints_how_to_authenticate(tmp_path):
             time.sleep(0.1)
         key = (data / "master.key").read_text().strip()
         assert oct((data / "master.key").stat().st_mode & 0o777) == "0o600"
-        while time.time() < deadline:
+        while time.time() < deadline:  # ready = answering HTTP, not merely listening
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
             except OSError:
                 time.sleep(0.1)
     finally:
