@@ -113,9 +113,10 @@ async def test_a_killed_worker_is_resumed_without_duplicates(paths, workers, ope
 
 async def test_two_workers_racing_run_each_job_once(paths, workers):
     refs = [JobRef("alice", "r1", f"t{i}", "stim") for i in range(5)]
-    for ref in refs:
-        await submit(paths, ref, [hardcoded(400), {"type": "from_dataset", "dataset": "arithmetic", "numq": 150}])
     pair = [await workers(), await workers()]
+    await wait_until(lambda: state.live_runners(paths) == 2, "both workers to be up")
+    for ref in refs:  # both scan for these every two seconds
+        await submit(paths, ref, [hardcoded(400), {"type": "from_dataset", "dataset": "arithmetic", "numq": 150}])
     for ref in refs:
         record = await wait_until(lambda: ended(paths, ref), f"{ref} to finish", timeout=60)
         assert record["status"] == "complete" and record["attempt"] == 1  # claimed exactly once
