@@ -37,10 +37,12 @@ def serve(host: str, port: int, data_dir: Path, no_access_log: bool, workers: in
     SIGTERM or Ctrl-C stops it gracefully: requests in flight finish, running jobs are
     handed back and resume on the next start.
     """
+    from .memory import tune_malloc
     from .server import serve as run_server
 
     settings = _settings(data_dir=data_dir, host=host, port=port,
                          access_log=False if no_access_log else None)
+    tune_malloc()  # large page bodies: see memory.py
     sys.exit(run_server(settings, workers=workers))
 
 

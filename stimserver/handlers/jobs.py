@@ -12,6 +12,7 @@ serialised with orjson. Every field is always present.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiofiles
@@ -21,10 +22,10 @@ from aiohttp import web
 from ..errors import NotFound
 from ..jsonio import json_response, raw_json_response
 from ..jobs import JobRef
-from ..keys import IDENTITY, JOB_CONTROL, SETTINGS
+from ..keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..paging import page_params
 from ..store import output
-from .context import job_dir, target_context
+from .context import target_context
 
 routes = web.RouteTableDef()
 
@@ -57,11 +58,19 @@ def status_fields(job: dict | None, lines: int) -> dict[str, Any]:
             "job_id": job.get("job_id"), "progress_percent": progress}
 
 
-def _load(request: web.Request, kind: str):
-    ctx, target, _ = target_context(request)
-    jdir = job_dir(ctx, target, kind)
-    job = ctx.records.job(ctx.user, ctx.repo, target, kind)
-    return jdir, job
+def _load(request: web.Request, kind: str) -> tuple[Path, dict | None]:
+    """The job folder and record; 404 unless the repo and target exist.
+
+    A job record can only exist inside its target's folder, so when it is there the
+    repo and target checks are skipped: one ``stat`` instead of three on the hot path.
+    """
+    records = request.app[RECORDS]
+    job_file = records.paths.job_file(request[IDENTITY].user, request.match_info["repo_name"],
+                                      request.match_info["target_name"], kind)
+    job = records.cache.read(job_file)
+    if job is None:
+        target_context(request)  # raises the right 404
+    return job_file.parent, job
 
 
 def _ref(request: web.Request, kind: str) -> JobRef:
@@ -107,7 +116,7 @@ async def get_output(request: web.Request, kind: str) -> web.Response:
         "offset": offset, "limit": limit, "has_more": offset + page.count < page.total,
         **fields,
     })
-    return raw_json_response(b'{"output":' + page.body + b"," + meta[1:])
+    return raw_json_response(b"".join((b'{"output":', page.body, b",", memoryview(meta)[1:])))
 
 
 async def _read_off_loop(jdir, begin: int, end: int) -> bytes:
