@@ -81,32 +81,46 @@ async def test_not_started(client, make_job, alice, records):
     assert body["offset"] == 3 and body["limit"] == 100
 
 
-def write_job(records, status, lines, expected, error=None):
+def write_job(records, status, lines, expected, error=None) -> FileLock:
+    """A job record plus committed lines; returns the writer's lock, still held (a live writer)."""
     jdir = records.paths.job_dir("alice", "repo1", "t1", "stim")
     records.write_job("alice", "repo1", "t1", "stim", {
         "job_id": 7, "kind": "stim", "status": status, "config": {"generators": []},
         "expected_lines": expected, "error": error})
     lock = FileLock.acquire(output.lock_path(jdir), blocking=False)
-    with lock, output.OutputWriter.open(jdir, lock) as w:
+    with output.OutputWriter.open(jdir, lock) as w:
         w.append([output.encode({"stimulus_id": i}) for i in range(lines)])
+    return lock
 
 
-async def test_running_job_pages_what_is_committed(client, make_job, records, alice):
+@pytest.fixture
+async def idle_client(aiohttp_client, settings):
+    """An app with no job runner, so hand-made job records stay exactly as written."""
+    from dataclasses import replace
+
+    from stimserver.app import create_app
+
+    return await aiohttp_client(create_app(replace(settings, run_jobs=False)))
+
+
+async def test_running_job_pages_what_is_committed(idle_client, make_job, records, alice):
+    client = idle_client
     make_job(lines=1)
     (records.paths.job_dir("alice", "repo1", "t1", "stim") / "output.jsonl").unlink()
     (records.paths.job_dir("alice", "repo1", "t1", "stim") / "output.idx").unlink()
-    write_job(records, "running", 30, 120)
-    _, body = await get(client, BASE + "/output?offset=20&limit=100", alice)
+    with write_job(records, "running", 30, 120):
+        _, body = await get(client, BASE + "/output?offset=20&limit=100", alice)
     assert body["status"] == "running" and body["lines"] == 30 and body["progress_percent"] == 25.0
     assert [r["stimulus_id"] for r in body["output"]] == list(range(20, 30)) and body["has_more"] is False
 
 
-async def test_failed_job_keeps_committed_lines(client, make_job, records, alice):
+async def test_failed_job_keeps_committed_lines(idle_client, make_job, records, alice):
+    client = idle_client
     make_job(lines=1)
     jdir = records.paths.job_dir("alice", "repo1", "t1", "stim")
     (jdir / "output.jsonl").unlink()
     (jdir / "output.idx").unlink()
-    write_job(records, "failed", 4, 10, error="LLM provider unreachable")
+    write_job(records, "failed", 4, 10, error="LLM provider unreachable").release()
     _, body = await get(client, BASE + "/output", alice)
     assert body["status"] == "failed" and body["error"] == "LLM provider unreachable"
     assert len(body["output"]) == 4 and body["lines"] == 4
