@@ -5,16 +5,15 @@ import aibread
 import pytest
 
 from .conftest import MASTER_KEY
-from .live_server import live_server
 
 
 @pytest.fixture
-def server(settings):
-    yield from live_server(settings)
+def server(bread_server):
+    return bread_server
 
 
 def bread(server, key: str = MASTER_KEY) -> aibread.Bread:
-    return aibread.Bread(api_key=key, base_url=server.url, max_retries=0)
+    return server.client(key)
 
 
 @pytest.fixture
@@ -68,8 +67,7 @@ def test_errors_arrive_as_client_exceptions(server, data, user_key):
 
 
 def test_strict_response_validation_accepts_every_answer(server, data):
-    strict = aibread.Bread(api_key=MASTER_KEY, base_url=server.url, max_retries=0,
-                           _strict_response_validation=True)
+    strict = server.client(MASTER_KEY, _strict_response_validation=True)
     assert strict.targets.stim.get_output("geo", repo_name="demo", user_id="alice", offset=249).has_more is False
     assert strict.targets.stim.get("geo", repo_name="demo", user_id="alice").status == "complete"
     assert strict.health.check().status == "healthy"
