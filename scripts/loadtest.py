@@ -5,8 +5,8 @@
     python scripts/loadtest.py run --url http://127.0.0.1:8080 --token TOKEN \\
         --repo benchrepo --target benchtarget --requests 20000 --duration 30 --concurrency 16
 
-``run`` keeps ``--concurrency`` clients busy, each picking one access pattern after the
-other (weights from ``--mix``):
+``run`` keeps ``--concurrency`` clients busy, each one with an access pattern (``--mix``
+divides the clients among them, e.g. scan=2,deep=1,status=1):
 
     scan    a client reads the whole output from offset 0, page after page, as the
             documented paging loop does (offset += limit until has_more is false)
@@ -122,19 +122,34 @@ class LoadTest:
             self.stats[pattern].add(time.perf_counter() - started, type(e).__name__, False, 0)
             return None
 
-    async def _client(self, session) -> None:
+    def assign(self) -> list[str]:
+        """The pattern of each client: ``--mix`` divides the clients, every weighted pattern gets one at least."""
+        n = self.args.concurrency
+        active = [p for p in PATTERNS if self.weights[p] > 0]
+        total = sum(self.weights[p] for p in active)
+        shares = {p: self.weights[p] / total * n for p in active}
+        counts = {p: int(shares[p]) for p in active}
+        for p in sorted(active, key=lambda p: shares[p] - counts[p], reverse=True)[:n - sum(counts.values())]:
+            counts[p] += 1
+        for p in active:  # room permitting, no weighted pattern is left without a client
+            if counts[p] == 0 and n >= len(active):
+                donor = max(active, key=lambda q: counts[q])
+                counts[donor] -= 1
+                counts[p] += 1
+        return [p for p in active for _ in range(counts[p])]
+
+    async def _client(self, session, pattern: str) -> None:
         limit = self.args.limit
         while True:
-            pattern = self.rng.choices(PATTERNS, weights=[self.weights[p] for p in PATTERNS])[0]
-            if pattern == "scan":
+            if pattern == "scan":  # the whole output, page after page, then from the start again
                 offset = 0
-                while self._budget():
+                while True:
+                    if not self._budget():
+                        return
                     page = await self._get(session, "scan", self.output_url, {"offset": offset, "limit": limit})
                     if page is None or not page.get("has_more"):
                         break
                     offset += page.get("limit", limit)
-                else:
-                    return
             elif pattern == "deep":
                 if not self._budget():
                     return
@@ -151,15 +166,18 @@ class LoadTest:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=self.args.concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            async with session.get(self.output_url, params={"limit": 1}, headers=self.headers) as r:
-                body = await r.read()
-                if r.status != 200:
-                    raise Refused(f"probe GET {self.output_url}?limit=1 answered {r.status}: {body[:300]!r}")
-                probe = json.loads(body)
+            try:
+                async with session.get(self.output_url, params={"limit": 1}, headers=self.headers) as r:
+                    body = await r.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                raise Refused(f"probe GET {self.output_url}?limit=1 failed: {type(e).__name__}: {e}") from None
+            if r.status != 200:
+                raise Refused(f"probe GET {self.output_url}?limit=1 answered {r.status}: {body[:300]!r}")
+            probe = json.loads(body)
             self.lines = probe.get("lines") or 0
             started = time.monotonic()
             self.deadline = started + self.args.duration
-            clients = [asyncio.create_task(self._client(session)) for _ in range(self.args.concurrency)]
+            clients = [asyncio.create_task(self._client(session, pattern)) for pattern in self.assign()]
             await asyncio.wait_for(asyncio.gather(*clients), self.args.duration + REQUEST_TIMEOUT + 5)
             elapsed = time.monotonic() - started
         return self.report(elapsed, probe)
@@ -211,8 +229,10 @@ def parse_mix(text: str) -> dict[str, float]:
             weights[name] = float(value or 1)
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad weight in {item!r}") from None
-    if sum(weights.values()) <= 0 or min(weights.values()) < 0:
-        raise argparse.ArgumentTypeError("weights must be >= 0 and not all 0")
+        if weights[name] < 0:
+            raise argparse.ArgumentTypeError(f"weights must be >= 0: {item!r}")
+    if sum(weights.values()) <= 0:
+        raise argparse.ArgumentTypeError("at least one weight must be above 0")
     return weights
 
 
@@ -236,7 +256,7 @@ def prepare(args: argparse.Namespace) -> int:
         make_jsonl(src, args.lines)
         run = [sys.executable, "-m", "stimserver"]
         subprocess.run([*run, "import", "--quiet", "--user", args.user, "--repo", args.repo, "--target", args.target,
-                        str(src), "--data", str(args.data)], check=True)
+                        str(src), "--data", str(args.data)], check=True, stdout=sys.stderr)  # stdout: the key only
     finally:
         src.unlink(missing_ok=True)
     key = subprocess.run([*run, "keys", "create", "--user", args.user, "--note", "loadtest", "--data", str(args.data)],
@@ -264,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--concurrency", type=bounded(int, 1, 1024), default=16, help="requests in flight")
     r.add_argument("--limit", type=bounded(int, 1, 1000), default=100, help="lines per page")
     r.add_argument("--mix", type=parse_mix, default=parse_mix("scan=1,deep=1,status=1"),
-                   help="pattern weights, e.g. scan=2,deep=1,status=0")
+                   help="how the clients divide among the patterns, e.g. scan=2,deep=1,status=0")
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--json", action="store_true", help="print the result as one JSON object")
     r.add_argument("--allow-remote", action="store_true",
@@ -280,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         return prepare(args)
     if not args.token:
         ap.error("--token (or STIMSERVER_TOKEN) is required")
+    args.token = args.token.strip()
+    if not args.token.isprintable() or " " in args.token:
+        ap.error("--token must be one key, without spaces or line breaks")
     try:
         if not args.allow_remote:
             loopback_only(args.url)

@@ -97,5 +97,14 @@ def test_prepare_makes_data_and_a_key(tmp_path):
                  "--target", "t")
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip().splitlines()[-1]
-    assert token.startswith("ssk_")
+    assert r.stdout.strip() == token and token.startswith("ssk_")
     assert (tmp_path / "data/users/u/repos/r/targets/t/stim/output.jsonl").stat().st_size > 0
+
+
+def test_a_bad_token_or_unreachable_server_is_a_clear_refusal():
+    r = loadtest("run", "--token", "two\nlines", "--repo", "r", "--target", "t")
+    assert r.returncode == 2 and "one key" in r.stderr and "Traceback" not in r.stderr
+    from .serverproc import free_port
+
+    r = loadtest("run", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t", "--repo", "r", "--target", "t")
+    assert r.returncode == 2 and "probe" in r.stderr and "Traceback" not in r.stderr

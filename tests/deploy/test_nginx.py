@@ -12,9 +12,21 @@ from .conftest import DEPLOY_CONF, Nginx, render
 OUTPUT = "/v1/repo/demo/targets/geo/stim/output"
 
 
+_open: list[aibread.Bread] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _open:
+        _open.pop().close()  # its pooled connections, before the GC finds them
+
+
 def client(deploy, key: str, **kw) -> aibread.Bread:
     kw.setdefault("max_retries", 0)
-    return aibread.Bread(api_key=key, base_url=f"http://127.0.0.1:{deploy['nginx'].port}", **kw)
+    bread = aibread.Bread(api_key=key, base_url=f"http://127.0.0.1:{deploy['nginx'].port}", **kw)
+    _open.append(bread)
+    return bread
 
 
 def test_config_is_valid_nginx_and_only_addresses_are_changed(deploy):
