@@ -147,7 +147,13 @@ def serve(settings: Settings, workers: int = 1) -> int:
         finally:
             sock.close()
         return 0
-    metrics_dir, own_dir = _metrics_dir()
+    try:
+        metrics_dir, own_dir = _metrics_dir()
+    except OSError as e:
+        sock.close()
+        _say(f"cannot use PROMETHEUS_MULTIPROC_DIR {os.environ.get('PROMETHEUS_MULTIPROC_DIR')}: "
+             f"{e.strerror or e}")
+        return 2
     try:
         print(_hint(settings, created, workers), file=sys.stderr, flush=True)
         return _supervise(settings, sock, workers)
@@ -171,6 +177,8 @@ def _metrics_dir() -> tuple[str, bool]:
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if given:
         os.makedirs(given, exist_ok=True)
+        if not os.access(given, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
         return given, False
     made = tempfile.mkdtemp(prefix="stimserver-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
@@ -260,7 +268,8 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
         _say(f"worker process {pid} exited ({_exit_reason(code)}); starting another")
         if quick_deaths:
             time.sleep(0.5)
-        spawn()
+        if not state["stopping"]:  # a stop signal may have come during the pause
+            spawn()
     return status
 
 

@@ -151,6 +151,11 @@ def test_refuses_to_start_with_a_clear_message(tmp_path, workers):
         r = stimserver("serve", "--workers", str(workers), "--port", str(free_port()), "--data", str(data), env=env)
         assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
 
+    if workers > 1:  # the directory the processes' metrics meet in must be usable too
+        r = stimserver("serve", "--workers", str(workers), "--port", str(free_port()), "--data",
+                       str(tmp_path / "data"), env={**env, "PROMETHEUS_MULTIPROC_DIR": str(afile)})
+        assert r.returncode == 2 and "PROMETHEUS_MULTIPROC_DIR" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
     running = ServerProcess(tmp_path / "data", free_port(), tmp_path, workers=2).start()
     try:  # a second server on a port that a multi-process server holds
         r = stimserver("serve", "--workers", str(workers), "--port", str(running.port), "--data",
