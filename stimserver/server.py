@@ -37,6 +37,7 @@ from .masterkey import MasterKeyMissing, ensure_master_key
 __all__ = ["serve", "check_data_dir", "bind", "DRAIN_SECONDS"]
 
 DRAIN_SECONDS = 30.0      # how long SIGTERM waits for requests in flight
+KEEPALIVE_SECONDS = 75.0  # idle keep-alive connections close after this (nginx's pool: 60 s)
 BACKLOG = 1024
 QUICK_DEATH_SECONDS = 5.0  # a child dying this soon after its start counts as a failed start
 MAX_QUICK_DEATHS = 5       # in a row: then the supervisor gives up instead of looping
@@ -193,7 +194,7 @@ async def _serve(app, sock: socket.socket, settings: Settings, stop_signals: tup
     from .logs import JsonAccessLogger
 
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=DRAIN_SECONDS,
-                           access_log_class=JsonAccessLogger,
+                           keepalive_timeout=KEEPALIVE_SECONDS, access_log_class=JsonAccessLogger,
                            access_log=web.access_logger if settings.access_log else None)
     await runner.setup()
     try:

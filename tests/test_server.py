@@ -272,3 +272,25 @@ async def test_jobs_run_once_across_processes_and_resume_after_sigterm(tmp_path,
     finally:
         if server.proc is not None and server.proc.poll() is None:
             await asyncio.to_thread(server.terminate)
+
+
+def test_workers_leave_when_the_supervisor_is_killed(tmp_path):
+    import os
+
+    server = ServerProcess(tmp_path / "data", free_port(), tmp_path, workers=2).start()
+    try:
+        _, pids = spread(server, lambda rid: request(server.port, "GET", "/v1/health", {"X-Request-Id": rid})[0])
+        os.kill(server.proc.pid, signal.SIGKILL)  # no chance to pass SIGTERM on
+        server.proc.wait(30)
+        deadline = time.monotonic() + 30
+        alive = set(pids.values())
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            time.sleep(0.05)
+        assert not alive, f"orphaned workers still running: {alive}"
+    finally:
+        server.kill()
