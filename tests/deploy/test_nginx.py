@@ -161,3 +161,20 @@ def test_loadtest_through_nginx(deploy):
                           target="geo", requests=300, duration=20, concurrency=4)
     assert result["errors"] == {} and result["requests"] == 300
     assert set(result["patterns"]) == {"scan", "deep", "status"}
+
+
+def test_the_file_as_shipped_passes_nginx_t_inside_debians_nginx_conf(tmp_path):
+    """Unmodified, in conf.d/ of the Debian package's own configuration (its default site removed)."""
+    import shutil
+    import subprocess
+
+    from .conftest import nginx_binary
+
+    etc = tmp_path / "nginx"
+    shutil.copytree("/etc/nginx", etc, symlinks=True)
+    (etc / "sites-enabled" / "default").unlink(missing_ok=True)
+    shutil.copy(DEPLOY_CONF, etc / "conf.d" / "stimserver.conf")
+    main = etc / "nginx.conf"
+    main.write_text(main.read_text().replace("/etc/nginx/", f"{etc}/"))
+    r = subprocess.run([nginx_binary(), "-t", "-c", str(main)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "[warn]" not in r.stderr and "[emerg]" not in r.stderr, r.stderr
