@@ -1,6 +1,8 @@
 """GET /metrics: Prometheus text, requests by route template, latency, bytes, jobs, lines."""
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,3 +88,28 @@ async def test_lines_generated_counter(client):
     count_lines_generated(2, "stim")
     count_lines_generated(0)
     assert (await scrape(client))[key] == before + 42
+
+
+async def test_a_real_job_counts_its_lines(client, master_headers):
+    """The job runner reports every committed line to the counter."""
+    key = ("stimserver_lines_generated_total", (("kind", "stim"),))
+    before = (await scrape(client)).get(key, 0)
+    h = {**master_headers, "X-User-Id": "alice"}
+    assert (await client.post("/v1/repo", json={"repo_name": "m"}, headers=h)).status == 201
+    for name in ("teacher", "student"):
+        r = await client.post("/v1/repo/m/prompts", headers=h,
+                              json={"prompt_name": name, "messages": [{"role": "system", "content": name}]})
+        assert r.status == 201
+    r = await client.post("/v1/repo/m/targets", headers=h, json={
+        "target_name": "t", "template": "default",
+        "overrides": {"teacher_prompt": "teacher", "student_prompt": "student",
+                      "generators": [{"type": "hardcoded", "questions": [f"q{i}?" for i in range(7)]}]}})
+    assert r.status == 201
+    status = (await (await client.post("/v1/repo/m/targets/t/stim", headers=h)).json())["status"]
+    for _ in range(200):
+        if status == "complete":
+            break
+        await asyncio.sleep(0.05)
+        status = (await (await client.get("/v1/repo/m/targets/t/stim", headers=h)).json())["status"]
+    assert status == "complete"
+    assert (await scrape(client))[key] == before + 7

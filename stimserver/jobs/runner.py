@@ -31,6 +31,7 @@ from aiohttp import web
 from ..datasets import Datasets
 from ..errors import ApiError, BadRequest, Conflict
 from ..llm import LLMClient, LLMConfig, LLMError
+from ..metrics import count_lines_generated
 from ..store.locks import FileLock, is_locked
 from ..store.output import OutputWriter, encode, lock_path
 from ..store.paths import DataPaths
@@ -364,6 +365,7 @@ class JobRunner:
                         continue
                 if batch:  # full, due, or the producer ended or failed: commit what there is
                     await asyncio.to_thread(writer.append, batch)
+                    count_lines_generated(len(batch), ref.kind)
                     batch = []
                 if item is _END:
                     return
