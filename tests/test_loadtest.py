@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import MASTER_KEY
-from .live_server import live_server
+from .aibread_server import ServerThread
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "loadtest.py"
 
@@ -30,13 +30,13 @@ def run_loadtest(url: str, token: str, *, repo: str, target: str, user: str | No
 
 
 @pytest.fixture
-def server(settings, make_job):
+def server(bread_server, make_job):
     make_job(lines=1234, user="alice", repo="demo", target="geo")
-    yield from live_server(settings)
+    return bread_server
 
 
 def test_stops_at_the_request_count_with_every_pattern(server):
-    result = run_loadtest(server.url, MASTER_KEY, user="alice", repo="demo", target="geo", requests=400,
+    result = run_loadtest(server.base_url, MASTER_KEY, user="alice", repo="demo", target="geo", requests=400,
                           duration=60, concurrency=8)
     assert result["requests"] == 400 and result["errors"] == {}
     assert result["lines"] == 1234 and result["status"] == "complete"
@@ -47,7 +47,7 @@ def test_stops_at_the_request_count_with_every_pattern(server):
 
 
 def test_stops_at_the_time_limit(server):
-    result = run_loadtest(server.url, MASTER_KEY, user="alice", repo="demo", target="geo", requests=10_000_000,
+    result = run_loadtest(server.base_url, MASTER_KEY, user="alice", repo="demo", target="geo", requests=10_000_000,
                           duration=1, concurrency=2, extra=("--mix", "scan=1"))
     assert 0 < result["requests"] < 10_000_000 and result["seconds"] < 60
     assert set(result["patterns"]) == {"scan"}
@@ -55,9 +55,9 @@ def test_stops_at_the_time_limit(server):
 
 def test_counts_errors_and_prints_a_table(server, user_key):
     bob = user_key("bob")["Authorization"].split()[1]
-    r = loadtest("run", "--url", server.url, "--token", bob, "--repo", "demo", "--target", "geo")
+    r = loadtest("run", "--url", server.base_url, "--token", bob, "--repo", "demo", "--target", "geo")
     assert r.returncode == 2 and "404" in r.stderr  # the probe: bob has no such repo; nothing else is sent
-    r = loadtest("run", "--url", server.url, "--token", MASTER_KEY, "--user", "alice", "--repo", "demo",
+    r = loadtest("run", "--url", server.base_url, "--token", MASTER_KEY, "--user", "alice", "--repo", "demo",
                  "--target", "geo", "--requests", "50", "--duration", "30", "--limit", "1000")
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -70,9 +70,12 @@ def test_errors_under_load_are_counted(tmp_path, make_job):
     make_job(lines=500, user="alice", repo="demo", target="geo")
     small = Settings.build(data_dir=tmp_path / "data", master_key=MASTER_KEY, access_log=False, max_page_size=50,
                            default_page_size=10)
-    for server in live_server(small):  # pages of 100 are refused (422); status polls are fine
-        result = run_loadtest(server.url, MASTER_KEY, user="alice", repo="demo", target="geo", requests=90,
+    server = ServerThread(small).start()  # pages of 100 are refused (422); status polls are fine
+    try:
+        result = run_loadtest(server.base_url, MASTER_KEY, user="alice", repo="demo", target="geo", requests=90,
                               extra=("--limit", "100", "--mix", "deep=1,status=1"))
+    finally:
+        server.stop()
     assert result["requests"] == 90
     assert result["patterns"]["deep"]["errors"] == {"422": result["patterns"]["deep"]["requests"]}
     assert result["patterns"]["status"]["errors"] == {}
