@@ -193,6 +193,9 @@ def main() -> None:
             for limit in (100, 1000):
                 for label, offset in (("first", 0), ("middle", mid)):
                     rps[name][f"l{limit} {label}"] = throughput(port, token, offset, limit, args.duration)
+                    # A slow server still owes answers to the requests wrk left behind; one more
+                    # request waits behind them, so the next cell starts on an idle server.
+                    get(port, token, ROUTE + "?limit=1")
         finally:
             stop(proc)
 
