@@ -15,7 +15,7 @@ def int_param(query: Mapping[str, str], name: str, default: int | None, lo: int,
     if raw is None or raw == "":
         return default
     text = raw.strip()
-    if not (text.lstrip("-").isdigit() and text.isascii()) or len(text) > 20:
+    if not (text.removeprefix("-").isdigit() and text.isascii()) or len(text) > 20:
         raise _bad(name, raw, "must be an integer", "type_error.integer")
     value = int(text)
     if value < lo:

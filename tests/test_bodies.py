@@ -154,7 +154,8 @@ async def test_deletes_answer_200_with_json_even_with_an_empty_json_request(clie
     ("PATCH", "/v1/repo/r1"),
     ("GET", "/v1/repo/r1/targets/bad%2Fname"),
     ("GET", "/v1/repo/..%2F..%2Fetc"),
-], ids=["get-batch", "delete-batch", "patch", "encoded-slash", "traversal"])
+    ("GET", "/v1/repo?include_metadata=true&offset=--1"),
+], ids=["get-batch", "delete-batch", "patch", "encoded-slash", "traversal", "double-minus-offset"])
 async def test_odd_requests_are_4xx_json(client, alice, method, path):
     r = await client.request(method, path, headers=alice)
     assert 400 <= r.status < 500

@@ -142,6 +142,8 @@ BAD_QUERY = {
     "offset-float": ("offset=1.5", "offset"), "limit-zero": ("limit=0", "limit"),
     "limit-over": ("limit=1001", "limit"), "limit-text": ("limit=ten", "limit"),
     "limit-huge": ("limit=99999999999999999999999", "limit"), "offset-unicode-digits": ("offset=١٢", "offset"),
+    "offset-double-minus": ("offset=--1", "offset"), "limit-double-minus": ("limit=--5", "limit"),
+    "offset-minus-only": ("offset=-", "offset"),
 }
 
 
