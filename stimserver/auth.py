@@ -19,7 +19,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
@@ -28,6 +28,9 @@ from .keys import AUTH, IDENTITY
 from .store.atomic import write_json_atomic
 from .store.paths import check_name
 from .store.records import RecordCache, now_iso
+
+if TYPE_CHECKING:
+    from .store.locks import FileLock
 
 __all__ = ["Identity", "Authenticator", "KeyStore", "auth_middleware", "hash_token",
            "generate_master_key", "PUBLIC_PATHS"]
@@ -57,32 +60,50 @@ class KeyStore:
     def __init__(self, path: Path, cache: RecordCache | None = None) -> None:
         self.path = path
         self._cache = cache or RecordCache(size=4)
+        self._indexed: dict | None = None
+        self._index: dict[str, dict] = {}
 
-    def _records(self) -> list[dict]:
+    def _by_id(self) -> dict[str, dict]:
+        """Key records by id, rebuilt only when keys.json changed (the cache says so)."""
         data = self._cache.read(self.path)
-        return list(data.get("keys", [])) if isinstance(data, dict) else []
+        if data is not self._indexed:
+            keys = data.get("keys", []) if data is not None else []
+            self._index = {r["id"]: r for r in keys if isinstance(r, dict) and isinstance(r.get("id"), str)}
+            self._indexed = data
+        return self._index
+
+    def _records_for_update(self) -> list[dict]:
+        """The records to rewrite; refuses when keys.json exists but cannot be read."""
+        data = self._cache.read(self.path)
+        if data is None and self.path.exists():
+            raise OSError(f"{self.path} is damaged (not a JSON object); fix or move it first")
+        return list(data.get("keys", [])) if data is not None else []
+
+    def _lock(self) -> "FileLock":
+        from .store.locks import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock.acquire(self.path.with_name(".keys.lock"), blocking=True)
+        assert lock is not None
+        return lock
 
     def create(self, user: str, note: str = "") -> tuple[dict, str]:
         """Make a key for ``user``; returns (record, token). The token is shown once."""
-        from .store.locks import FileLock
-
         check_name(user, "user", "cli")
         key_id = secrets.token_hex(6)
         token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         record = {"id": key_id, "user": user, "hash": hash_token(token), "note": note,
                   "created_at": now_iso(), "revoked_at": None}
-        with FileLock.acquire(self.path.with_name(".keys.lock"), blocking=True):
-            records = self._records()
+        with self._lock():
+            records = self._records_for_update()
             records.append(record)
             write_json_atomic(self.path, {"keys": records})
             self._cache.forget(self.path)
         return record, token
 
     def revoke(self, key_id: str) -> dict | None:
-        from .store.locks import FileLock
-
-        with FileLock.acquire(self.path.with_name(".keys.lock"), blocking=True):
-            records = self._records()
+        with self._lock():
+            records = self._records_for_update()
             for r in records:
                 if r["id"] == key_id:
                     if r.get("revoked_at") is None:
@@ -93,18 +114,16 @@ class KeyStore:
         return None
 
     def list(self) -> list[dict]:
-        return [{k: v for k, v in r.items() if k != "hash"} for r in self._records()]
+        return [{k: v for k, v in r.items() if k != "hash"} for r in self._by_id().values()]
 
-    def user_for(self, token: str) -> str | None:
-        """The user a live token belongs to, or None."""
+    def user_for(self, token: str, digest: str | None = None) -> str | None:
+        """The user a live token belongs to, or None. ``digest``: its hash_token, if known."""
         if not token.startswith(TOKEN_PREFIX):
             return None
-        key_id = token[len(TOKEN_PREFIX):].split("_", 1)[0]
-        digest = hash_token(token)
-        for r in self._records():
-            if r["id"] == key_id and hmac.compare_digest(r["hash"], digest):
-                return None if r.get("revoked_at") else r["user"]
-        return None
+        record = self._by_id().get(token[len(TOKEN_PREFIX):].split("_", 1)[0])
+        if record is None or not hmac.compare_digest(str(record.get("hash", "")), digest or hash_token(token)):
+            return None
+        return None if record.get("revoked_at") else record.get("user")
 
 
 class Authenticator:
@@ -121,10 +140,11 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token:
             raise Unauthorized("malformed Authorization header: expected 'Bearer <API key>'")
-        if hmac.compare_digest(hash_token(token), self._master_hash):
+        digest = hash_token(token)
+        if hmac.compare_digest(digest, self._master_hash):
             key_user, is_master = self.master_user, True
         else:
-            found = self.keystore.user_for(token)
+            found = self.keystore.user_for(token, digest)
             if found is None:
                 raise Unauthorized("invalid or revoked API key")
             key_user, is_master = found, False

@@ -123,3 +123,13 @@ def test_only_hashes_are_stored(records):
     raw = records.paths.keys_file.read_text()
     assert token not in raw and hash_token(token) in raw
     assert all("hash" not in r for r in store.list())
+
+
+def test_damaged_keys_file_is_never_overwritten(records):
+    store = KeyStore(records.paths.keys_file)
+    store.create("alice")
+    records.paths.keys_file.write_text('{"keys": [')  # damaged from outside
+    assert store.user_for("ssk_x_y") is None
+    with pytest.raises(OSError, match="damaged"):
+        store.create("bob")
+    assert records.paths.keys_file.read_text() == '{"keys": ['

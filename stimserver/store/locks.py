@@ -24,7 +24,11 @@ class FileLock:
 
     @classmethod
     def acquire(cls, path: Path, *, blocking: bool) -> "FileLock | None":
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Lock ``path`` (created if missing); None if held elsewhere and not ``blocking``.
+
+        The folder must exist: a lock never recreates a folder that was just removed (a
+        target deleted while a reader looked at it). FileNotFoundError says it is gone.
+        """
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))

@@ -85,6 +85,13 @@ def _needs_files(job_dir: Path) -> bool:
 
 def _repair_if_idle(job_dir: Path) -> bool:
     """Repair unless a live writer holds the job lock; True if it repaired."""
+    try:
+        return _repair_unlocked(job_dir)
+    except FileNotFoundError:
+        return False  # the target was removed meanwhile: nothing left to repair
+
+
+def _repair_unlocked(job_dir: Path) -> bool:
     with try_lock(lock_path(job_dir)) as lock:
         if lock is None:
             return False

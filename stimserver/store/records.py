@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -31,6 +32,8 @@ from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_a
 from .locks import FileLock
 from .output import lock_path
 from .paths import JOB_KINDS, DataPaths, check_name, name_problem
+
+log = logging.getLogger("stimserver.records")
 
 __all__ = ["RecordCache", "Records", "RepoBusy", "now_iso"]
 
@@ -51,7 +54,12 @@ def now_iso() -> str:
 
 
 class RecordCache:
-    """A small LRU of parsed JSON files, validated by ``stat`` on every read."""
+    """A small LRU of parsed JSON records, validated by ``stat`` on every read.
+
+    Records are written atomically, so one that is not a JSON object was damaged from
+    outside: it reads as absent (with a warning in the log) rather than failing every
+    request that touches it.
+    """
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
@@ -71,8 +79,15 @@ class RecordCache:
         try:
             with open(path, "rb") as f:
                 value = orjson.loads(f.read())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except (orjson.JSONDecodeError, OSError) as e:
+            log.warning("ignoring unreadable record %s: %s", path, e)
+            value = None
+        if not isinstance(value, dict):
+            if value is not None:
+                log.warning("ignoring record %s: not a JSON object", path)
+            value = None
         self._items[path] = (ident, value)
         if len(self._items) > self._size:
             self._items.popitem(last=False)

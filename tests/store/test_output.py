@@ -172,3 +172,16 @@ def test_served_lines_survive_crash_and_recovery_byte_for_byte(job_dir):
     with lock2, w2:
         assert w2.lines == 500
     assert [output.read_page(job_dir, off, 50).body for off in range(0, 500, 50)] == served
+
+
+def test_reading_a_removed_target_recreates_nothing(job_dir):
+    """A page read racing a target delete must not bring the folders back."""
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(0))])
+    (job_dir / output.INDEX_NAME).unlink()  # would need a repair...
+    import shutil
+
+    shutil.rmtree(job_dir.parent)  # ...but the target is gone
+    assert output.read_page(job_dir, 0, 10).total == 0
+    assert not job_dir.parent.exists()

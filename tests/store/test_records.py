@@ -36,3 +36,12 @@ def test_job_ids_unique_across_processes(tmp_path):
         p.join()
     assert sorted(ids) == list(range(1, 151))
     assert os.path.exists(tmp_path / ".jobseq")
+
+
+def test_damaged_records_read_as_absent(tmp_path, caplog):
+    cache = RecordCache()
+    path = tmp_path / "r.json"
+    for damaged in (b'{"torn', b"[1, 2]", b"\xff\xfe"):
+        path.write_bytes(damaged)
+        assert cache.read(path) is None
+    assert "ignoring" in caplog.text
