@@ -114,17 +114,25 @@ def get(port: int, token: str, path: str, conn: http.client.HTTPConnection | Non
     return r.status, body
 
 
-def latency(port: int, token: str, offset: int, limit: int, reps: int) -> tuple[float, float]:
+def latency(port: int, token: str, offsets: dict[str, int], limit: int, reps: dict[str, int]
+            ) -> dict[str, tuple[float, float]]:
+    """p50/p99 ms per page, sampled round-robin so that drift on a noisy machine hits every page alike."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        status, _ = get(port, token, f"{ROUTE}?offset={offset}&limit={limit}", conn)
-        times.append((time.perf_counter() - t0) * 1000)
-        assert status == 200, status
+    times: dict[str, list[float]] = {label: [] for label in offsets}
+    for i in range(max(reps.values())):
+        for label, offset in offsets.items():
+            if i >= reps[label]:
+                continue
+            t0 = time.perf_counter()
+            status, _ = get(port, token, f"{ROUTE}?offset={offset}&limit={limit}", conn)
+            times[label].append((time.perf_counter() - t0) * 1000)
+            assert status == 200, status
     conn.close()
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
+    out = {}
+    for label, values in times.items():
+        values.sort()
+        out[label] = (statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.99))])
+    return out
 
 
 def throughput(port: int, token: str, offset: int, limit: int, seconds: float) -> float:
@@ -165,7 +173,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/stimserver-bench"))
     ap.add_argument("--duration", type=float, default=10, help="seconds of load per throughput cell")
-    ap.add_argument("--reps", type=int, default=300, help="sequential requests per latency cell")
+    ap.add_argument("--reps", type=int, default=1000, help="sequential requests per latency cell")
     ap.add_argument("--naive-reps", type=int, default=5, help="the same for the naive reader's deep pages")
     args = ap.parse_args()
     if args.lines < 2000:
@@ -186,10 +194,11 @@ def main() -> None:
     for name, (cmd, port) in servers.items():
         proc = start(cmd, port, token, args.work / f"{name}.log")
         try:
-            lat[name], rps[name] = {}, {}
-            for label, offset in (("first", 0), ("middle", mid), ("last", last)):
-                reps = args.reps if name == "stimserver" or offset == 0 else args.naive_reps
-                lat[name][label] = latency(port, token, offset, 100, reps)
+            offsets = {"first": 0, "middle": mid, "last": last}
+            reps = {label: args.reps if name == "stimserver" or offset == 0 else args.naive_reps
+                    for label, offset in offsets.items()}
+            lat[name] = latency(port, token, offsets, 100, reps)
+            rps[name] = {}
             for limit in (100, 1000):
                 for label, offset in (("first", 0), ("middle", mid)):
                     rps[name][f"l{limit} {label}"] = throughput(port, token, offset, limit, args.duration)
