@@ -12,6 +12,7 @@ serialised with orjson. Every field is always present.
 """
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ async def get_output(request: web.Request, kind: str) -> web.Response:
     if job is None:
         page = output.EMPTY
     else:
-        page = output.read_page(jdir, offset, limit, INLINE_READ_BYTES)
+        page = output.read_page(jdir, offset, limit, INLINE_READ_BYTES, repair=False)
+        if page.needs_repair:  # rare (after a crash): the repair scans, so not on the event loop
+            page = await asyncio.to_thread(output.read_page, jdir, offset, limit, INLINE_READ_BYTES)
         if page.body is None:
             page.body = output.splice(await _read_off_loop(jdir, *page.span))
     fields = status_fields(job, page.total)

@@ -39,6 +39,7 @@ class Page:
     count: int          # lines in the page
     total: int          # committed lines in the output
     span: tuple[int, int] = (0, 0)  # the page's byte range in output.jsonl
+    needs_repair: bool = False  # read with repair=False and the files disagree: read again with it
 
 
 EMPTY = Page(b"[]", 0, 0)
@@ -106,19 +107,26 @@ def _repair_unlocked(job_dir: Path) -> bool:
         return True
 
 
-def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = None) -> Page:
+def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = None, *,
+              repair: bool = True) -> Page:
     """Lines ``[offset, offset+limit)`` of the committed output as a JSON array.
 
     Synchronous on purpose: for pages of ordinary size a direct ``pread`` from the page
     cache is cheaper than a hop to a thread (scripts/bench_pageread.py measures it).
     A page over ``max_inline`` bytes is not read here: ``body`` is None and ``span``
-    tells the caller which bytes to read off the event loop.
+    tells the caller which bytes to read off the event loop. Files that disagree are
+    repaired first when no writer is alive — work that can take long, so a caller on the
+    event loop passes ``repair=False`` and, when ``needs_repair`` comes back, calls again
+    from a thread.
     """
     for attempt in (0, 1):
         pair = _open_pair(job_dir)
         if pair is None:
-            if attempt == 0 and _needs_files(job_dir) and _repair_if_idle(job_dir):
-                continue
+            if attempt == 0 and _needs_files(job_dir):
+                if not repair:
+                    return Page(b"[]", 0, 0, needs_repair=True)
+                if _repair_if_idle(job_dir):
+                    continue
             return EMPTY
         data_fd, idx_fd = pair
         try:
@@ -128,8 +136,11 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
                 behind = lineindex.read_entry(idx_fd, total - 1) <= data_size
                 # A live writer's data runs ahead of its index between its two appends:
                 # that is normal. Anything else is damage, repaired here if nobody writes.
-                if attempt == 0 and _repair_if_idle(job_dir):
-                    continue
+                if attempt == 0:
+                    if not repair:
+                        return Page(b"[]", 0, total, needs_repair=True)
+                    if _repair_if_idle(job_dir):
+                        continue
                 if not behind:
                     return EMPTY  # index ahead of data with a live writer: cannot happen
             if offset >= total:
@@ -139,6 +150,8 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
             if max_inline is not None and end - begin > max_inline:
                 return Page(None, stop - offset, total, (begin, end))
             raw = os.pread(data_fd, end - begin, begin)
+        except EOFError:
+            continue  # the index was cut under us (a repair elsewhere): look again
         finally:
             os.close(data_fd)
             os.close(idx_fd)

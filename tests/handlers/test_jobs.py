@@ -181,3 +181,11 @@ async def test_body_is_spliced_bytes_of_stored_lines(client, make_job, alice):
     raw = await r.read()
     assert raw.startswith(b'{"output":[{"z":0,"a":"')
     assert orjson.loads(raw)["output"][2] == {"z": 2, "a": "ünï\u2028"}
+
+
+async def test_damaged_index_is_repaired_for_the_reader(client, make_job, records, alice):
+    rows = make_job(lines=50)
+    jdir = records.paths.job_dir("alice", "repo1", "t1", "stim")
+    (jdir / "output.idx").write_bytes(b"\xff" * 21)
+    _, body = await get(client, BASE + "/output?offset=45", alice)
+    assert body["output"] == rows[45:] and body["lines"] == 50

@@ -185,3 +185,14 @@ def test_reading_a_removed_target_recreates_nothing(job_dir):
     shutil.rmtree(job_dir.parent)  # ...but the target is gone
     assert output.read_page(job_dir, 0, 10).total == 0
     assert not job_dir.parent.exists()
+
+
+def test_repair_can_be_left_to_the_caller(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(5)])
+    (job_dir / output.INDEX_NAME).write_bytes(b"\x00" * 13)
+    p = output.read_page(job_dir, 0, 10, repair=False)
+    assert p.needs_repair and (job_dir / output.INDEX_NAME).stat().st_size == 13  # nothing touched
+    items, p = page(job_dir, 0, 10)
+    assert not p.needs_repair and items == [rec(i) for i in range(5)]
