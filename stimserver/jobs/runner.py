@@ -203,7 +203,8 @@ class JobRunner:
         """What a status read should report for an active job (bounded liveness, see state)."""
         if ref in self._jobs or is_locked(lock_path(ref.job_dir(self.paths))):
             return record  # a writer holds it: running (or just being claimed)
-        self.wake()
+        if self.active and len(self._jobs) < self.max_jobs:
+            self.wake()  # a runner with room may claim it now; a full one would only rescan
         seen = await asyncio.to_thread(state.observe_orphan, self.paths, ref, self.orphan_seconds)
         return record if seen is None else seen
 
