@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
+from urllib.parse import urlsplit, urlunsplit
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class LLMClient:
             client = self._openai_client()
             request = _create_chat_completion(client, model, prompt, temperature, max_tokens, extra_kwargs)
             env_prefix, reply_kind, extract = "OPENAI", "chat completion", _chat_completion_text
-        url = str(client.base_url).rstrip("/")
+        url = _shown_url(str(client.base_url))
         try:
             response = await request
         except (anthropic.AnthropicError, openai.OpenAIError) as err:
@@ -216,6 +217,16 @@ class LLMClient:
             if key:
                 text = text.replace(key, "***")
         return text
+
+
+def _shown_url(url: str) -> str:
+    """The base URL as errors show it: without user info or query (either may hold a secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
 
 
 def _key_or_placeholder(env_prefix: str, key: str | None, base_url: str | None) -> str:

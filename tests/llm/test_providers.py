@@ -352,3 +352,12 @@ async def test_a_reply_that_is_not_a_completion(make_client: MakeClient, server:
     server.script(raw)
     with pytest.raises(LLMError, match=r"^LLM provider at http://127\.0\.0\.1:\d+(/v1)? sent a reply that is not a"):
         await ask(make_client(server.env()), model_for(server))
+
+
+async def test_credentials_in_the_base_url_never_reach_the_error(make_client: MakeClient) -> None:
+    port = unused_port()
+    client = make_client({"OPENAI_BASE_URL": f"http://bob:hunter2@127.0.0.1:{port}/v1?api-key=s3cret",
+                          "STIMSERVER_LLM_MAX_RETRIES": "0"})
+    with pytest.raises(LLMError) as caught:
+        await ask(client, LOCAL)
+    assert str(caught.value) == f"LLM provider unreachable at http://127.0.0.1:{port}/v1: connection refused"
