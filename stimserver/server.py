@@ -33,6 +33,7 @@ from typing import NoReturn
 from . import __version__
 from .config import Settings
 from .masterkey import MasterKeyMissing, ensure_master_key
+from .store.atomic import sweep_temp_files
 
 __all__ = ["serve", "check_data_dir", "bind", "DRAIN_SECONDS"]
 
@@ -123,6 +124,9 @@ def serve(settings: Settings, workers: int = 1) -> int:
     if problem:
         _say(problem)
         return 2
+    swept = sweep_temp_files(settings.data_dir)  # half-written records of a crash: never renamed in
+    if swept:
+        _say(f"removed {swept} temp files a crash left in {settings.data_dir}")
     try:
         created = ensure_master_key(settings)
     except (MasterKeyMissing, OSError) as e:

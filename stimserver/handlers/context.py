@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
@@ -37,7 +36,3 @@ def target_context(request: web.Request) -> tuple[RepoContext, str, dict]:
     if record is None:
         raise NotFound(f"target '{target}' not found in repo '{ctx.repo}'")
     return ctx, target, record
-
-
-def job_dir(ctx: RepoContext, target: str, kind: str) -> Path:
-    return ctx.records.paths.job_dir(ctx.user, ctx.repo, target, kind)

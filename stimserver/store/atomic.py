@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 import orjson
@@ -73,15 +74,21 @@ def create_json_exclusive(path: Path, obj: object) -> bool:
     return True
 
 
-def sweep_temp_files(root: Path) -> int:
-    """Remove temp files a crash left behind under ``root``; returns how many."""
+def sweep_temp_files(root: Path, older_than: float = 3600.0) -> int:
+    """Remove temp files a crash left behind under ``root``; returns how many.
+
+    Only files untouched for ``older_than`` seconds: another process sharing the data
+    directory may be writing one right now.
+    """
     removed = 0
     if not root.exists():
         return 0
+    cutoff = time.time() - older_than
     for p in root.rglob(".*.tmp-*"):
         try:
-            p.unlink()
-            removed += 1
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
         except OSError:
             pass
     return removed

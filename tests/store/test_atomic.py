@@ -1,7 +1,9 @@
 """Atomic writes leave the old or the new file, never a mix, and no temp files."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import orjson
 import pytest
@@ -50,9 +52,13 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["rec.json"]
 
 
-def test_sweep_temp_files(tmp_path):
+def test_sweep_temp_files_spares_writes_in_progress(tmp_path):
     (tmp_path / "x").mkdir()
-    (tmp_path / "x" / ".rec.json.tmp-abc").write_text("half")
+    old = tmp_path / "x" / ".rec.json.tmp-abc"
+    old.write_text("half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = tmp_path / "x" / ".other.json.tmp-def"  # another process is writing it now
+    fresh.write_text("in progress")
     (tmp_path / "x" / "rec.json").write_text("{}")
     assert atomic.sweep_temp_files(tmp_path) == 1
-    assert [p.name for p in (tmp_path / "x").iterdir()] == ["rec.json"]
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [".other.json.tmp-def", "rec.json"]
