@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Protocol, TypeVar
 
@@ -79,7 +79,6 @@ class JobRun:
     llm: Completer
     datasets: Datasets
     data_root: Path
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint_path(self, name: str) -> Path:
         return self.job_dir / f"{name}.json"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-import threading
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -155,52 +154,12 @@ async def make_runner(paths):
             raise
 
 
-class ServerThread:
-    """The app on 127.0.0.1:0 in its own thread and event loop, for the synchronous aibread client."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.port = 0
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-
-    async def _serve(self) -> None:
-        from aiohttp import web
-
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            self.port = runner.addresses[0][1]
-            self._ready.set()
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-
-    def __enter__(self) -> "ServerThread":
-        self._thread.start()
-        assert self._ready.wait(30), "the test server did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-
-
 @pytest.fixture
-def bread(settings):
+def bread(bread_server):
     """The official client (master key, acting as the master user 'admin'), retries off."""
-    import aibread
-
-    from stimserver.app import create_app
     from tests.conftest import MASTER_KEY
 
-    with ServerThread(create_app(settings)) as server:
-        yield aibread.Bread(api_key=MASTER_KEY, base_url=f"http://127.0.0.1:{server.port}", max_retries=0)
+    return bread_server.client(MASTER_KEY)
 
 
 __all__ = ["TEACHER", "STUDENT", "hardcoded", "seed_target", "lines_of", "record_of", "wait_until", "StubLLM",

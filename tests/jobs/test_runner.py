@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import orjson
-import pytest
 
 from stimserver.jobs import JobKind, JobPlan, JobRef, state
 from stimserver.store import output
