@@ -23,6 +23,7 @@ import string
 from typing import Any
 
 from .jsonio import Problems, check_bool, check_int, check_number, check_str, object_fields, type_name
+from .llm.questions import MAX_TEMPLATE_BYTES
 from .store.paths import name_problem
 
 __all__ = ["GENERATOR_TYPES", "GENERATOR_FIELDS", "TEMPLATE_DIR", "MAX_TEMPLATE_BYTES", "normalize_generator",
@@ -32,7 +33,6 @@ GENERATOR_TYPES = ("oneshot_qs", "hardcoded", "persona", "from_dataset", "custom
 GENERATOR_FIELDS = ("type", "model", "numq", "temperature", "max_tokens", "dataset", "questions",
                     "template_path", "template_content", "seed", "rollout_with_conditioned")
 TEMPLATE_DIR = "templates"
-MAX_TEMPLATE_BYTES = 1 << 20
 TEMPLATE_IDENTIFIERS = {"oneshot_qs": ("numq", "prompt_u"), "custom": ("numq", "prompt_u")}
 NEEDS_NUMQ = ("oneshot_qs", "persona", "from_dataset", "custom")
 MAX_TEXT = 256  # model and dataset names

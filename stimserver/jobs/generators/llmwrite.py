@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any, Awaitable, Callable
 
 from ...llm import validate_template, write_questions
+from ...llm.questions import MAX_TEMPLATE_BYTES
 from ...store.paths import name_problem
 from ..kinds import JobFailed, JobRun
 from .base import PlanContext
@@ -22,7 +23,6 @@ from .base import PlanContext
 __all__ = ["plan_llm_fields", "write_chunked", "gather_or_cancel"]
 
 TOP_UP_CALLS = 3
-MAX_TEMPLATE_BYTES = 1024 * 1024
 
 
 def _model(ctx: PlanContext) -> str:
