@@ -17,6 +17,7 @@ import orjson
 
 from ..targetconfig import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
 from .atomic import fsync_dir
+from .lineindex import InvalidLine, parse_line
 from .locks import FileLock
 from .output import OutputWriter, lock_path
 from .records import Records, now_iso
@@ -86,11 +87,9 @@ def _write_staging(src: Path, staging: Path, on_progress: Callable[[int], None] 
                 if not line.strip():
                     continue  # blank lines carry no record
                 try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError as e:
-                    raise ImportRefused(f"{src}: line {number} is not valid JSON ({e})") from None
-                if not isinstance(value, dict):
-                    raise ImportRefused(f"{src}: line {number} is not a JSON object")
+                    value = parse_line(line, number)
+                except InvalidLine as e:
+                    raise ImportRefused(f"{src}: {e}") from None
                 batch.append(orjson.dumps(value))
                 if len(batch) >= _BATCH:
                     writer.append(batch)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import orjson
 
 __all__ = ["ENTRY_SIZE", "read_entry", "read_span", "count_entries", "append_entries", "recover",
-           "RecoveryReport", "InvalidLine"]
+           "RecoveryReport", "InvalidLine", "parse_line"]
 
 ENTRY_SIZE = 8
 _SCAN_CHUNK = 1 << 22
@@ -123,13 +123,15 @@ def _trusted_prefix(entries: array, data_fd: int, data_size: int) -> int:
     return good
 
 
-def _check_line(line: bytes, number: int) -> None:
+def parse_line(line: bytes, number: int) -> dict:
+    """One output line as a JSON object; InvalidLine naming ``number`` otherwise."""
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as e:
         raise InvalidLine(f"line {number}: not valid JSON ({e})") from None
     if not isinstance(value, dict):
         raise InvalidLine(f"line {number}: not a JSON object")
+    return value
 
 
 def recover(data_path: str | os.PathLike, idx_path: str | os.PathLike) -> RecoveryReport:
@@ -157,7 +159,7 @@ def recover(data_path: str | os.PathLike, idx_path: str | os.PathLike) -> Recove
             start = 0
             while (nl := buf.find(b"\n", start)) != -1:
                 try:
-                    _check_line(buf[start:nl], kept + scanned + 1)
+                    parse_line(buf[start:nl], kept + scanned + 1)
                 except InvalidLine:
                     bad = True  # everything from this line on is cut below
                     break
