@@ -189,10 +189,11 @@ def _keystore(data_dir: Path):
 def _cli_errors(fn):
     """Turn our validation errors into one-line CLI errors."""
     from .errors import ApiError
+    from .store.errors import StoreError
 
     try:
         return fn()
-    except ApiError as e:
+    except (ApiError, StoreError) as e:
         raise click.ClickException(e.message) from None
     except OSError as e:
         raise click.ClickException(f"{e.strerror}: {e.filename}" if e.filename else str(e)) from None

@@ -14,9 +14,12 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from .store import errors as store_errors
+
 __all__ = [
     "ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict",
-    "ValidationError", "PayloadTooLarge", "error_body", "error_middleware", "field_error",
+    "ValidationError", "PayloadTooLarge", "ServiceBusy", "InsufficientStorage", "error_body", "error_middleware",
+    "field_error", "from_store_error",
 ]
 
 log = logging.getLogger("stimserver.errors")
@@ -70,6 +73,40 @@ class PayloadTooLarge(ApiError):
     status, code = 413, "PAYLOAD_TOO_LARGE"
 
 
+class ServiceBusy(ApiError):
+    """503 with ``Retry-After``: the official client retries it by itself."""
+
+    status, code = 503, "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))})
+
+
+class InsufficientStorage(ApiError):
+    """507: the disk is full. ``x-should-retry: false``: retrying at once cannot help (API.md §10.3)."""
+
+    status, code = 507, "INSUFFICIENT_STORAGE"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
+def from_store_error(exc: store_errors.StoreError) -> ApiError:
+    """The one mapping of the store's domain errors onto HTTP."""
+    if isinstance(exc, store_errors.InvalidName):
+        return ValidationError(exc.message, detail=[{"loc": [exc.where, exc.field], "msg": exc.problem,
+                                                     "type": "value_error.name"}])
+    if isinstance(exc, store_errors.NotFound):
+        return NotFound(exc.message)
+    if isinstance(exc, store_errors.Conflict):
+        return Conflict(exc.message)
+    if isinstance(exc, store_errors.Busy):
+        return ServiceBusy(exc.message, exc.retry_after)
+    if isinstance(exc, store_errors.NoSpace):
+        return InsufficientStorage(exc.message)
+    return ApiError(exc.message)
+
+
 def field_error(loc: list[str | int], msg: str, type_: str = "value_error") -> ValidationError:
     """A 422 for one bad field: the message names it, the detail locates it."""
     where = ".".join(str(p) for p in loc[1:]) or str(loc[0])
@@ -105,6 +142,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as e:
         return _json_error(e.status, e.code, e.message, e.detail, e.headers)
+    except store_errors.StoreError as e:
+        api = from_store_error(e)
+        return _json_error(api.status, api.code, api.message, api.detail, api.headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise  # redirects and the like pass through untouched

@@ -24,7 +24,7 @@ from typing import Any
 
 from .jsonio import Problems, check_bool, check_int, check_number, check_str, object_fields, type_name
 from .llm.questions import MAX_TEMPLATE_BYTES
-from .store.paths import name_problem
+from .store.paths import TEMPLATE_DIR, name_problem, template_file_name
 
 __all__ = ["GENERATOR_TYPES", "GENERATOR_FIELDS", "TEMPLATE_DIR", "MAX_TEMPLATE_BYTES", "normalize_generator",
            "template_files", "template_file_name"]
@@ -32,7 +32,6 @@ __all__ = ["GENERATOR_TYPES", "GENERATOR_FIELDS", "TEMPLATE_DIR", "MAX_TEMPLATE_
 GENERATOR_TYPES = ("oneshot_qs", "hardcoded", "persona", "from_dataset", "custom")
 GENERATOR_FIELDS = ("type", "model", "numq", "temperature", "max_tokens", "dataset", "questions",
                     "template_path", "template_content", "seed", "rollout_with_conditioned")
-TEMPLATE_DIR = "templates"
 TEMPLATE_IDENTIFIERS = {"oneshot_qs": ("numq", "prompt_u"), "custom": ("numq", "prompt_u")}
 NEEDS_NUMQ = ("oneshot_qs", "persona", "from_dataset", "custom")
 MAX_TEXT = 256  # model and dataset names
@@ -111,11 +110,6 @@ def _questions(value: Any, loc: list[str | int], problems: Problems) -> list[str
     for i, q in enumerate(value):
         ok = check_str(q, [*loc, i], problems) is not None and ok
     return list(value) if ok else None
-
-
-def template_file_name(template_path: str) -> str:
-    """``templates/x.txt`` → ``x.txt`` (the file inside the repo's templates folder)."""
-    return template_path[len(TEMPLATE_DIR) + 1:] if template_path.startswith(TEMPLATE_DIR + "/") else template_path
 
 
 def _template_path(value: Any, loc: list[str | int], problems: Problems) -> str | None:

@@ -25,6 +25,7 @@ from ..errors import ApiError, Conflict, NotFound, ValidationError
 from ..generatorconfig import template_files
 from ..jsonio import Problems, check_name_field, check_str, json_response, object_fields, read_json_object, same_json
 from ..keys import JOB_CONTROL
+from ..store.errors import StoreError
 from ..store.paths import JOB_KINDS, check_name, name_problem
 from ..store.records import now_iso
 from ..targetconfig import (DEFAULT_TEMPLATE, effective_config, normalize_overrides, prompt_refs,
@@ -144,7 +145,7 @@ async def _batch(request: web.Request) -> web.Response:
             try:
                 item_problems.raise_if_any()
                 save_target(ctx, name, template, overrides)
-            except ApiError as e:
+            except (ApiError, StoreError) as e:
                 failed[key] = e.message
                 continue
             failed.pop(key, None)

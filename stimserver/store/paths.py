@@ -19,12 +19,13 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import ValidationError
+from .errors import InvalidName
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_NAME = 128
 RESERVED = frozenset({"batch"})  # collides with the literal …/batch routes (API.md §1)
 JOB_KINDS = ("stim", "rollout")
+TEMPLATE_DIR = "templates"  # a repo's generator templates: <repo>/templates/<file>
 
 
 def name_problem(value: object) -> str | None:
@@ -50,15 +51,20 @@ def name_problem(value: object) -> str | None:
 
 
 def check_name(value: object, field: str, where: str = "path") -> str:
-    """Return ``value`` if it is a valid name, else raise a 422 naming ``field``."""
+    """Return ``value`` if it is a valid name, else raise ``InvalidName`` naming ``field``."""
     problem = name_problem(value)
-    if problem is not None:
-        raise ValidationError(
+    if problem is not None or not isinstance(value, str):
+        problem = problem or "must be a string"
+        raise InvalidName(
             f"{field} {problem} (allowed: letters, digits, '.', '_', '-'; at most {MAX_NAME}; "
-            "starting with a letter or digit)",
-            detail=[{"loc": [where, field], "msg": f"{field} {problem}", "type": "value_error.name"}],
-        )
-    return value  # type: ignore[return-value]
+            "starting with a letter or digit)", field=field, where=where, problem=f"{field} {problem}")
+    return value
+
+
+def template_file_name(template_path: str) -> str:
+    """``templates/x.txt`` → ``x.txt`` (the file inside the repo's templates folder)."""
+    prefix = TEMPLATE_DIR + "/"
+    return template_path[len(prefix):] if template_path.startswith(prefix) else template_path
 
 
 class DataPaths:

@@ -26,27 +26,17 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from ..errors import ApiError
-from ..generatorconfig import TEMPLATE_DIR, template_file_name
+from .errors import Busy
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
 from .locks import FileLock
 from .output import lock_path
-from .paths import JOB_KINDS, DataPaths, check_name, name_problem
+from .paths import JOB_KINDS, TEMPLATE_DIR, DataPaths, check_name, name_problem, template_file_name
 
 log = logging.getLogger("stimserver.records")
 
-__all__ = ["RecordCache", "Records", "RepoBusy", "now_iso"]
+__all__ = ["RecordCache", "Records", "now_iso"]
 
 REFS_LOCK = ".refs.lock"
-
-
-class RepoBusy(ApiError):
-    """503: the repo's reference lock stayed taken too long. The client retries 503s."""
-
-    status, code = 503, "REPO_BUSY"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"Retry-After": "1"})
 
 
 def now_iso() -> str:
@@ -269,7 +259,7 @@ class Records:
         delay = 0.001
         while (lock := FileLock.acquire(path, blocking=False)) is None:
             if loop.time() > deadline:
-                raise RepoBusy(f"repo '{repo}' is busy with another change; try again")
+                raise Busy(f"repo '{repo}' is busy with another change; try again")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from stimserver.errors import ValidationError
+from stimserver.store.errors import InvalidName
 from stimserver.store.paths import DataPaths, check_name, name_problem
 
 GOOD = ["a", "repo1", "My-Repo_2.0", "x" * 128, "0day"]
@@ -22,19 +22,18 @@ def test_good_names(name):
 
 
 @pytest.mark.parametrize("name", BAD.values(), ids=BAD.keys())
-def test_bad_names_are_422_naming_the_field(name):
-    with pytest.raises(ValidationError) as e:
+def test_bad_names_are_refused_naming_the_field(name):
+    with pytest.raises(InvalidName) as e:
         check_name(name, "repo_name")
-    assert e.value.status == 422
     assert e.value.message.startswith("repo_name ")
-    assert e.value.detail[0]["loc"] == ["path", "repo_name"]
+    assert (e.value.where, e.value.field) == ("path", "repo_name")
 
 
 def test_paths_stay_inside_root(tmp_path):
     paths = DataPaths(tmp_path)
     p = paths.job_dir("alice", "r", "t", "stim")
     assert p == tmp_path / "users" / "alice" / "repos" / "r" / "targets" / "t" / "stim"
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidName):
         paths.job_dir("alice", "..", "t", "stim")
     with pytest.raises(ValueError):
         paths.job_dir("alice", "r", "t", "../x")
