@@ -24,6 +24,7 @@ import orjson
 from ..datasets import Datasets
 from ..store.atomic import write_atomic
 from ..store.paths import DataPaths
+from ..store.records import Records
 
 __all__ = ["JobKind", "JobPlan", "JobSource", "JobRun", "JobFailed", "ConfigProblem", "Completer", "checkpointed"]
 
@@ -61,11 +62,10 @@ class JobSource:
     target_record: dict[str, Any]
     datasets: Datasets
 
-    def read_json(self, path: Path) -> Any | None:
-        try:
-            return orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
+    @property
+    def records(self) -> Records:
+        """The store's records; plans read prompts and templates only through it."""
+        return Records(self.paths)
 
 
 @dataclass

@@ -64,7 +64,7 @@ class StimKind(JobKind):
     name = "stim"
 
     def _prompt(self, source: JobSource, field: str, name: str) -> dict[str, Any]:
-        record = source.read_json(source.paths.prompt(source.user, source.repo, name))
+        record = source.records.prompt(source.user, source.repo, name)
         if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
             raise ConfigProblem(f"{field} '{name}' does not exist in repo '{source.repo}'")
         return {"name": name, "messages": record["messages"], "tools": record.get("tools")}

@@ -82,18 +82,13 @@ def _read_template(ctx: PlanContext, path: object) -> str:
     if name_problem(name) is not None:
         raise ctx.problem(f"template_path {path!r} does not name a template file")
     src = ctx.source
-    file = src.paths.repo(src.user, src.repo) / "templates" / name
-    try:
-        if file.stat().st_size > MAX_TEMPLATE_BYTES:
-            raise ctx.problem(f"template templates/{name} is larger than 1 MiB")
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise ctx.problem(f"template_path {path!r}: there is no templates/{name} in repo '{src.repo}' "
-                          "(send template_content to create it)") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ctx.problem(f"template templates/{name} is not UTF-8") from None
+    text = src.records.template(src.user, src.repo, name)
+    if text is None:
+        raise ctx.problem(f"template_path {path!r}: there is no templates/{name} (UTF-8 text) in repo "
+                          f"'{src.repo}' (send template_content to create it)")
+    if len(text.encode("utf-8")) > MAX_TEMPLATE_BYTES:
+        raise ctx.problem(f"template templates/{name} is larger than 1 MiB")
+    return text
 
 
 def plan_llm_fields(ctx: PlanContext, *, default_template: str | None,
