@@ -41,11 +41,15 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
+def need_git_checkout() -> None:
+    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+
+
 def clone_checkout(dest: Path) -> Path:
     """Clone this checkout, with its uncommitted changes committed in the clone, so that the
     clone starts clean and tests what is on disk here."""
-    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode:
-        pytest.skip("not a git checkout")
+    need_git_checkout()
     git(dest.parent, "clone", "-q", str(ROOT), str(dest))
     diff = subprocess.run(["git", "diff", "--binary", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
     if diff:
@@ -93,16 +97,16 @@ def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"the server did not answer within 60 s:\n{log.read_text()}")
 
 
-def test_readme_examples_leave_the_checkout_clean(tmp_path):
+def test_readme_examples_leave_the_checkout_clean(tmp_path: Path) -> None:
     clone = clone_checkout(tmp_path / "stimserver")
     env = fake_venv(clone)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = shell_lines(section("Set up"))[0]
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
+    with log.open("wb") as sink:
         server = subprocess.Popen(["bash", "-c", serve], cwd=clone, env={**env, "STIMSERVER_PORT": str(port)},
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                  stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(url, server, log)
         try_it = section("Try it")
@@ -128,10 +132,28 @@ def test_readme_examples_leave_the_checkout_clean(tmp_path):
     assert git(clone, "status", "--porcelain", "--untracked-files=all") == ""
 
 
-def test_gitignore_ignores_nothing_that_is_tracked():
-    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode:
-        pytest.skip("not a git checkout")
+def test_gitignore_ignores_nothing_that_is_tracked() -> None:
+    need_git_checkout()
     assert git(ROOT, "ls-files", "--cached", "--ignored", "--exclude-standard") == ""
+
+
+@pytest.mark.parametrize("path, ignored", [
+    (".venv/bin/python", True),
+    ("var/data/users/demo/repos/newcomer/repo.json", True),
+    ("lt-data/keys.json", True),
+    # a server started on the shipped data/ itself: what it creates is ignored, the demo is not
+    ("data/master.key", True),
+    ("data/users/demo/repos/newcomer/repo.json", True),
+    ("data/users/alice/repos/r/repo.json", True),
+    ("data/users/demo/repos/demo/targets/t/stim.lock", True),
+    ("data/users/demo/repos/demo/repo.json", False),
+    ("data/users/demo/repos/demo/targets/new/target.json", False),
+    ("data/personas.json", False),
+])
+def test_what_users_create_is_ignored(path: str, ignored: bool) -> None:
+    need_git_checkout()
+    check = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT)
+    assert check.returncode == (0 if ignored else 1)
 
 
 @pytest.mark.parametrize("venv_error, expected", [
@@ -139,7 +161,7 @@ def test_gitignore_ignores_nothing_that_is_tracked():
      "sudo apt-get install python3-venv"),
     ("Error: [Errno 28] No space left on device", "python3 -m venv failed: Error: [Errno 28] No space left on device"),
 ], ids=["no-venv-module", "other-failure"])
-def test_install_says_in_one_line_why_no_venv(tmp_path, venv_error, expected):
+def test_install_says_in_one_line_why_no_venv(tmp_path: Path, venv_error: str, expected: str) -> None:
     """A python3 that cannot make a venv gets one line saying what to do, and no half-made .venv."""
     (tmp_path / "scripts").mkdir()
     shutil.copy2(ROOT / "scripts" / "install", tmp_path / "scripts" / "install")
