@@ -151,13 +151,14 @@ class Authenticator:
 
         by_header = request.headers.get("X-User-Id", "")
         by_query = request.query.get("user_id", "")
-        if by_header and by_query and by_header != by_query:
-            raise BadRequest("X-User-Id header and user_id query name different users; send one")
+        if not is_master:  # a user key may only name itself, wherever it names anyone
+            if any(name and name != key_user for name in (by_header, by_query)):
+                raise Forbidden("only the master key may act as another user (X-User-Id / user_id)")
+            return Identity(key_user, key_user, False)
+        # The header wins: the official client's generated calls send both, with different values.
         override = by_header or by_query
         if not override or override == key_user:
-            return Identity(key_user, key_user, is_master)
-        if not is_master:
-            raise Forbidden("only the master key may act as another user (X-User-Id / user_id)")
+            return Identity(key_user, key_user, True)
         check_name(override, "user_id", "header" if by_header else "query")
         return Identity(override, key_user, True)
 
