@@ -14,8 +14,8 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from urllib.parse import urlsplit, urlunsplit
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Settings
 
@@ -146,6 +146,7 @@ class LLMClient:
         2023-06-01`, the last version that accepts it; models that reject it answer 400.
         """
         client: anthropic.AsyncAnthropic | openai.AsyncOpenAI
+        extract: Callable[[Any, str], str]
         if self._config.provider_for(model) == "anthropic":
             client = self._anthropic_client()
             request = _create_message(client, model, prompt, temperature, max_tokens, extra_kwargs)

@@ -11,7 +11,7 @@ from stimserver.config import Settings
 from stimserver.llm import DEFAULT_MAX_TOKENS, LLMClient, LLMConfig, LLMError
 from stimserver.llm.providers import client_factory
 
-from .fake_providers import TEST_KEY, FakeAnthropic, FakeOpenAI, FakeProvider, Fail, Raw, Reply, Slow
+from .fake_providers import TEST_KEY, Fail, FakeAnthropic, FakeOpenAI, FakeProvider, Raw, Reply, Slow
 
 MakeClient = Callable[[Mapping[str, str]], LLMClient]
 FAST = {"STIMSERVER_LLM_TIMEOUT": "5", "STIMSERVER_LLM_MAX_RETRIES": "2"}
