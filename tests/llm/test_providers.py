@@ -4,6 +4,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
@@ -32,9 +33,17 @@ def server(request: pytest.FixtureRequest) -> FakeProvider:
     return request.getfixturevalue(f"{request.param}_server")
 
 
-async def ask(client: LLMClient, model: str, **params: object) -> str:
-    args: dict[str, object] = {"temperature": None, "max_tokens": None, "extra_kwargs": None, **params}
-    return await client.complete(model=model, prompt="Say hi", **args)  # type: ignore[arg-type]
+async def ask(
+    client: LLMClient,
+    model: str,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    extra_kwargs: Any = None,  # Any: some tests send what the SDKs must refuse
+) -> str:
+    return await client.complete(
+        model=model, prompt="Say hi", temperature=temperature, max_tokens=max_tokens, extra_kwargs=extra_kwargs
+    )
 
 
 def unused_port() -> int:
