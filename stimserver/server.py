@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import Settings
-from .masterkey import MasterKeyMissing, ensure_master_key, load_master_key
+from .masterkey import MasterKeyMissing, ensure_master_key
+from .preflight import check_data_dir, first_missing, probe_data_dir, probe_master_key, undo
 from .store.atomic import sweep_temp_files
 
 if TYPE_CHECKING:
@@ -47,62 +48,6 @@ KEEPALIVE_SECONDS = 75.0  # idle keep-alive connections close after this (nginx'
 BACKLOG = 1024
 QUICK_DEATH_SECONDS = 5.0  # a child dying this soon after its start counts as a failed start
 MAX_QUICK_DEATHS = 5       # in a row: then the supervisor gives up instead of looping
-
-
-def check_data_dir(path: Path) -> str | None:
-    """Why ``path`` cannot hold stimserver's data, or None if it can."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        return f"data directory {path} is a file, not a directory"
-    except OSError as e:
-        return f"cannot create data directory {path}: {e.strerror}"
-    if not path.is_dir():
-        return f"data directory {path} is not a directory"
-    try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True) as f:
-            f.write(b"x")
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        return f"data directory {path} is not writable: {e.strerror}"
-    return None
-
-
-def probe_data_dir(path: Path) -> str | None:
-    """Why ``path`` cannot hold stimserver's data, or None if it can; creates nothing that stays."""
-    if path.exists():
-        if not path.is_dir():
-            return f"data directory {path} is a file, not a directory"
-        return check_data_dir(path)  # exists: only its probe file comes and goes
-    ancestor = _first_missing(path).parent
-    if not ancestor.is_dir():
-        return f"cannot create data directory {path}: {os.strerror(errno.ENOTDIR)}"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"cannot create data directory {path}: {os.strerror(errno.EACCES)}"
-    return None
-
-
-def _first_missing(path: Path) -> Path:
-    """The outermost folder of ``path`` that does not exist yet (``path`` itself at most)."""
-    path = path.absolute()
-    while not path.parent.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def _probe_master_key(settings: Settings) -> str | None:
-    """Why the configured or stored master key is unusable, or None; a missing key file is fine."""
-    if not settings.master_key and not settings.resolved_master_key_file.exists():
-        key_dir = settings.resolved_master_key_file.parent
-        if key_dir.is_relative_to(settings.data_dir) or key_dir.is_dir():
-            return None
-        return probe_data_dir(key_dir)
-    try:
-        load_master_key(settings)
-    except (MasterKeyMissing, OSError) as e:
-        return str(e)
-    return None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -165,7 +110,7 @@ def serve(settings: Settings, workers: int | None = None) -> int:
     if workers < 1:
         _say("--workers must be at least 1")
         return 2
-    problem = probe_data_dir(settings.data_dir) or _probe_master_key(settings)
+    problem = probe_data_dir(settings.data_dir) or probe_master_key(settings)
     if problem:
         _say(problem)
         return 2
@@ -185,7 +130,7 @@ def serve(settings: Settings, workers: int | None = None) -> int:
 
 def _serve_on(settings: Settings, sock: socket.socket, workers: int) -> int:
     """Create what the data directory lacks, then serve; undo the creation if the start fails."""
-    made = [p for p in {_first_missing(settings.data_dir), _first_missing(settings.resolved_master_key_file.parent)}
+    made = [p for p in {first_missing(settings.data_dir), first_missing(settings.resolved_master_key_file.parent)}
             if not p.exists()]
     serving = created = False
     try:
@@ -226,16 +171,7 @@ def _serve_on(settings: Settings, sock: socket.socket, workers: int) -> int:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         if not serving:
-            _undo(made, settings, created=created)
-
-
-def _undo(made: list[Path], settings: Settings, *, created: bool) -> None:
-    """Remove what a refused start created: the folders it made, else the key file it wrote."""
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
-    key_file = settings.resolved_master_key_file
-    if created and key_file.exists():
-        key_file.unlink(missing_ok=True)
+            undo(made, settings, created=created)
 
 
 def _make_app(settings: Settings) -> web.Application:
