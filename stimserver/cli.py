@@ -117,7 +117,7 @@ def keys_revoke(key_id: str, data_dir: Path) -> None:
 @main.command("import")
 @click.option("--user", required=True, help="the user owning the repo")
 @click.option("--repo", required=True, help="the repo (created if missing)")
-@click.option("--target", required=True, help="the target whose stim output FILE becomes (created if missing)")
+@click.option("--target", required=True, help="the target (created if missing); FILE becomes its stim output")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @DATA_OPTION
 @click.option("--quiet", is_flag=True, help="no progress bar")

@@ -112,16 +112,14 @@ def _cast(s: Setting, raw: object) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{s.env} must be true or false, got {raw!r}")
+        raise ValueError(f"{s.env} must be true or false, not {raw!r}")
     if s.kind is int:
         if isinstance(raw, int):
             return raw
         try:
             return int(str(raw).strip())
         except ValueError:
-            if s.name == "llm_max_retries":  # the wording LLMConfig.from_env always used
-                raise ValueError(f"{s.env} must be a whole number, not {raw!r}") from None
-            raise ValueError(f"{s.env} must be an integer, got {raw!r}") from None
+            raise ValueError(f"{s.env} must be a whole number, not {raw!r}") from None
     if s.kind is float:
         try:
             return float(str(raw).strip())
