@@ -1,10 +1,10 @@
 """Bearer tokens, per-user API keys and the master key's user override.
 
 Contract of ``Authenticator.identify``: it returns the ``Identity`` a request acts
-as, or raises ``Unauthorized`` (401: no/malformed header, unknown or revoked key),
-``Forbidden`` (403: a user key asking to act as someone else) or ``BadRequest`` (400:
-``X-User-Id`` and ``user_id`` both given and different). Only the master key may
-act as another user; a key acting as its own user is simply itself.
+as, or raises ``Unauthorized`` (401: no/malformed header, unknown or revoked key)
+or ``Forbidden`` (403: a user key asking to act as someone else). Only the master key
+may act as another user, and when it sends both ``X-User-Id`` and ``user_id`` the header
+wins; a key acting as its own user is simply itself.
 
 Keys: the master key comes from the settings (env ``STIMSERVER_MASTER_KEY``) or a
 key file; user keys are made by ``stimserver keys create`` and kept in
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from .errors import BadRequest, Forbidden, Unauthorized
+from .errors import Forbidden, Unauthorized
 from .keys import AUTH, IDENTITY
 from .store.atomic import write_json_atomic
 from .store.paths import check_name
@@ -151,13 +151,14 @@ class Authenticator:
 
         by_header = request.headers.get("X-User-Id", "")
         by_query = request.query.get("user_id", "")
-        if by_header and by_query and by_header != by_query:
-            raise BadRequest("X-User-Id header and user_id query name different users; send one")
+        if not is_master:  # a user key may only name itself, wherever it names anyone
+            if any(name and name != key_user for name in (by_header, by_query)):
+                raise Forbidden("only the master key may act as another user (X-User-Id / user_id)")
+            return Identity(key_user, key_user, False)
+        # The header wins: the official client's generated calls send both, with different values.
         override = by_header or by_query
         if not override or override == key_user:
-            return Identity(key_user, key_user, is_master)
-        if not is_master:
-            raise Forbidden("only the master key may act as another user (X-User-Id / user_id)")
+            return Identity(key_user, key_user, True)
         check_name(override, "user_id", "header" if by_header else "query")
         return Identity(override, key_user, True)
 

@@ -1,21 +1,49 @@
 """The ``stimserver`` command: serve, worker, keys, import, datasets.
 
 click gives us subcommands, ``envvar=`` fallbacks and generated ``--help`` for free
-(the same choice Datasette made); every option maps onto a ``Settings`` field.
+(the same choice Datasette made). Every option that sets a ``Settings`` field is built
+from its declaration in ``config.SETTINGS`` (flag, environment variable, default, range,
+help), so nothing here repeats a name or a default; ``--help`` shows each variable.
 """
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
-from .config import Settings
+from .config import Settings, setting
 
-DATA_OPTION = click.option("--data", "data_dir", envvar="STIMSERVER_DATA", default="./data", show_default=True,
-                           type=click.Path(file_okay=False, path_type=Path), help="data directory")
+if TYPE_CHECKING:
+    from .auth import KeyStore
+    from .store.records import Records
+
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def setting_option(name: str) -> Callable[[_F], _F]:
+    """The click option of setting ``name``, generated from its declaration."""
+    s = setting(name)
+    if s.flag is None:
+        raise ValueError(f"setting {name!r} has no CLI flag")
+    kwargs: dict[str, Any] = {"envvar": s.env, "show_envvar": True, "default": s.default, "show_default": True,
+                              "help": s.help}
+    if s.kind is int:
+        lo, hi = (None if b is None else int(b) for b in (s.minimum, s.maximum))
+        kwargs["type"] = click.IntRange(lo, hi)
+    elif s.kind is Path:
+        kwargs["type"] = click.Path(file_okay=False, path_type=Path)
+    elif s.kind is not bool:
+        kwargs["type"] = click.Choice(s.choices, case_sensitive=False) if s.choices else str
+    return click.option(s.flag, s.name, **kwargs)
+
+
+DATA_OPTION = setting_option("data_dir")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,13 +53,12 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", envvar="STIMSERVER_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="STIMSERVER_PORT", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@setting_option("host")
+@setting_option("port")
 @DATA_OPTION
-@click.option("--no-access-log", is_flag=True, help="do not write JSON access-log lines to stdout")
-@click.option("--workers", envvar="STIMSERVER_WORKERS", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="server processes sharing the port (e.g. one per core)")
-def serve(host: str, port: int, data_dir: Path, no_access_log: bool, workers: int) -> None:
+@setting_option("access_log")
+@setting_option("workers")
+def serve(host: str, port: int, data_dir: Path, access_log: bool, workers: int) -> None:
     """Serve the API on HOST:PORT from the data directory.
 
     SIGTERM or Ctrl-C stops it gracefully: requests in flight finish, running jobs are
@@ -40,10 +67,9 @@ def serve(host: str, port: int, data_dir: Path, no_access_log: bool, workers: in
     from .memory import tune_malloc
     from .server import serve as run_server
 
-    settings = _settings(data_dir=data_dir, host=host, port=port,
-                         access_log=False if no_access_log else None)
+    settings = _settings(data_dir=data_dir, host=host, port=port, access_log=access_log, workers=workers)
     tune_malloc()  # large page bodies: see memory.py
-    sys.exit(run_server(settings, workers=workers))
+    sys.exit(run_server(settings))
 
 
 @main.group()
@@ -89,9 +115,9 @@ def keys_revoke(key_id: str, data_dir: Path) -> None:
 
 
 @main.command("import")
-@click.option("--user", required=True)
-@click.option("--repo", required=True)
-@click.option("--target", required=True)
+@click.option("--user", required=True, help="the user owning the repo")
+@click.option("--repo", required=True, help="the repo (created if missing)")
+@click.option("--target", required=True, help="the target (created if missing); FILE becomes its stim output")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @DATA_OPTION
 @click.option("--quiet", is_flag=True, help="no progress bar")
@@ -113,9 +139,8 @@ def import_cmd(user: str, repo: str, target: str, file: Path, data_dir: Path, qu
 
 @main.command()
 @DATA_OPTION
-@click.option("--max-jobs", type=click.IntRange(1, 10_000), default=None,
-              help="jobs this worker runs at once  [default: 8, env STIMSERVER_MAX_JOBS]")
-def worker(data_dir: Path, max_jobs: int | None) -> None:
+@setting_option("max_jobs")
+def worker(data_dir: Path, max_jobs: int) -> None:
     """Run stim jobs from the data directory, without serving HTTP.
 
     Start as many workers as you like on one data directory (next to `serve`, which can
@@ -166,27 +191,27 @@ def datasets_add(name: str, file: Path, field: str | None, replace: bool, data_d
     click.echo(f"added dataset {info.name!r}: {info.items} questions in {info.path}")
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(**overrides)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 
 
-def _records(data_dir: Path):
+def _records(data_dir: Path) -> Records:
     from .store.paths import DataPaths
     from .store.records import Records
 
     return Records(DataPaths(_settings(data_dir=data_dir).data_dir))
 
 
-def _keystore(data_dir: Path):
+def _keystore(data_dir: Path) -> KeyStore:
     from .auth import KeyStore
 
     return KeyStore(_records(data_dir).paths.keys_file)
 
 
-def _cli_errors(fn):
+def _cli_errors(fn: Callable[[], _T]) -> _T:
     """Turn our validation errors into one-line CLI errors."""
     from .errors import ApiError
     from .store.errors import StoreError

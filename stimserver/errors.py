@@ -9,7 +9,8 @@ no client ever sees HTML or a traceback.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -136,6 +137,26 @@ def _json_error(status: int, code: str, message: str, detail: Any = None,
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def _allowed_methods(request: web.Request, given: str) -> str:
+    """The ``Allow`` of a 405: the methods of the most literal route that matches the path.
+
+    aiohttp's 405 lists the methods of every resource whose pattern matches, so
+    ``OPTIONS …/prompts/batch`` would also offer ``GET``/``DELETE`` of ``…/{prompt_name}``,
+    although ``batch`` is the literal route's and never a prompt name (API.md §1).
+    """
+    best: tuple[int, set[str]] | None = None
+    for resource in request.app.router.resources():
+        match, allowed = await resource.resolve(request)
+        if match is not None or not allowed:
+            continue
+        placeholders = resource.canonical.count("{")
+        if best is None or placeholders < best[0]:
+            best = (placeholders, set(allowed))
+        elif placeholders == best[0]:
+            best[1].update(allowed)
+    return ",".join(sorted(best[1])) if best is not None else given
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -149,6 +170,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status < 400:
             raise  # redirects and the like pass through untouched
         headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow",)}
+        if e.status == 405:
+            headers = {"Allow": await _allowed_methods(request, e.headers.get("Allow", ""))}
         if e.status == 404:
             message = f"no such endpoint: {request.method} {request.path}"
         elif e.status == 405:

@@ -18,7 +18,7 @@ class MasterKeyMissing(RuntimeError):
     pass
 
 
-def _read(path: os.PathLike) -> str:
+def _read(path: os.PathLike[str]) -> str:
     with open(path, encoding="utf-8") as f:
         key = f.read().strip()
     if len(key) < 16:

@@ -1,8 +1,10 @@
 """Running the app: checks before binding, one or several processes, graceful shutdown.
 
-``serve(settings, workers=N)`` checks the data directory, makes sure there is a master
-key, and binds the listening socket itself, so that an unusable directory or a taken
-port is refused with one clear line before anything starts. Then:
+``serve(settings)`` checks the data directory and the master key without writing
+anything, binds the listening socket itself, and only then creates the data directory
+and the key file; so an unusable directory, a bad key or a taken port is refused with
+one clear line and leaves no file behind (what it created before a later refusal, it
+removes again). Then, with ``settings.workers`` processes:
 
 * ``workers == 1``: the app runs in this process on that socket;
 * ``workers > 1``: N forked children each build their own app (``create_app``) and
@@ -28,40 +30,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .config import Settings
 from .masterkey import MasterKeyMissing, ensure_master_key
+from .preflight import check_data_dir, first_missing, probe_data_dir, probe_master_key, undo
 from .store.atomic import sweep_temp_files
 
-__all__ = ["serve", "check_data_dir", "bind", "DRAIN_SECONDS"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["serve", "check_data_dir", "probe_data_dir", "bind", "DRAIN_SECONDS"]
 
 DRAIN_SECONDS = 30.0      # how long SIGTERM waits for requests in flight
 KEEPALIVE_SECONDS = 75.0  # idle keep-alive connections close after this (nginx's pool: 60 s)
 BACKLOG = 1024
 QUICK_DEATH_SECONDS = 5.0  # a child dying this soon after its start counts as a failed start
 MAX_QUICK_DEATHS = 5       # in a row: then the supervisor gives up instead of looping
-
-
-def check_data_dir(path: Path) -> str | None:
-    """Why ``path`` cannot hold stimserver's data, or None if it can."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        return f"data directory {path} is a file, not a directory"
-    except OSError as e:
-        return f"cannot create data directory {path}: {e.strerror}"
-    if not path.is_dir():
-        return f"data directory {path} is not a directory"
-    try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True) as f:
-            f.write(b"x")
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        return f"data directory {path} is not writable: {e.strerror}"
-    return None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -115,22 +101,18 @@ def _say(message: str) -> None:
     print(f"stimserver: {message}", file=sys.stderr, flush=True)
 
 
-def serve(settings: Settings, workers: int = 1) -> int:
-    """Run the server until SIGTERM/SIGINT; the exit status (2: refused to start)."""
+def serve(settings: Settings, workers: int | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT; the exit status (2: refused to start).
+
+    ``workers`` overrides ``settings.workers`` (kept for callers that pass it).
+    """
+    workers = settings.workers if workers is None else workers
     if workers < 1:
         _say("--workers must be at least 1")
         return 2
-    problem = check_data_dir(settings.data_dir)
+    problem = probe_data_dir(settings.data_dir) or probe_master_key(settings)
     if problem:
         _say(problem)
-        return 2
-    swept = sweep_temp_files(settings.data_dir)  # half-written records of a crash: never renamed in
-    if swept:
-        _say(f"removed {swept} temp files a crash left in {settings.data_dir}")
-    try:
-        created = ensure_master_key(settings)
-    except (MasterKeyMissing, OSError) as e:
-        _say(str(e))
         return 2
     try:
         sock = bind(settings.host, settings.port)
@@ -140,35 +122,59 @@ def serve(settings: Settings, workers: int = 1) -> int:
         else:
             _say(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
         return 2
-    if workers == 1:
+    try:
+        return _serve_on(settings, sock, workers)
+    finally:
+        sock.close()
+
+
+def _serve_on(settings: Settings, sock: socket.socket, workers: int) -> int:
+    """Create what the data directory lacks, then serve; undo the creation if the start fails."""
+    made = [p for p in {first_missing(settings.data_dir), first_missing(settings.resolved_master_key_file.parent)}
+            if not p.exists()]
+    serving = created = False
+    try:
+        problem = check_data_dir(settings.data_dir)
+        if problem:
+            _say(problem)
+            return 2
+        swept = sweep_temp_files(settings.data_dir)  # half-written records of a crash: never renamed in
+        if swept:
+            _say(f"removed {swept} temp files a crash left in {settings.data_dir}")
         try:
+            created = ensure_master_key(settings)
+        except (MasterKeyMissing, OSError) as e:
+            _say(str(e))
+            return 2
+        if workers == 1:
             try:
                 app = _make_app(settings)
             except (MasterKeyMissing, OSError) as e:
                 _say(str(e))
                 return 2
             print(_hint(settings, created), file=sys.stderr, flush=True)
+            serving = True
             asyncio.run(_serve(app, sock, settings, (signal.SIGTERM, signal.SIGINT)))
+            return 0
+        try:
+            metrics_dir, own_dir = _metrics_dir()
+        except OSError as e:
+            _say(f"cannot use PROMETHEUS_MULTIPROC_DIR {os.environ.get('PROMETHEUS_MULTIPROC_DIR')}: "
+                 f"{e.strerror or e}")
+            return 2
+        try:
+            print(_hint(settings, created, workers), file=sys.stderr, flush=True)
+            serving = True
+            return _supervise(settings, sock, workers)
         finally:
-            sock.close()
-        return 0
-    try:
-        metrics_dir, own_dir = _metrics_dir()
-    except OSError as e:
-        sock.close()
-        _say(f"cannot use PROMETHEUS_MULTIPROC_DIR {os.environ.get('PROMETHEUS_MULTIPROC_DIR')}: "
-             f"{e.strerror or e}")
-        return 2
-    try:
-        print(_hint(settings, created, workers), file=sys.stderr, flush=True)
-        return _supervise(settings, sock, workers)
+            if own_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
-        sock.close()
-        if own_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if not serving:
+            undo(made, settings, created=created)
 
 
-def _make_app(settings: Settings):
+def _make_app(settings: Settings) -> web.Application:
     from .app import create_app  # not at import time: _metrics_dir must come first
 
     return create_app(settings)

@@ -77,9 +77,18 @@ async def test_master_key_without_override_is_the_master_user(client, make_job, 
     assert status == 200 and body["lines"] == 2
 
 
-async def test_override_conflict_is_400(client, data, master_headers):
+async def test_for_the_master_key_the_header_wins_over_the_query(client, data, master_headers):
+    """As the official client's generated calls send them: both, with different values."""
     status, body = await lines_seen(client, {**master_headers, "X-User-Id": "alice"}, OUTPUT + "?user_id=bob")
-    assert status == 400 and "X-User-Id" in body["message"]
+    assert status == 200 and body["lines"] == 3  # alice's job, not bob's (5 lines)
+    status, body = await lines_seen(client, {**master_headers, "X-User-Id": "bob"}, OUTPUT + "?user_id=../x")
+    assert status == 200 and body["lines"] == 5  # the query is not even looked at
+
+
+async def test_a_user_key_naming_another_user_anywhere_is_403(client, data, user_key):
+    for extra, query in [({"X-User-Id": "alice"}, "?user_id=bob"), ({"X-User-Id": "bob"}, "?user_id=alice")]:
+        status, body = await lines_seen(client, {**user_key("alice"), **extra}, OUTPUT + query)
+        assert status == 403 and body["code"] == "PERMISSION_DENIED"
 
 
 @pytest.mark.parametrize("extra, query", OVERRIDES.values(), ids=OVERRIDES.keys())

@@ -74,6 +74,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _answers_health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def test_serve_creates_master_key_and_prints_how_to_authenticate(tmp_path):
     data = tmp_path / "data"
     port = free_port()
@@ -81,18 +89,17 @@ def test_serve_creates_master_key_and_prints_how_to_authenticate(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={k: v for k, v in os.environ.items() if k != "STIMSERVER_MASTER_KEY"})
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline and not (data / "master.key").exists():
+        deadline = time.monotonic() + 30
+        while not (data / "master.key").exists():
+            assert proc.poll() is None, f"serve exited with {proc.returncode} before creating master.key"
+            assert time.monotonic() < deadline, "serve created no master.key within 30 s"
             time.sleep(0.1)
         key = (data / "master.key").read_text().strip()
         assert oct((data / "master.key").stat().st_mode & 0o777) == "0o600"
-        while time.time() < deadline:  # ready = answering HTTP, not merely listening
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
+        while not _answers_health(port):  # ready = answering HTTP, not merely listening
+            assert proc.poll() is None, f"serve exited with {proc.returncode} before answering /v1/health"
+            assert time.monotonic() < deadline, "serve did not answer /v1/health within 30 s"
+            time.sleep(0.1)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
@@ -119,3 +126,82 @@ def test_serve_refuses_clearly(tmp_path, problem):
             blocker.close()
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert ("already in use" in r.stderr) if problem == "port-taken" else ("is a file" in r.stderr)
+
+
+def tree(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("problem", ["port-taken", "short-key-file", "parent-is-a-file"])
+def test_a_refused_serve_leaves_no_files_behind(tmp_path, problem):
+    """Not even a data directory or a master.key: the refusal comes before anything is written."""
+    data = tmp_path / "fresh" / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "STIMSERVER_MASTER_KEY"}
+    blocker = None
+    if problem == "port-taken":
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+    elif problem == "short-key-file":
+        (tmp_path / "short.key").write_text("short\n")
+        env["STIMSERVER_MASTER_KEY_FILE"] = str(tmp_path / "short.key")
+    else:
+        (tmp_path / "fresh").write_text("a file where the data directory's parent should be")
+    before = tree(tmp_path)
+    try:
+        r = subprocess.run([sys.executable, "-m", "stimserver", "serve", "--port", str(port), "--data", str(data)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        if blocker:
+            blocker.close()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    expected = {"port-taken": "already in use", "short-key-file": "fewer than 16 characters",
+                "parent-is-a-file": "cannot create data directory"}[problem]
+    assert expected in r.stderr
+    assert tree(tmp_path) == before
+
+
+def test_a_refused_start_removes_what_it_created(tmp_path, monkeypatch):
+    """A failure after the data directory and key were made (here: building the app) undoes them."""
+    from stimserver import server
+    from stimserver.config import Settings
+
+    def broken_app(settings):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(server, "_make_app", broken_app)
+    settings = Settings.from_env({}, data_dir=tmp_path / "new" / "data", port=free_port())
+    assert server.serve(settings) == 2
+    assert tree(tmp_path) == []
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("user data")
+    settings = Settings.from_env({}, data_dir=tmp_path / "kept", port=free_port())
+    assert server.serve(settings) == 2
+    assert tree(tmp_path) == ["kept", "kept/mine.txt"]  # an existing directory keeps its files, loses the key
+
+
+def test_help_shows_each_options_environment_variable():
+    from stimserver.config import SETTINGS
+
+    for command, names in {"serve": ("data_dir", "host", "port", "workers", "access_log"),
+                           "worker": ("data_dir", "max_jobs")}.items():
+        r = run(command, "--help")
+        assert r.returncode == 0
+        text = " ".join(r.stdout.split())  # click wraps to the terminal width
+        for s in SETTINGS:
+            if s.name in names:
+                assert s.flag and s.flag.split("/")[0] in text
+                assert f"env var: {s.env}" in text, (command, s.env)
+    for command in (["keys", "create"], ["keys", "list"], ["import"], ["datasets", "list"]):
+        assert "env var: STIMSERVER_DATA" in " ".join(run(*command, "--help").stdout.split())
+
+
+def test_environment_reaches_generated_options(tmp_path):
+    (tmp_path / "afile").write_text("not a directory")
+    r = run("serve", "--port", str(free_port()), env={"STIMSERVER_DATA": str(tmp_path / "afile"),
+                                                      "STIMSERVER_MASTER_KEY": "k" * 20})
+    assert r.returncode == 2 and "STIMSERVER_DATA" in r.stderr and "is a file" in r.stderr, r.stderr
+    r = run("worker", "--data", str(tmp_path / "w"), env={"STIMSERVER_MAX_JOBS": "0"})
+    assert r.returncode == 2 and "STIMSERVER_MAX_JOBS" in r.stderr

@@ -150,17 +150,20 @@ def test_refuses_to_start_with_a_clear_message(tmp_path, workers):
     for data, expected in [(afile, "is a file"), (afile / "sub", "cannot create data directory")]:
         r = stimserver("serve", "--workers", str(workers), "--port", str(free_port()), "--data", str(data), env=env)
         assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
     if workers > 1:  # the directory the processes' metrics meet in must be usable too
         r = stimserver("serve", "--workers", str(workers), "--port", str(free_port()), "--data",
                        str(tmp_path / "data"), env={**env, "PROMETHEUS_MULTIPROC_DIR": str(afile)})
         assert r.returncode == 2 and "PROMETHEUS_MULTIPROC_DIR" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "data").exists()  # the data directory and key it had made are gone again
 
     running = ServerProcess(tmp_path / "data", free_port(), tmp_path, workers=2).start()
     try:  # a second server on a port that a multi-process server holds
         r = stimserver("serve", "--workers", str(workers), "--port", str(running.port), "--data",
                        str(tmp_path / "data2"), env=env)
         assert r.returncode == 2 and f"port {running.port}" in r.stderr and "already in use" in r.stderr
+        assert not (tmp_path / "data2").exists()  # refused before anything was written
         assert request(running.port, "GET", "/v1/health")[0] == 200  # and the running one is untouched
     finally:
         assert running.terminate() == 0

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from ..config import SETTINGS, Settings
 
 if TYPE_CHECKING:
     import anthropic
@@ -44,7 +45,7 @@ if not TYPE_CHECKING:
     anthropic = _LazyModule("anthropic")
     openai = _LazyModule("openai")
 
-__all__ = ["DEFAULT_MAX_TOKENS", "LLMClient", "LLMConfig", "LLMError"]
+__all__ = ["DEFAULT_MAX_TOKENS", "LLMClient", "LLMConfig", "LLMError", "client_factory"]
 
 Provider = Literal["anthropic", "openai"]
 ProviderChoice = Literal["auto", "anthropic", "openai"]
@@ -68,9 +69,8 @@ _RESERVED_KWARGS = {
     "max_tokens": "use the max_tokens field",
 }
 _MAX_DETAIL_CHARS = 300
-
-_T = TypeVar("_T")
-
+_LLM_SETTINGS = frozenset({"llm_provider", "anthropic_api_key", "anthropic_base_url", "openai_api_key",
+                           "openai_base_url", "llm_timeout", "llm_max_retries"})
 
 class LLMError(Exception):
     """A failed completion; the message is meant for the user and never holds a key or traceback."""
@@ -89,30 +89,24 @@ class LLMConfig:
     max_retries: int = 4
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> LLMConfig:
-        """Read the settings from `environ`; empty values count as unset. Bad values raise ValueError."""
-
-        def get(name: str) -> str | None:
-            return environ.get(name, "").strip() or None
-
-        provider = (get("STIMSERVER_LLM_PROVIDER") or "auto").lower()
-        if provider not in ("auto", "anthropic", "openai"):
-            raise ValueError(f"STIMSERVER_LLM_PROVIDER must be auto, anthropic or openai, not {provider!r}")
-        timeout = _parse(environ, "STIMSERVER_LLM_TIMEOUT", float, 120.0, "a number of seconds")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"STIMSERVER_LLM_TIMEOUT must be a positive number of seconds, not {timeout!r}")
-        max_retries = _parse(environ, "STIMSERVER_LLM_MAX_RETRIES", int, 4, "a whole number")
-        if max_retries < 0:
-            raise ValueError(f"STIMSERVER_LLM_MAX_RETRIES must be 0 or more, not {max_retries}")
+    def from_settings(cls, settings: Settings) -> LLMConfig:
+        """The LLM part of ``settings``, which has already checked every value."""
         return cls(
-            provider=provider,  # type: ignore[arg-type]  # checked above
-            anthropic_api_key=get("ANTHROPIC_API_KEY"),
-            anthropic_base_url=get("ANTHROPIC_BASE_URL"),
-            openai_api_key=get("OPENAI_API_KEY"),
-            openai_base_url=get("OPENAI_BASE_URL"),
-            timeout=timeout,
-            max_retries=max_retries,
+            provider=settings.llm_provider,
+            anthropic_api_key=settings.anthropic_api_key,
+            anthropic_base_url=settings.anthropic_base_url,
+            openai_api_key=settings.openai_api_key,
+            openai_base_url=settings.openai_base_url,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LLMConfig:
+        """Deprecated: ``from_settings(Settings.from_env(environ))``, kept until the job runner takes
+        ``client_factory`` from ``create_app``. Bad values raise ValueError naming the variable."""
+        llm_names = {s.env for s in SETTINGS if s.name in _LLM_SETTINGS}  # not e.g. a port the CLI overrode
+        return cls.from_settings(Settings.from_env({k: v for k, v in environ.items() if k in llm_names}))
 
     def provider_for(self, model: str) -> Provider:
         """`auto` sends claude* models to Anthropic and everything else to an OpenAI-compatible server."""
@@ -121,14 +115,10 @@ class LLMConfig:
         return "anthropic" if model.lower().startswith("claude") else "openai"
 
 
-def _parse(environ: Mapping[str, str], name: str, cast: Callable[[str], _T], default: _T, kind: str) -> _T:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return cast(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be {kind}, not {raw!r}") from None
+def client_factory(settings: Settings) -> Callable[[], LLMClient]:
+    """What ``create_app`` hands the job runner: each call makes a client from ``settings``."""
+    config = LLMConfig.from_settings(settings)
+    return lambda: LLMClient(config)
 
 
 class LLMClient:
@@ -159,6 +149,7 @@ class LLMClient:
         2023-06-01`, the last version that accepts it; models that reject it answer 400.
         """
         client: anthropic.AsyncAnthropic | openai.AsyncOpenAI
+        extract: Callable[[Any, str], str]
         if self._config.provider_for(model) == "anthropic":
             client = self._anthropic_client()
             request = _create_message(client, model, prompt, temperature, max_tokens, extra_kwargs)

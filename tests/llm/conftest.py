@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 
+from stimserver.config import Settings
 from stimserver.llm import LLMClient, LLMConfig
 
 from .fake_providers import anthropic_server, openai_server
@@ -17,7 +18,7 @@ async def make_client() -> AsyncIterator[Callable[[Mapping[str, str]], LLMClient
     clients: list[LLMClient] = []
 
     def make(environ: Mapping[str, str]) -> LLMClient:
-        clients.append(LLMClient(LLMConfig.from_env(environ)))
+        clients.append(LLMClient(LLMConfig.from_settings(Settings.from_env(environ))))
         return clients[-1]
 
     yield make

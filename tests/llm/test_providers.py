@@ -1,15 +1,18 @@
-"""LLMConfig parsing and LLMClient against the fake providers: routing, wire format, retries, errors."""
+"""LLMConfig from Settings and LLMClient against the fake providers: routing, wire format, retries, errors."""
 
 import logging
 import re
 import socket
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
+from stimserver.config import Settings
 from stimserver.llm import DEFAULT_MAX_TOKENS, LLMClient, LLMConfig, LLMError
+from stimserver.llm.providers import client_factory
 
-from .fake_providers import TEST_KEY, FakeAnthropic, FakeOpenAI, FakeProvider, Fail, Raw, Reply, Slow
+from .fake_providers import TEST_KEY, Fail, FakeAnthropic, FakeOpenAI, FakeProvider, Raw, Reply, Slow
 
 MakeClient = Callable[[Mapping[str, str]], LLMClient]
 FAST = {"STIMSERVER_LLM_TIMEOUT": "5", "STIMSERVER_LLM_MAX_RETRIES": "2"}
@@ -30,9 +33,17 @@ def server(request: pytest.FixtureRequest) -> FakeProvider:
     return request.getfixturevalue(f"{request.param}_server")
 
 
-async def ask(client: LLMClient, model: str, **params: object) -> str:
-    args: dict[str, object] = {"temperature": None, "max_tokens": None, "extra_kwargs": None, **params}
-    return await client.complete(model=model, prompt="Say hi", **args)  # type: ignore[arg-type]
+async def ask(
+    client: LLMClient,
+    model: str,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    extra_kwargs: Any = None,  # Any: some tests send what the SDKs must refuse
+) -> str:
+    return await client.complete(
+        model=model, prompt="Say hi", temperature=temperature, max_tokens=max_tokens, extra_kwargs=extra_kwargs
+    )
 
 
 def unused_port() -> int:
@@ -44,12 +55,17 @@ def unused_port() -> int:
 # --- configuration -------------------------------------------------------------------------
 
 
-def test_from_env_defaults() -> None:
-    assert LLMConfig.from_env({}) == LLMConfig(provider="auto", timeout=120.0, max_retries=4)
+def config_from(environ: Mapping[str, str]) -> LLMConfig:
+    """The LLM configuration a server started with ``environ`` uses."""
+    return LLMConfig.from_settings(Settings.from_env(environ))
 
 
-def test_from_env_reads_every_variable() -> None:
-    config = LLMConfig.from_env(
+def test_defaults() -> None:
+    assert config_from({}) == LLMConfig(provider="auto", timeout=120.0, max_retries=4)
+
+
+def test_settings_read_every_variable() -> None:
+    config = config_from(
         {
             "ANTHROPIC_API_KEY": "a-key",
             "ANTHROPIC_BASE_URL": "http://a",
@@ -75,14 +91,34 @@ def test_from_env_reads_every_variable() -> None:
     ],
     ids=["unknown-provider", "timeout-text", "timeout-zero", "timeout-nan", "retries-negative", "retries-float"],
 )
-def test_from_env_rejects_bad_values(name: str, value: str) -> None:
+def test_settings_reject_bad_values(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
-        LLMConfig.from_env({name: value})
+        Settings.from_env({name: value})
+
+
+def test_empty_values_count_as_unset() -> None:
+    blank = {"STIMSERVER_LLM_PROVIDER": "", "STIMSERVER_LLM_TIMEOUT": " ", "OPENAI_API_KEY": ""}
+    assert config_from(blank) == config_from({})
+
+
+def test_deprecated_from_env_reads_the_same_settings() -> None:
+    environ = {"OPENAI_BASE_URL": "http://o/v1", "STIMSERVER_LLM_MAX_RETRIES": "1"}
+    assert LLMConfig.from_env(environ) == config_from(environ)
+
+
+async def test_client_factory_builds_clients_from_settings() -> None:
+    make = client_factory(Settings.from_env({"OPENAI_BASE_URL": "http://o/v1", "STIMSERVER_LLM_TIMEOUT": "3"}))
+    first, second = make(), make()
+    assert isinstance(first, LLMClient) and first is not second
+    await first.aclose()
+    await second.aclose()
 
 
 def test_repr_hides_keys() -> None:
-    config = LLMConfig.from_env({"ANTHROPIC_API_KEY": "secret-a", "OPENAI_API_KEY": "secret-o"})
-    assert "secret" not in repr(config)
+    settings = Settings.from_env({"ANTHROPIC_API_KEY": "secret-a", "OPENAI_API_KEY": "secret-o"})
+    config = LLMConfig.from_settings(settings)
+    assert "secret" not in repr(config) and "secret" not in repr(settings)
+    assert "secret" not in repr(settings.openai_api_key) and config.openai_api_key == "secret-o"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +133,7 @@ def test_repr_hides_keys() -> None:
     ids=["auto-claude", "auto-gpt", "auto-local", "forced-openai", "forced-anthropic"],
 )
 def test_provider_for(choice: str, model: str, expected: str) -> None:
-    assert LLMConfig.from_env({"STIMSERVER_LLM_PROVIDER": choice}).provider_for(model) == expected
+    assert config_from({"STIMSERVER_LLM_PROVIDER": choice}).provider_for(model) == expected
 
 
 # --- routing and the wire format -----------------------------------------------------------
