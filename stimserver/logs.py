@@ -29,7 +29,8 @@ import secrets
 import select
 import sys
 import time
-from typing import IO, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import IO
 
 import orjson
 from aiohttp import web

@@ -20,7 +20,13 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import (
-    BadHttpMessage, BadHttpMethod, BadStatusLine, HttpProcessingError, InvalidHeader, InvalidURLError, LineTooLong,
+    BadHttpMessage,
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
 )
 from aiohttp.web_protocol import RequestHandler
 

@@ -8,8 +8,8 @@ subprocess; requests go over a raw socket, since no HTTP client sends these.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import orjson
 import pytest
