@@ -202,8 +202,10 @@ async def _serve(app, sock: socket.socket, settings: Settings, stop_signals: tup
     from aiohttp import web
 
     from .logs import JsonAccessLogger
+    from .protocol import SafeAppRunner
 
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=DRAIN_SECONDS,
+    # SafeAppRunner: malformed requests get the JSON error shape, never logged with their bytes (protocol.py)
+    runner = SafeAppRunner(app, handle_signals=False, shutdown_timeout=DRAIN_SECONDS,
                            keepalive_timeout=KEEPALIVE_SECONDS, access_log_class=JsonAccessLogger,
                            access_log=web.access_logger if settings.access_log else None)
     await runner.setup()

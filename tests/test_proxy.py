@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from stimserver.app import create_app
 from stimserver.config import Settings
 from stimserver.keys import CLIENT_ADDR, CLIENT_SCHEME
-from stimserver.logs import JsonAccessLogger
+from stimserver.logs import JsonAccessLogger, flush_access_log
 from stimserver.proxy import TrustedProxies, client_address, forwarded_middleware
 
 from .conftest import MASTER_KEY
@@ -99,6 +99,7 @@ async def test_access_log_names_the_real_client(aiohttp_client, tmp_path, monkey
                                               "X-Forwarded-For": "203.0.113.9"})
     assert r.status == 200 and r.headers["X-Request-Id"] == "rid-1"
     await client.close()  # the log line is written once the response is done
+    flush_access_log()  # lines are buffered for up to a second (logs.py); serve flushes them on shutdown
     entry = orjson.loads(stream.getvalue().splitlines()[-1])
     assert (entry["remote"], entry["via"], entry["user"], entry["request_id"]) == (remote, via, "admin", "rid-1")
     assert entry["route"] == "/v1/repo" and entry["status"] == 200
