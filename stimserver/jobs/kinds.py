@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Protocol, 
 
 import orjson
 
-from ..datasets import Datasets
+from ..store.datasets import Datasets
 from ..store.atomic import write_atomic
 from ..store.paths import DataPaths
 from ..store.records import Records

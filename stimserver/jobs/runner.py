@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from aiohttp import web
 
-from ..datasets import Datasets
+from ..store.datasets import Datasets
 from ..errors import ApiError, BadRequest, Conflict
 from ..llm import LLMClient, LLMConfig, LLMError
 from ..metrics import count_lines_generated

@@ -134,7 +134,7 @@ async def test_two_runners_never_run_the_same_job(make_runner, paths):
 
 async def test_a_claim_is_exclusive(paths, ref):
     seed_target(paths, [hardcoded(2)])
-    from stimserver.datasets import Datasets
+    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
     state.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(2)]), Datasets(paths.root))
     first = state.claim(paths, ref, {"pid": 1})
@@ -314,7 +314,7 @@ async def test_presence_files_of_dead_runners_are_swept(paths):
 
 def test_job_records_are_plain_json(paths, ref):
     seed_target(paths, [hardcoded(1)])
-    from stimserver.datasets import Datasets
+    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
     job = state.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))
     assert orjson.loads((ref.job_dir(paths) / "job.json").read_bytes()) == job
@@ -353,7 +353,7 @@ async def test_a_stale_stop_marker_does_not_block_a_new_job(make_runner, paths, 
 
 
 def test_the_scan_rereads_only_changed_records(paths, ref, monkeypatch):
-    from stimserver.datasets import Datasets
+    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
 
     job = state.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))

@@ -66,7 +66,7 @@ def ended(paths, ref):
 
 
 async def submit(paths, ref, generators):
-    from stimserver.datasets import Datasets
+    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
 
     record = seed_target(paths, generators, target=ref.target)

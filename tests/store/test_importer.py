@@ -5,7 +5,8 @@ import orjson
 import pytest
 
 from stimserver.store import output
-from stimserver.store.importer import ImportRefused, import_jsonl
+from stimserver.store.importer import ImportRefused
+from tests.conftest import import_jsonl
 from stimserver.store.locks import FileLock
 
 

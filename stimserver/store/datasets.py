@@ -22,15 +22,15 @@ from pathlib import Path
 
 import orjson
 
-from .store.atomic import write_atomic
-from .store.paths import name_problem
+from .atomic import write_atomic
+from .paths import name_problem
 
 __all__ = ["Datasets", "DatasetError", "DatasetInfo", "QUESTION_FIELDS", "SHIPPED_DATA", "read_questions",
            "load_personas"]
 
 QUESTION_FIELDS = ("question", "prompt", "instruction", "input", "query", "problem", "text")
 FORMATS = (".jsonl", ".csv")
-SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data"
+SHIPPED_DATA = Path(__file__).resolve().parents[2] / "data"
 MAX_QUESTION_CHARS = 100_000
 
 

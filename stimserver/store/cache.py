@@ -1,0 +1,86 @@
+"""The one cache of parsed JSON files, validated by the file's identity on every read.
+
+Every record the store reads often (job records on the paging path, target and repo
+records, ``keys.json``, job records during a runner's scan or a metrics scrape) goes
+through a ``FileCache``: a hit costs one ``stat``, and a file changed by any process —
+atomic renames give it a new inode, appends a new size or mtime — is read again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["FileCache", "Identity", "file_identity"]
+
+log = logging.getLogger("stimserver.store")
+
+Identity = tuple[int, int, int]  # (inode, size, mtime_ns)
+
+
+def file_identity(st: os.stat_result) -> Identity:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class FileCache:
+    """An LRU of JSON objects by path; thread-safe, so a scan in a thread may share it.
+
+    Records are written atomically, so one that is not a JSON object was damaged from
+    outside: it reads as absent (with a warning in the log) rather than failing every
+    request that touches it.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._items: OrderedDict[Path, tuple[Identity, dict[str, Any] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, path: Path) -> dict[str, Any] | None:
+        """The JSON object in ``path``, or None if it is missing or not a JSON object."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self.forget(path)
+            return None
+        ident = file_identity(st)
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is not None and hit[0] == ident:
+                self._items.move_to_end(path)
+                return hit[1]
+        try:
+            with open(path, "rb") as f:
+                value = orjson.loads(f.read())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (orjson.JSONDecodeError, OSError) as e:
+            log.warning("ignoring unreadable record %s: %s", path, e)
+            value = None
+        if not isinstance(value, dict):
+            if value is not None:
+                log.warning("ignoring record %s: not a JSON object", path)
+            value = None
+        with self._lock:
+            self._items[path] = (ident, value)
+            self._items.move_to_end(path)
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._items.pop(path, None)
+
+    def keep_only(self, paths: set[Path]) -> None:
+        """Drop every entry not in ``paths`` (a scan saw the rest disappear)."""
+        with self._lock:
+            for path in [p for p in self._items if p not in paths]:
+                del self._items[path]
+
+    def __len__(self) -> int:
+        return len(self._items)
