@@ -11,6 +11,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .auth import Authenticator, Identity
     from .config import Settings
+    from .jobs import JobRunner
     from .metrics import Metrics
     from .store.paths import DataPaths
     from .store.records import Records
@@ -27,5 +28,5 @@ REQUEST_ID = web.RequestKey("REQUEST_ID", str)
 # Set by proxy.forwarded_middleware, only for requests from a trusted proxy that forwarded them.
 CLIENT_ADDR = web.RequestKey("CLIENT_ADDR", str)
 CLIENT_SCHEME = web.RequestKey("CLIENT_SCHEME", str)
-# Set by the job engine: an object with ``async def stop(user, repo, target) -> None`` (used before a target is deleted).
-JOB_CONTROL = web.AppKey("JOB_CONTROL", object)
+# The app's JobRunner: run, status and stop requests go through it (also when this process runs no jobs).
+JOB_CONTROL = web.AppKey("JOB_CONTROL", "JobRunner")

@@ -17,10 +17,11 @@ import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, TypeVar
 
 import orjson
 
+from ..llm.questions import Completer  # the one completer protocol (LLMClient is one)
 from ..store.datasets import Datasets
 from ..store.atomic import write_atomic
 from ..store.paths import DataPaths
@@ -37,11 +38,6 @@ class JobFailed(Exception):
 
 class ConfigProblem(ValueError):
     """The target cannot be run as configured (a 400 at submit time)."""
-
-
-class Completer(Protocol):
-    async def complete(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
-                       extra_kwargs: dict[str, Any] | None) -> str: ...
 
 
 @dataclass

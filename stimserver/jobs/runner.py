@@ -21,26 +21,27 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-from aiohttp import web
-
+from ..llm import Completer, LLMError
+from ..store import jobrecords
 from ..store.datasets import Datasets
-from ..errors import ApiError, BadRequest, Conflict
-from ..llm import LLMClient, LLMConfig, LLMError
-from ..metrics import count_lines_generated
+from ..store.errors import StoreError
+from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock, is_locked
 from ..store.output import OutputWriter, encode, lock_path
 from ..store.paths import DataPaths
-from . import state
-from .kinds import Completer, ConfigProblem, JobFailed, JobKind, JobRun
-from .state import ACTIVE, JobRef
+from ..store.presence import Presence
+from . import transitions
+from .kinds import ConfigProblem, JobFailed, JobKind, JobRun
+from .scan import find_active, scan_cache
 from .stim import StimKind
 
-__all__ = ["JobRunner", "JobRef", "default_kinds"]
+__all__ = ["JobRunner", "JobRef", "LLMFactory", "default_kinds"]
+
+LLMFactory = Callable[[], Completer]
 
 log = logging.getLogger("stimserver.jobs")
 T = TypeVar("T")
@@ -65,10 +66,6 @@ async def _wait(aw: Awaitable[T], seconds: float) -> T | None:
 
 def default_kinds() -> dict[str, JobKind]:
     return {"stim": StimKind()}
-
-
-def default_llm_factory() -> Completer:
-    return LLMClient(LLMConfig.from_env(os.environ))
 
 
 class _Stopped(Exception):
@@ -98,10 +95,12 @@ class _Running:
 class JobRunner:
     """Runs jobs of the given kinds from one data directory. Also answers run/stop requests."""
 
-    def __init__(self, paths: DataPaths, *, kinds: dict[str, JobKind] | None = None,
-                 llm_factory: Callable[[], Completer] = default_llm_factory, max_jobs: int = 8,
-                 scan_seconds: float = 2.0, orphan_seconds: float = 30.0, flush_lines: int = 50,
-                 flush_seconds: float = 0.2, datasets: Datasets | None = None) -> None:
+    def __init__(self, paths: DataPaths, *, llm_factory: LLMFactory, kinds: dict[str, JobKind] | None = None,
+                 max_jobs: int = 8, scan_seconds: float = 2.0, orphan_seconds: float = 30.0, flush_lines: int = 50,
+                 flush_seconds: float = 0.2, datasets: Datasets | None = None,
+                 on_lines: Callable[[int, str], None] | None = None) -> None:
+        """``llm_factory`` makes the shared LLM client on first use (a bad setting then fails
+        the job, not the server); ``on_lines(n, kind)`` hears of every committed batch."""
         self.paths = paths
         self.kinds = kinds if kinds is not None else default_kinds()
         self.llm_factory = llm_factory
@@ -111,15 +110,16 @@ class JobRunner:
         self.flush_lines = flush_lines
         self.flush_seconds = flush_seconds
         self.datasets = datasets or Datasets(paths.root)
+        self.on_lines = on_lines
         self.id = secrets.token_hex(4)
-        self.worker = state.worker_identity(self.id)
+        self.worker = transitions.worker_identity(self.id)
         self.active = False
         self._jobs: dict[JobRef, _Running] = {}
         self._llm: Completer | None = None
         self._wake: asyncio.Event | None = None
         self._scanner: asyncio.Task[None] | None = None
-        self._presence = state.Presence(paths, self.id)
-        self._scan_cache = state.ScanCache()
+        self._presence = Presence(paths, self.id)
+        self._scan_cache = scan_cache()
         self._abandoned: dict[asyncio.Future[Any], JobRef] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -150,13 +150,14 @@ class JobRunner:
             if isinstance(claimed, tuple):
                 await asyncio.to_thread(self._hand_back, ref, claimed)
         self._abandoned.clear()
-        if self._llm is not None and hasattr(self._llm, "aclose"):
-            await self._llm.aclose()  # type: ignore[attr-defined]
+        aclose = getattr(self._llm, "aclose", None)  # real clients hold connections; stubs need not
+        if aclose is not None:
+            await aclose()
         self._llm = None
         await asyncio.to_thread(self._presence.unregister)
         log.info("job runner %s stopped", self.id)
 
-    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+    async def cleanup_ctx(self, app: object) -> AsyncIterator[None]:
         """For ``app.cleanup_ctx``: run while the app runs."""
         await self.start()
         yield
@@ -177,16 +178,15 @@ class JobRunner:
 
     # -- requests from handlers ----------------------------------------------------------
     async def submit(self, ref: JobRef, target_record: dict[str, Any]) -> dict[str, Any]:
-        """The job a run request reports: the current one, or a new one (see ``state.submit``)."""
+        """The job a run request reports: the current one, or a new one (see ``transitions.submit``).
+
+        Raises ``ConfigProblem`` when the target cannot run and ``JobBusy`` when the
+        previous job's writer will not let go; the handler decides what they mean in HTTP.
+        """
         kind = self.kinds.get(ref.kind)
         if kind is None:
-            raise BadRequest(f"this server cannot run {ref.kind} jobs")
-        try:
-            return await asyncio.to_thread(state.submit, self.paths, kind, ref, target_record, self.datasets)
-        except ConfigProblem as e:
-            raise BadRequest(str(e)) from None
-        except state.JobBusy as e:
-            raise Conflict(str(e)) from None
+            raise ConfigProblem(f"this server cannot run {ref.kind} jobs")
+        return await asyncio.to_thread(transitions.submit, self.paths, kind, ref, target_record, self.datasets)
 
     async def settle(self, ref: JobRef, record: dict[str, Any], wait: float) -> dict[str, Any]:
         """Start a pending job here at once if possible, and give it ``wait`` s to finish."""
@@ -197,7 +197,7 @@ class JobRunner:
             self.wake()
             return record
         await _wait(running.done.wait(), wait)
-        return await asyncio.to_thread(state.read_record, ref.job_dir(self.paths)) or record
+        return await asyncio.to_thread(jobrecords.read_record, ref.job_dir(self.paths)) or record
 
     async def observe(self, ref: JobRef, record: dict[str, Any]) -> dict[str, Any]:
         """What a status read should report for an active job (bounded liveness, see state)."""
@@ -205,7 +205,7 @@ class JobRunner:
             return record  # a writer holds it: running (or just being claimed)
         if self.active and len(self._jobs) < self.max_jobs:
             self.wake()  # a runner with room may claim it now; a full one would only rescan
-        seen = await asyncio.to_thread(state.observe_orphan, self.paths, ref, self.orphan_seconds)
+        seen = await asyncio.to_thread(transitions.observe_orphan, self.paths, ref, self.orphan_seconds)
         return record if seen is None else seen
 
     async def stop(self, user: str, repo: str, target: str) -> None:
@@ -221,7 +221,7 @@ class JobRunner:
                 running.stopping = True
                 running.task.cancel()
                 await asyncio.gather(running.task, return_exceptions=True)
-            if not await asyncio.to_thread(state.stop_job, self.paths, ref, STOP_TIMEOUT):
+            if not await asyncio.to_thread(transitions.stop_job, self.paths, ref, STOP_TIMEOUT):
                 log.warning("the %s job of %s/%s/%s did not stop within %g s", kind, user, repo, target,
                             STOP_TIMEOUT)
 
@@ -238,14 +238,14 @@ class JobRunner:
 
     async def scan_once(self) -> int:
         """Claim every claimable job there is room for; returns how many were started."""
-        found = await asyncio.to_thread(state.find_active, self.paths, tuple(self.kinds), self._scan_cache)
+        found = await asyncio.to_thread(find_active, self.paths, tuple(self.kinds), self._scan_cache)
         started = 0
         for ref, status in found:
             if ref in self._jobs:
                 continue
             if len(self._jobs) >= self.max_jobs:
-                if status == "running":  # no room: at least stop it looking like it runs
-                    await asyncio.to_thread(state.requeue_orphan, self.paths, ref)
+                if status == JobStatus.RUNNING:  # no room: at least stop it looking like it runs
+                    await asyncio.to_thread(transitions.requeue_orphan, self.paths, ref)
                 continue
             if await self._claim(ref) is not None:
                 started += 1
@@ -254,7 +254,7 @@ class JobRunner:
     async def _claim(self, ref: JobRef) -> _Running | None:
         if not self.active or ref in self._jobs or len(self._jobs) >= self.max_jobs or ref.kind not in self.kinds:
             return self._jobs.get(ref)
-        attempt = asyncio.ensure_future(asyncio.to_thread(state.claim, self.paths, ref, self.worker))
+        attempt = asyncio.ensure_future(asyncio.to_thread(transitions.claim, self.paths, ref, self.worker))
         try:
             claimed = await asyncio.shield(attempt)
         except asyncio.CancelledError:
@@ -279,7 +279,7 @@ class JobRunner:
         """Undo a claim this runner will not run (it is shutting down)."""
         lock, record = claimed
         with lock:
-            state.requeue(ref.job_dir(self.paths), {**record, "attempt": record["attempt"] - 1})
+            transitions.requeue(ref.job_dir(self.paths), {**record, "attempt": record["attempt"] - 1})
 
     def _release(self, ref: JobRef, lock: FileLock, running: _Running) -> None:
         lock.release()
@@ -302,23 +302,23 @@ class JobRunner:
                 expected = record.get("expected_lines")
                 if writer.lines != expected:
                     raise JobFailed(f"the job produced {writer.lines} lines, expected {expected}")
-                await asyncio.to_thread(state.finish, job_dir, record, "complete")
+                await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.COMPLETE)
                 log.info("job %s %s complete: %d lines", record["job_id"], ref, writer.lines)
             except asyncio.CancelledError:
                 running = self._jobs.get(ref)
                 if running is not None and running.stopping:
-                    state.finish(job_dir, record, "failed", "stopped: the job was stopped (e.g. its target "
-                                 "was deleted)")
+                    transitions.finish(job_dir, record, JobStatus.FAILED, "stopped: the job was stopped (e.g. "
+                                       "its target was deleted)")
                 else:
-                    state.requeue(job_dir, record)  # shutdown: the next runner resumes it
+                    transitions.requeue(job_dir, record)  # shutdown: the next runner resumes it
                 raise
             except _Stopped:
-                await asyncio.to_thread(state.finish, job_dir, record, "failed",
+                await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.FAILED,
                                         "stopped: the job was stopped (e.g. its target was deleted)")
             except Exception as exc:
                 error = self._describe(exc, ref, record)
                 log.warning("job %s %s failed: %s", record["job_id"], ref, error)
-                await asyncio.to_thread(state.finish, job_dir, record, "failed", error)
+                await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.FAILED, error)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -334,7 +334,7 @@ class JobRunner:
 
     async def _write(self, ref: JobRef, kind: JobKind, record: dict[str, Any], writer: OutputWriter) -> None:
         job_dir = ref.job_dir(self.paths)
-        marker = state.stop_marker(job_dir)
+        marker = jobrecords.stop_marker(job_dir)
         run = JobRun(job_id=record["job_id"], job_dir=job_dir, spec=record["spec"], start=writer.lines,
                      llm=_JobLLM(self, kind.max_concurrency(record["spec"])), datasets=self.datasets,
                      data_root=self.paths.root)
@@ -366,7 +366,8 @@ class JobRunner:
                         continue
                 if batch:  # full, due, or the producer ended or failed: commit what there is
                     await asyncio.to_thread(writer.append, batch)
-                    count_lines_generated(len(batch), ref.kind)
+                    if self.on_lines is not None:
+                        self.on_lines(len(batch), ref.kind)
                     batch = []
                 if item is _END:
                     return
@@ -380,7 +381,7 @@ class JobRunner:
 
     def _describe(self, exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:
         """The ``error`` shown to the user: what went wrong and what to do; no traceback, no secret."""
-        if isinstance(exc, (JobFailed, LLMError, ApiError)):
+        if isinstance(exc, (JobFailed, LLMError, StoreError)):
             return str(exc)
         if isinstance(exc, OSError):
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

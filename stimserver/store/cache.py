@@ -81,6 +81,3 @@ class FileCache:
         with self._lock:
             for path in [p for p in self._items if p not in paths]:
                 del self._items[path]
-
-    def __len__(self) -> int:
-        return len(self._items)

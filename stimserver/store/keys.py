@@ -25,7 +25,7 @@ class KeyFile:
 
     def __init__(self, path: Path, cache: FileCache | None = None) -> None:
         self.path = path
-        self._cache = cache or FileCache(size=4)
+        self._cache = FileCache(size=4) if cache is None else cache
         self._indexed: dict[str, Any] | None = None
         self._index: dict[str, KeyRecord] = {}
 

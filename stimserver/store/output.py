@@ -193,7 +193,7 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
     return found
 
 
-async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: int = INLINE_READ_BYTES) -> Page:
+async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: int | None = None) -> Page:
     """``read_page`` for the event loop: inline ``pread`` for ordinary pages, a thread otherwise.
 
     For pages up to ``max_inline`` bytes a direct ``pread`` from the page cache is cheaper
@@ -203,7 +203,7 @@ async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: in
     a repair — which scans the data — also runs in a thread, so one request never stalls
     the others.
     """
-    found = _locate(job_dir, offset, limit, max_inline, False)
+    found = _locate(job_dir, offset, limit, INLINE_READ_BYTES if max_inline is None else max_inline, False)
     if isinstance(found, Page) and found.needs_repair:  # rare (after a crash)
         # Already off the loop there, so the page is read in the same thread, whatever its size.
         found = await asyncio.to_thread(_locate, job_dir, offset, limit, None, True)

@@ -48,7 +48,7 @@ class Records:
 
     def __init__(self, paths: DataPaths, cache: FileCache | None = None) -> None:
         self.paths = paths
-        self.cache = cache or FileCache()
+        self.cache = FileCache() if cache is None else cache
 
     # -- reads ---------------------------------------------------------------------
     def repo(self, user: str, repo: str) -> Record | None:
