@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -139,7 +139,7 @@ class Metrics:
                              ["route"], registry=self.registry)
         self.jobs = JobStates(paths, job_scan_seconds)
         _lines_counter().labels("stim")  # the series exists (at 0) before the first job
-        self._children: dict[tuple[str, str, int], tuple] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float, nbytes: int) -> None:
         key = (route, method, status)

@@ -111,7 +111,8 @@ async def checkpointed(run: JobRun, name: str, make: Callable[[], Awaitable[T]])
     except FileNotFoundError:
         pass
     else:
-        return orjson.loads(raw)["value"]
+        saved: T = orjson.loads(raw)["value"]  # what ``make`` returned before, as JSON
+        return saved
     value = await make()
     await asyncio.to_thread(write_atomic, path, orjson.dumps({"value": value}) + b"\n")
     return value

@@ -146,7 +146,7 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for attempt, ref in list(self._abandoned.items()):
-            (claimed,) = await asyncio.gather(attempt, return_exceptions=True)
+            claimed: object = (await asyncio.gather(attempt, return_exceptions=True))[0]
             if isinstance(claimed, tuple):
                 await asyncio.to_thread(self._hand_back, ref, claimed)
         self._abandoned.clear()

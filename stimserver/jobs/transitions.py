@@ -107,7 +107,9 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
     """
     job_dir = ref.job_dir(paths)
     job_dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock.acquire(jr.submit_lock(job_dir), blocking=True):
+    submitting = FileLock.acquire(jr.submit_lock(job_dir), blocking=True)
+    assert submitting is not None  # a blocking acquire waits rather than give up
+    with submitting:
         current = jr.read_record(job_dir)
         if current is not None and current.get("status") in (*ACTIVE, JobStatus.COMPLETE):
             return current

@@ -61,16 +61,15 @@ class FileCache:
         except (orjson.JSONDecodeError, OSError) as e:
             log.warning("ignoring unreadable record %s: %s", path, e)
             value = None
-        if not isinstance(value, dict):
-            if value is not None:
-                log.warning("ignoring record %s: not a JSON object", path)
-            value = None
+        record: dict[str, Any] | None = value if isinstance(value, dict) else None
+        if record is None and value is not None:
+            log.warning("ignoring record %s: not a JSON object", path)
         with self._lock:
-            self._items[path] = (ident, value)
+            self._items[path] = (ident, record)
             self._items.move_to_end(path)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-        return value
+        return record
 
     def forget(self, path: Path) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ name in the data directory wins.
 """
 from __future__ import annotations
 
+import builtins
 import csv
 import io
 import os
@@ -172,7 +173,7 @@ class Datasets:
                 seen[name] = DatasetInfo(name, path, items, shipped)
         return sorted(seen.values(), key=lambda d: d.name)
 
-    def load(self, name: str) -> list[str]:
+    def load(self, name: str) -> builtins.list[str]:
         path = self.find(name)
         if path is None:
             known = ", ".join(self.names()) or "none"
@@ -180,7 +181,7 @@ class Datasets:
                                "`stimserver datasets add NAME FILE`)")
         return self.load_path(path)
 
-    def load_path(self, path: Path) -> list[str]:
+    def load_path(self, path: Path) -> builtins.list[str]:
         try:
             st = os.stat(path)
         except OSError as e:

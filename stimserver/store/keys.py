@@ -7,6 +7,7 @@ beside a running server) and replace the file atomically; reads go through the
 """
 from __future__ import annotations
 
+import builtins
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,10 @@ class KeyFile:
         self._index: dict[str, KeyRecord] = {}
 
     def by_id(self, key_id: str) -> KeyRecord | None:
-        return self._by_id().get(key_id)
+        found: KeyRecord | None = self._by_id().get(key_id)
+        return found
 
-    def list(self) -> list[KeyRecord]:
+    def list(self) -> builtins.list[KeyRecord]:
         """Every key record without its hash."""
         return [{k: v for k, v in r.items() if k != "hash"} for r in self._by_id().values()]
 
@@ -66,15 +68,15 @@ class KeyFile:
             self._indexed = data
         return self._index
 
-    def _records_for_update(self) -> list[KeyRecord]:
+    def _records_for_update(self) -> builtins.list[KeyRecord]:
         """The records to rewrite; refuses when keys.json exists but cannot be read."""
         data = self._cache.read(self.path)
         if data is None and self.path.exists():
             raise OSError(f"{self.path} is damaged (not a JSON object); fix or move it first")
         keys = data.get("keys", []) if data is not None else []
-        return list(keys) if isinstance(keys, list) else []
+        return [r for r in keys if isinstance(r, dict)] if isinstance(keys, builtins.list) else []
 
-    def _write(self, records: list[KeyRecord]) -> None:
+    def _write(self, records: builtins.list[KeyRecord]) -> None:
         write_json_atomic(self.path, {"keys": records})
         self._cache.forget(self.path)
 

@@ -17,6 +17,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -285,7 +286,7 @@ class OutputWriter:
         self.close()
 
 
-def encode(obj: dict) -> bytes:
+def encode(obj: dict[str, Any]) -> bytes:
     """One output record as compact JSON (never contains a raw newline)."""
     if not isinstance(obj, dict):
         raise TypeError("an output record is a JSON object")
