@@ -11,9 +11,9 @@ from .errors import error_middleware
 from .handlers import health, jobs, prompts, repos, targets, unserved
 from .jobs import JobRunner, LLMFactory
 from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
+from .llm import Completer, LLMClient, LLMConfig
 from .logs import request_id_middleware
 from .masterkey import load_master_key
-from .llm import Completer, LLMClient, LLMConfig
 from .metrics import Metrics, count_lines_generated, metrics_middleware
 from .metrics import routes as metrics_routes
 from .openapi import openapi_bytes

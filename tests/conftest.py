@@ -79,3 +79,38 @@ def bread_server(settings: Settings):
     server = ServerThread(settings).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def paths(settings: Settings) -> DataPaths:
+    return DataPaths(settings.data_dir)
+
+
+@pytest.fixture
+async def make_runner(paths: DataPaths):
+    """Job runners on the test's data directory (a stub LLM unless told), closed at the end."""
+    import asyncio
+
+    from stimserver.jobs import JobRunner
+    from tests.jobs.conftest import StubLLM
+
+    made: list[JobRunner] = []
+
+    async def make(start: bool = True, **kwargs: Any) -> JobRunner:
+        kwargs.setdefault("llm_factory", StubLLM)
+        kwargs.setdefault("scan_seconds", 0.05)
+        runner = JobRunner(paths, **kwargs)
+        made.append(runner)
+        if start:
+            await runner.start()
+        return runner
+
+    yield make
+    for runner in made:
+        try:
+            await asyncio.wait_for(asyncio.shield(runner.close()), 5)
+        except TimeoutError:
+            for t in asyncio.all_tasks():
+                t.print_stack()
+            raise
+

@@ -22,8 +22,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, TypeVar
 import orjson
 
 from ..llm.questions import Completer  # the one completer protocol (LLMClient is one)
-from ..store.datasets import Datasets
 from ..store.atomic import write_atomic
+from ..store.datasets import Datasets
 from ..store.paths import DataPaths
 from ..store.records import Records
 

@@ -7,9 +7,8 @@ One runner lives in every ``stimserver serve`` (unless ``run_jobs`` is off) and 
   e.g. by a run request in the same process) for ``pending``/``running`` jobs whose lock
   is free, and claims them — the flock makes the claim exclusive, and dies with its
   process, so a crashed runner's jobs are claimed again on the next scan;
-* runs each claimed job as a task: the kind's producer feeds a queue; the writer side
-  commits lines in batches (``flush_lines`` lines or ``flush_seconds``, whichever comes
-  first) with ``OutputWriter.append`` in a thread, so fsync never blocks the event loop;
+* runs each claimed job as a task (``execute``: the kind's lines, committed in batches
+  of ``flush_lines`` lines or ``flush_seconds``, whichever comes first);
 * ends each job ``complete`` (every expected line durable), ``failed`` (an ``error`` a
   user can act on), or — on shutdown — ``pending`` again, for the next runner.
 
@@ -19,23 +18,22 @@ kinds produce the same line for the same number on every run (``kinds.checkpoint
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable
 
-from ..llm import Completer, LLMError
+from ..llm import Completer
 from ..store import jobrecords
 from ..store.datasets import Datasets
-from ..store.errors import StoreError
 from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock, is_locked
-from ..store.output import OutputWriter, encode, lock_path
+from ..store.output import lock_path
 from ..store.paths import DataPaths
 from ..store.presence import Presence
 from . import transitions
-from .kinds import ConfigProblem, JobFailed, JobKind, JobRun
+from .execute import Execution, JobLLM, execute, wait_for
+from .kinds import ConfigProblem, JobFailed, JobKind
 from .scan import find_active, scan_cache
 from .stim import StimKind
 
@@ -44,45 +42,12 @@ __all__ = ["JobRunner", "JobRef", "LLMFactory", "default_kinds"]
 LLMFactory = Callable[[], Completer]
 
 log = logging.getLogger("stimserver.jobs")
-T = TypeVar("T")
 
 STOP_TIMEOUT = 10.0
-IDLE_CHECK_SECONDS = 0.5
-_END = object()
-
-
-async def _wait(aw: Awaitable[T], seconds: float) -> T | None:
-    """``aw``'s result, or None after ``seconds``.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives
-    as ``aw`` completes, which would leave a cancelled loop running forever.
-    """
-    try:
-        async with asyncio.timeout(seconds):
-            return await aw
-    except TimeoutError:
-        return None
 
 
 def default_kinds() -> dict[str, JobKind]:
     return {"stim": StimKind()}
-
-
-class _Stopped(Exception):
-    """The job was asked to stop (its target is being deleted)."""
-
-
-class _JobLLM:
-    """The completer one job uses: the runner's shared client, at most ``limit`` calls in flight."""
-
-    def __init__(self, runner: "JobRunner", limit: int) -> None:
-        self._runner = runner
-        self._sem = asyncio.Semaphore(limit)
-
-    async def complete(self, **kwargs: Any) -> str:
-        client = self._runner.llm_client()
-        async with self._sem:
-            return await client.complete(**kwargs)
 
 
 @dataclass
@@ -196,7 +161,7 @@ class JobRunner:
         if running is None:
             self.wake()
             return record
-        await _wait(running.done.wait(), wait)
+        await wait_for(running.done.wait(), wait)
         return await asyncio.to_thread(jobrecords.read_record, ref.job_dir(self.paths)) or record
 
     async def observe(self, ref: JobRef, record: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +199,7 @@ class JobRunner:
                 await self.scan_once()
             except Exception:
                 log.exception("job scan failed")
-            await _wait(self._wake.wait(), self.scan_seconds)
+            await wait_for(self._wake.wait(), self.scan_seconds)
 
     async def scan_once(self) -> int:
         """Claim every claimable job there is room for; returns how many were started."""
@@ -290,103 +255,16 @@ class JobRunner:
 
     # -- running one job -------------------------------------------------------------------
     async def _run(self, ref: JobRef, lock: FileLock, record: dict[str, Any]) -> None:
-        job_dir = ref.job_dir(self.paths)
         kind = self.kinds[ref.kind]
-        writer: OutputWriter | None = None
         try:
-            try:
-                writer = await asyncio.to_thread(OutputWriter.open, job_dir, lock)
-                if writer.lines:
-                    log.info("job %s %s resumes at line %d", record["job_id"], ref, writer.lines)
-                await self._write(ref, kind, record, writer)
-                expected = record.get("expected_lines")
-                if writer.lines != expected:
-                    raise JobFailed(f"the job produced {writer.lines} lines, expected {expected}")
-                await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.COMPLETE)
-                log.info("job %s %s complete: %d lines", record["job_id"], ref, writer.lines)
-            except asyncio.CancelledError:
-                running = self._jobs.get(ref)
-                if running is not None and running.stopping:
-                    transitions.finish(job_dir, record, JobStatus.FAILED, "stopped: the job was stopped (e.g. "
-                                       "its target was deleted)")
-                else:
-                    transitions.requeue(job_dir, record)  # shutdown: the next runner resumes it
-                raise
-            except _Stopped:
-                await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.FAILED,
-                                        "stopped: the job was stopped (e.g. its target was deleted)")
-            except Exception as exc:
-                error = self._describe(exc, ref, record)
-                log.warning("job %s %s failed: %s", record["job_id"], ref, error)
-                await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.FAILED, error)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("job %s %s: could not record its end", record.get("job_id"), ref)
+            await execute(Execution(
+                ref=ref, paths=self.paths, kind=kind, record=record, lock=lock,
+                llm=JobLLM(self.llm_client, kind.max_concurrency(record["spec"])), datasets=self.datasets,
+                flush_lines=self.flush_lines, flush_seconds=self.flush_seconds, on_lines=self.on_lines,
+                stopping=lambda: (running := self._jobs.get(ref)) is not None and running.stopping))
         finally:
-            if writer is not None:
-                writer.close()
             running = self._jobs.get(ref)
             if running is not None:
                 self._release(ref, lock, running)
             else:
                 lock.release()
-
-    async def _write(self, ref: JobRef, kind: JobKind, record: dict[str, Any], writer: OutputWriter) -> None:
-        job_dir = ref.job_dir(self.paths)
-        marker = jobrecords.stop_marker(job_dir)
-        run = JobRun(job_id=record["job_id"], job_dir=job_dir, spec=record["spec"], start=writer.lines,
-                     llm=_JobLLM(self, kind.max_concurrency(record["spec"])), datasets=self.datasets,
-                     data_root=self.paths.root)
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.flush_lines * 4)
-
-        async def pump() -> None:
-            try:
-                async for line in kind.produce(run):
-                    await queue.put(line)
-                await queue.put(_END)
-            except Exception as exc:
-                await queue.put(exc)
-
-        producer = asyncio.create_task(pump())
-        loop = asyncio.get_running_loop()
-        batch: list[bytes] = []
-        due = 0.0
-        try:
-            while True:
-                # Wait for a line until the batch is due; with no batch, wake up now and
-                # then anyway to look for a stop request.
-                timeout = max(0.0, due - loop.time()) if batch else IDLE_CHECK_SECONDS
-                item = await _wait(queue.get(), timeout)
-                if isinstance(item, dict):
-                    if not batch:
-                        due = loop.time() + self.flush_seconds
-                    batch.append(encode(item))
-                    if len(batch) < self.flush_lines and loop.time() < due:
-                        continue
-                if batch:  # full, due, or the producer ended or failed: commit what there is
-                    await asyncio.to_thread(writer.append, batch)
-                    if self.on_lines is not None:
-                        self.on_lines(len(batch), ref.kind)
-                    batch = []
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                if await asyncio.to_thread(marker.exists):
-                    raise _Stopped()
-        finally:
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
-
-    def _describe(self, exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:
-        """The ``error`` shown to the user: what went wrong and what to do; no traceback, no secret."""
-        if isinstance(exc, (JobFailed, LLMError, StoreError)):
-            return str(exc)
-        if isinstance(exc, OSError):
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                return ("the disk is full: the job's output could not be written; free some space, then "
-                        f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to run it again")
-            return f"storage error while writing the job's output: {exc.strerror or exc}"
-        log.error("job %s %s crashed", record.get("job_id"), ref, exc_info=exc)
-        return f"internal error while running the job ({type(exc).__name__}); see the server log"

@@ -18,6 +18,7 @@ import orjson
 from .atomic import fsync_dir
 from .lineindex import InvalidLine, parse_line
 from .locks import FileLock
+from .jobrecords import JobStatus
 from .output import OutputWriter, lock_path
 from .records import Records, now_iso
 
@@ -50,8 +51,9 @@ def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path,
     try:
         lines = _write_staging(src, staging, on_progress)
         job_id = records.next_job_id()
+        config = _target_config(records, user, repo, target, default_config)
         records.write(staging / "job.json", {
-            "job_id": job_id, "kind": kind, "status": "complete", "config": _target_config(records, user, repo, target, default_config),
+            "job_id": job_id, "kind": kind, "status": JobStatus.COMPLETE.value, "config": config,
             "expected_lines": lines, "error": None, "source": f"import:{src.name}",
             "created_at": now_iso(), "finished_at": now_iso(),
         })

@@ -19,9 +19,9 @@ from __future__ import annotations
 import operator
 import os
 import time
-from typing import Any
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 

@@ -18,7 +18,7 @@ from stimserver.keys import JOB_CONTROL
 from stimserver.store import output
 from stimserver.store.locks import FileLock
 from stimserver.targetconfig import DEFAULT_TARGET_CONFIG
-from tests.jobs.conftest import hardcoded, make_runner, paths, seed_target, wait_until  # noqa: F401  (fixtures)
+from tests.jobs.conftest import hardcoded, seed_target, wait_until
 from tests.jobs.test_runner import GateKind
 
 BASE = "/v1/repo/repo1/targets/t1/stim"

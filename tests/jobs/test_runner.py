@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 
-from stimserver.jobs import JobKind, JobPlan, JobRef, runner as runner_module, transitions
+from stimserver.jobs import JobKind, JobPlan, JobRef, transitions
+from stimserver.jobs import runner as runner_module
 from stimserver.jobs.scan import find_active, scan_cache
-from stimserver.store import jobrecords
-from stimserver.store.presence import live_runners
-from stimserver.store import output
+from stimserver.store import jobrecords, output
 from stimserver.store.locks import FileLock, is_locked
+from stimserver.store.presence import live_runners
 
 from .conftest import StubLLM, hardcoded, lines_of, record_of, seed_target, wait_until
 
@@ -137,8 +137,8 @@ async def test_two_runners_never_run_the_same_job(make_runner, paths):
 
 async def test_a_claim_is_exclusive(paths, ref):
     seed_target(paths, [hardcoded(2)])
-    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
+    from stimserver.store.datasets import Datasets
     transitions.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(2)]), Datasets(paths.root))
     first = transitions.claim(paths, ref, {"pid": 1})
     try:
@@ -327,8 +327,8 @@ async def test_presence_files_of_dead_runners_are_swept(paths):
 
 def test_job_records_are_plain_json(paths, ref):
     seed_target(paths, [hardcoded(1)])
-    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
+    from stimserver.store.datasets import Datasets
     job = transitions.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))
     assert orjson.loads((ref.job_dir(paths) / "job.json").read_bytes()) == job
 
@@ -378,10 +378,9 @@ async def test_a_stale_stop_marker_does_not_block_a_new_job(make_runner, paths, 
 
 
 def test_the_scan_rereads_only_changed_records(paths, ref, monkeypatch):
-    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
-
     from stimserver.store import cache as cache_module
+    from stimserver.store.datasets import Datasets
 
     job = transitions.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))
     cache = scan_cache()

@@ -6,8 +6,8 @@ import pytest
 
 from stimserver.store import output
 from stimserver.store.importer import ImportRefused
-from tests.conftest import import_jsonl
 from stimserver.store.locks import FileLock
+from tests.conftest import import_jsonl
 
 
 def write(path, lines: list[bytes]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 
-from stimserver.store.paths import DataPaths
 from stimserver.store.cache import FileCache
+from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
 
 
