@@ -1,9 +1,9 @@
-"""The one cache of parsed JSON files, validated by the file's identity on every read.
+"""The one cache of parsed files, validated by the file's identity on every read.
 
-Every record the store reads often (job records on the paging path, target and repo
-records, ``keys.json``, job records during a runner's scan or a metrics scrape) goes
-through a ``FileCache``: a hit costs one ``stat``, and a file changed by any process —
-atomic renames give it a new inode, appends a new size or mtime — is read again.
+Every file the store reads often (job records on the paging path, target and repo
+records, ``keys.json``, job records during a runner's scan or a metrics scrape, dataset
+files) goes through a ``FileCache``: a hit costs one ``stat``, and a file changed by any
+process — atomic renames give it a new inode, appends a new size or mtime — is read again.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar, cast
 
 import orjson
 
@@ -21,6 +21,7 @@ __all__ = ["FileCache", "Identity", "file_identity"]
 log = logging.getLogger("stimserver.store")
 
 Identity = tuple[int, int, int]  # (inode, size, mtime_ns)
+T = TypeVar("T")
 
 
 def file_identity(st: os.stat_result) -> Identity:
@@ -37,8 +38,23 @@ class FileCache:
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[Path, tuple[Identity, dict[str, Any] | None]] = OrderedDict()
+        self._items: OrderedDict[Path, tuple[Identity, Any]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def load(self, path: Path, parse: Callable[[Path], T]) -> T:
+        """``parse(path)``, reused while the file keeps its identity; OSError if it cannot be stat'ed.
+
+        One cache holds one kind of value: a path is always parsed by the same ``parse``.
+        """
+        ident = file_identity(os.stat(path))
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is not None and hit[0] == ident:
+                self._items.move_to_end(path)
+                return cast(T, hit[1])
+        value = parse(path)
+        self._remember(path, ident, value)
+        return value
 
     def read(self, path: Path) -> dict[str, Any] | None:
         """The JSON object in ``path``, or None if it is missing or not a JSON object."""
@@ -52,7 +68,7 @@ class FileCache:
             hit = self._items.get(path)
             if hit is not None and hit[0] == ident:
                 self._items.move_to_end(path)
-                return hit[1]
+                return cast("dict[str, Any] | None", hit[1])
         try:
             with open(path, "rb") as f:
                 value = orjson.loads(f.read())
@@ -64,12 +80,15 @@ class FileCache:
         record: dict[str, Any] | None = value if isinstance(value, dict) else None
         if record is None and value is not None:
             log.warning("ignoring record %s: not a JSON object", path)
+        self._remember(path, ident, record)
+        return record
+
+    def _remember(self, path: Path, ident: Identity, value: object) -> None:
         with self._lock:
-            self._items[path] = (ident, record)
+            self._items[path] = (ident, value)
             self._items.move_to_end(path)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
-        return record
 
     def forget(self, path: Path) -> None:
         with self._lock:

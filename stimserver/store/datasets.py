@@ -16,14 +16,13 @@ from __future__ import annotations
 import builtins
 import csv
 import io
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from .atomic import write_atomic
+from .cache import FileCache
 from .paths import name_problem
 
 __all__ = ["Datasets", "DatasetError", "DatasetInfo", "QUESTION_FIELDS", "SHIPPED_DATA", "read_questions",
@@ -135,8 +134,7 @@ class Datasets:
         same = shipped_dir is not None and shipped_dir.exists() and self.dir.exists() and \
             shipped_dir.resolve() == self.dir.resolve()
         self.shipped_dir = None if same else shipped_dir
-        self._cache: dict[Path, tuple[tuple[int, int, int], list[str]]] = {}
-        self._lock = threading.Lock()
+        self._cache = FileCache(size=256)
 
     def _folders(self) -> list[tuple[Path, bool]]:
         folders = [(self.dir, False)]
@@ -183,18 +181,9 @@ class Datasets:
 
     def load_path(self, path: Path) -> builtins.list[str]:
         try:
-            st = os.stat(path)
-        except OSError as e:
+            return self._cache.load(path, read_questions)
+        except OSError as e:  # the stat: read_questions turns its own errors into DatasetError
             raise DatasetError(f"cannot read {path}: {e.strerror}") from None
-        ident = (st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            hit = self._cache.get(path)
-            if hit is not None and hit[0] == ident:
-                return hit[1]
-        questions = read_questions(path)
-        with self._lock:
-            self._cache[path] = (ident, questions)
-        return questions
 
     def add(self, name: str, src: Path, field: str | None = None, replace: bool = False) -> DatasetInfo:
         """Check ``src`` and store it as ``NAME.jsonl``; refuses to overwrite unless ``replace``."""

@@ -130,3 +130,21 @@ def test_threads_may_share_one_cache(tmp_path):
         t.join(60)
     assert errors == [] and cache.read(path) == {"n": 49}
     assert orjson.loads(path.read_bytes()) == {"n": 49} and os.stat(path).st_size > 0
+
+
+def test_load_parses_once_per_identity_and_raises_for_a_missing_file(tmp_path):
+    path = tmp_path / "questions.txt"
+    path.write_text("a\nb\n")
+    calls: list[str] = []
+
+    def parse(p):
+        calls.append(p.name)
+        return p.read_text().split()
+
+    cache = FileCache()
+    assert cache.load(path, parse) == ["a", "b"] and cache.load(path, parse) == ["a", "b"]
+    assert calls == ["questions.txt"]
+    path.write_text("a\nb\nc\n")
+    assert cache.load(path, parse) == ["a", "b", "c"] and len(calls) == 2
+    with pytest.raises(FileNotFoundError):
+        cache.load(tmp_path / "missing.txt", parse)
