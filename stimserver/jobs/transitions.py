@@ -54,6 +54,7 @@ class Locked:
     paths: DataPaths
     lock: FileLock
     record: Record | None
+    handed_over: bool = False
 
     @property
     def job_dir(self) -> Path:
@@ -68,17 +69,21 @@ class Locked:
         self.record = record
         return record
 
+    def hand_over(self) -> FileLock:
+        """Keep the lock past the ``with`` block: the caller now releases it (a claim's runner)."""
+        self.handed_over = True
+        return self.lock
+
 
 @contextmanager
-def locked_record(paths: DataPaths, ref: JobRef, statuses: Collection[str] | None = ACTIVE,
-                  *, keep: bool = False) -> Iterator[Locked | None]:
+def locked_record(paths: DataPaths, ref: JobRef,
+                  statuses: Collection[str] | None = ACTIVE) -> Iterator[Locked | None]:
     """Take the job's lock if it is free and read its record under it.
 
     Yields None — and holds nothing — when a writer holds the lock, the target is gone,
     or the record's status is not one of ``statuses`` (``None``: any record, even none).
-    The lock is released on leaving, unless ``keep`` is set and the body ends normally
-    (a claim hands it to the runner, or releases it itself); on an error it is always
-    released.
+    The lock is released on leaving, unless the body ended normally after
+    ``Locked.hand_over`` (a claim gives it to the runner); on an error it is always released.
     """
     lock = jr.try_job_lock(ref.job_dir(paths))
     if lock is None:
@@ -90,11 +95,12 @@ def locked_record(paths: DataPaths, ref: JobRef, statuses: Collection[str] | Non
             lock.release()
             yield None
             return
-        yield Locked(ref, paths, lock, record)
+        job = Locked(ref, paths, lock, record)
+        yield job
     except BaseException:
         lock.release()
         raise
-    if not keep:
+    if not job.handed_over:
         lock.release()
 
 
@@ -149,25 +155,20 @@ def requeue(job_dir: Path, record: Record) -> Record:
 def claim(paths: DataPaths, ref: JobRef, worker: dict[str, Any]) -> tuple[FileLock, Record] | None:
     """Take the job if it is pending or running with no live writer; (lock, record) or None."""
     job_dir = ref.job_dir(paths)
-    with locked_record(paths, ref, keep=True) as job:
-        if job is None or job.record is None:
-            return None
-        if jr.stop_marker(job_dir).exists():
-            job.lock.release()
+    with locked_record(paths, ref) as job:
+        if job is None or job.record is None or jr.stop_marker(job_dir).exists():
             return None
         record = job.record
         lines = line_count(job_dir)
         if not isinstance(record.get("spec"), dict):
             finish(job_dir, record, JobStatus.FAILED, "this job cannot be resumed: its record holds no job spec "
                    f"(written by hand or by an older stimserver); {_run_again(ref)}")
-            job.lock.release()
             return None
         interruptions = int(record.get("interruptions") or 0) + (record["status"] == JobStatus.RUNNING)
         if interruptions > MAX_INTERRUPTIONS:
             finish(job_dir, {**record, "interruptions": interruptions}, JobStatus.FAILED,
                    f"the job's runner died {interruptions} times while running it (last at line {lines} of "
                    f"{record.get('expected_lines')}); see the runner's log, then {_run_again(ref)}")
-            job.lock.release()
             return None
         attempt = int(record.get("attempt") or 0) + 1
         record = job.write({**record, "status": JobStatus.RUNNING.value, "attempt": attempt,
@@ -175,7 +176,7 @@ def claim(paths: DataPaths, ref: JobRef, worker: dict[str, Any]) -> tuple[FileLo
                             "resumed_at": now_iso() if attempt > 1 else None,
                             "resumed_from_line": lines if attempt > 1 else None,
                             "worker": worker, "orphaned_at": None})
-        return job.lock, record
+        return job.hand_over(), record
 
 
 def requeue_orphan(paths: DataPaths, ref: JobRef) -> bool:

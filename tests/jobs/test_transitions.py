@@ -69,17 +69,18 @@ def test_a_removed_target_yields_none_and_creates_nothing(paths, ref):
     assert not ref.job_dir(paths).parent.exists()
 
 
-def test_keep_hands_the_lock_to_the_caller(paths, ref, job):
-    with locked_record(paths, ref, keep=True) as locked:
-        assert locked is not None
+def test_hand_over_gives_the_lock_to_the_caller(paths, ref, job):
+    with locked_record(paths, ref) as locked:
+        lock = locked.hand_over()
     assert held(paths, ref)
-    locked.lock.release()
+    lock.release()
     assert not held(paths, ref)
 
 
-def test_an_error_in_the_body_releases_the_lock_even_with_keep(paths, ref, job):
+def test_an_error_in_the_body_releases_the_lock_even_after_hand_over(paths, ref, job):
     with pytest.raises(RuntimeError):
-        with locked_record(paths, ref, keep=True):
+        with locked_record(paths, ref) as locked:
+            locked.hand_over()
             raise RuntimeError("boom")
     assert not held(paths, ref)
 
