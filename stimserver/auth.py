@@ -19,18 +19,15 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from .errors import Forbidden, Unauthorized
 from .keys import AUTH, IDENTITY
-from .store.atomic import write_json_atomic
+from .store.cache import FileCache
+from .store.keys import KeyFile
 from .store.paths import check_name
-from .store.records import RecordCache, now_iso
-
-if TYPE_CHECKING:
-    from .store.locks import FileLock
 
 __all__ = ["Identity", "Authenticator", "KeyStore", "auth_middleware", "hash_token",
            "generate_master_key", "PUBLIC_PATHS"]
@@ -55,75 +52,34 @@ class Identity:
 
 
 class KeyStore:
-    """User API keys in ``keys.json``; re-read whenever another process changed it."""
+    """User API keys: makes tokens and checks them; ``store.keys.KeyFile`` keeps the records."""
 
-    def __init__(self, path: Path, cache: RecordCache | None = None) -> None:
+    def __init__(self, path: Path, cache: FileCache | None = None) -> None:
         self.path = path
-        self._cache = cache or RecordCache(size=4)
-        self._indexed: dict | None = None
-        self._index: dict[str, dict] = {}
+        self.file = KeyFile(path, cache)
 
-    def _by_id(self) -> dict[str, dict]:
-        """Key records by id, rebuilt only when keys.json changed (the cache says so)."""
-        data = self._cache.read(self.path)
-        if data is not self._indexed:
-            keys = data.get("keys", []) if data is not None else []
-            self._index = {r["id"]: r for r in keys if isinstance(r, dict) and isinstance(r.get("id"), str)}
-            self._indexed = data
-        return self._index
-
-    def _records_for_update(self) -> list[dict]:
-        """The records to rewrite; refuses when keys.json exists but cannot be read."""
-        data = self._cache.read(self.path)
-        if data is None and self.path.exists():
-            raise OSError(f"{self.path} is damaged (not a JSON object); fix or move it first")
-        return list(data.get("keys", [])) if data is not None else []
-
-    def _lock(self) -> "FileLock":
-        from .store.locks import FileLock
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock.acquire(self.path.with_name(".keys.lock"), blocking=True)
-        assert lock is not None
-        return lock
-
-    def create(self, user: str, note: str = "") -> tuple[dict, str]:
+    def create(self, user: str, note: str = "") -> tuple[dict[str, Any], str]:
         """Make a key for ``user``; returns (record, token). The token is shown once."""
         check_name(user, "user", "cli")
         key_id = secrets.token_hex(6)
         token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        record = {"id": key_id, "user": user, "hash": hash_token(token), "note": note,
-                  "created_at": now_iso(), "revoked_at": None}
-        with self._lock():
-            records = self._records_for_update()
-            records.append(record)
-            write_json_atomic(self.path, {"keys": records})
-            self._cache.forget(self.path)
-        return record, token
+        return self.file.add(key_id, user, hash_token(token), note), token
 
-    def revoke(self, key_id: str) -> dict | None:
-        with self._lock():
-            records = self._records_for_update()
-            for r in records:
-                if r["id"] == key_id:
-                    if r.get("revoked_at") is None:
-                        r["revoked_at"] = now_iso()
-                        write_json_atomic(self.path, {"keys": records})
-                        self._cache.forget(self.path)
-                    return r
-        return None
+    def revoke(self, key_id: str) -> dict[str, Any] | None:
+        return self.file.revoke(key_id)
 
-    def list(self) -> list[dict]:
-        return [{k: v for k, v in r.items() if k != "hash"} for r in self._by_id().values()]
+    def list(self) -> list[dict[str, Any]]:
+        return self.file.list()
 
     def user_for(self, token: str, digest: str | None = None) -> str | None:
         """The user a live token belongs to, or None. ``digest``: its hash_token, if known."""
         if not token.startswith(TOKEN_PREFIX):
             return None
-        record = self._by_id().get(token[len(TOKEN_PREFIX):].split("_", 1)[0])
+        record = self.file.by_id(token[len(TOKEN_PREFIX):].split("_", 1)[0])
         if record is None or not hmac.compare_digest(str(record.get("hash", "")), digest or hash_token(token)):
             return None
-        return None if record.get("revoked_at") else record.get("user")
+        user = record.get("user")
+        return None if record.get("revoked_at") or not isinstance(user, str) else user
 
 
 class Authenticator:

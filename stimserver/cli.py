@@ -126,12 +126,15 @@ def import_cmd(user: str, repo: str, target: str, file: Path, data_dir: Path, qu
     from tqdm import tqdm
 
     from .store.importer import ImportRefused, import_jsonl
+    from .targetconfig import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
 
     records = _records(data_dir)
     with tqdm(total=file.stat().st_size, unit="B", unit_scale=True, disable=quiet, file=sys.stderr,
               desc=file.name) as bar:
         try:
-            lines = _cli_errors(lambda: import_jsonl(records, user, repo, target, file, on_progress=bar.update))
+            lines = _cli_errors(lambda: import_jsonl(records, user, repo, target, file, on_progress=bar.update,
+                                                      default_config=DEFAULT_TARGET_CONFIG,
+                                                      base_model=DEFAULT_BASE_MODEL))
         except ImportRefused as e:
             raise click.ClickException(f"{e}; nothing was written") from None
     click.echo(f"imported {lines} lines into {user}/{repo}/{target} (stim, complete)")
@@ -160,7 +163,7 @@ def datasets() -> None:
 @DATA_OPTION
 def datasets_list(data_dir: Path) -> None:
     """List the datasets a from_dataset generator can name."""
-    from .datasets import Datasets
+    from .store.datasets import Datasets
 
     rows = Datasets(_settings(data_dir=data_dir).data_dir).list()
     if not rows:
@@ -180,7 +183,7 @@ def datasets_list(data_dir: Path) -> None:
 @DATA_OPTION
 def datasets_add(name: str, file: Path, field: str | None, replace: bool, data_dir: Path) -> None:
     """Check FILE (JSONL or CSV) and store it as dataset NAME."""
-    from .datasets import DatasetError, Datasets
+    from .store.datasets import DatasetError, Datasets
 
     try:
         info = Datasets(_settings(data_dir=data_dir).data_dir).add(name, file, field=field, replace=replace)

@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
-import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -34,6 +33,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import __version__
 from .keys import METRICS
+from .store.cache import FileCache
+from .store.jobrecords import JobStatus, job_files
 from .store.paths import JOB_KINDS, DataPaths
 
 __all__ = ["Metrics", "metrics_middleware", "routes", "count_lines_generated", "multiprocess_dir",
@@ -42,7 +43,7 @@ __all__ = ["Metrics", "metrics_middleware", "routes", "count_lines_generated", "
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-JOB_STATES = ("pending", "running", "complete", "failed")
+JOB_STATES = tuple(s for s in JobStatus if s is not JobStatus.NOT_STARTED)  # what a record can hold
 JOB_SCAN_SECONDS = 5.0
 UNMATCHED = "unmatched"
 
@@ -76,19 +77,23 @@ class JobStates:
         self.paths = paths
         self.ttl = ttl
         self._counts: dict[tuple[str, str], int] = {}
+        self._cache = FileCache(size=1 << 16)  # a scrape re-reads only the records that changed
         self._at = float("-inf")
         self._lock = asyncio.Lock()
 
     def scan(self) -> dict[tuple[str, str], int]:
-        counts = {(kind, state): 0 for kind in JOB_KINDS for state in JOB_STATES}
-        for kind in JOB_KINDS:
-            for path in self.paths.users.glob(f"*/repos/*/targets/*/{kind}/job.json"):
-                try:
-                    status = orjson.loads(path.read_bytes()).get("status")
-                except (OSError, ValueError, AttributeError):
-                    continue  # removed or being replaced right now: the next scan sees it
-                if isinstance(status, str) and len(status) <= 32:
-                    counts[(kind, status)] = counts.get((kind, status), 0) + 1
+        counts = {(kind, state.value): 0 for kind in JOB_KINDS for state in JOB_STATES}
+        seen = set()
+        for ref, path in job_files(self.paths):
+            seen.add(path)
+            try:
+                record = self._cache.read(path)
+            except OSError:
+                continue  # removed or being replaced right now: the next scan sees it
+            status = record.get("status") if record is not None else None
+            if isinstance(status, str) and len(status) <= 32:
+                counts[(ref.kind, status)] = counts.get((ref.kind, status), 0) + 1
+        self._cache.keep_only(seen)
         return counts
 
     async def refresh(self) -> None:
@@ -134,7 +139,7 @@ class Metrics:
                              ["route"], registry=self.registry)
         self.jobs = JobStates(paths, job_scan_seconds)
         _lines_counter().labels("stim")  # the series exists (at 0) before the first job
-        self._children: dict[tuple[str, str, int], tuple] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float, nbytes: int) -> None:
         key = (route, method, status)

@@ -16,6 +16,16 @@ from stimserver.store.records import Records
 MASTER_KEY = "test-master-key-0123456789"
 
 
+def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path, **kwargs: Any) -> int:
+    """``store.importer.import_jsonl`` with the defaults ``stimserver import`` passes."""
+    from stimserver.store import importer
+    from stimserver.targetconfig import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
+
+    kwargs.setdefault("default_config", DEFAULT_TARGET_CONFIG)
+    kwargs.setdefault("base_model", DEFAULT_BASE_MODEL)
+    return importer.import_jsonl(records, user, repo, target, src, **kwargs)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings.build(data_dir=tmp_path / "data", master_key=MASTER_KEY, access_log=False)
@@ -50,8 +60,6 @@ async def client(aiohttp_client, settings: Settings):
 @pytest.fixture
 def make_job(records: Records, tmp_path: Path) -> Callable[..., list[dict[str, Any]]]:
     """A completed stim output of ``lines`` records for user/repo/target (via import)."""
-    from stimserver.store.importer import import_jsonl
-
     def make(lines: int = 10, user: str = "alice", repo: str = "repo1", target: str = "t1",
              record: Callable[[int], dict] | None = None) -> list[dict[str, Any]]:
         rows = [record(i) if record else {"stimulus_id": i, "question": f"Question {i}?"} for i in range(lines)]
@@ -71,3 +79,38 @@ def bread_server(settings: Settings):
     server = ServerThread(settings).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def paths(settings: Settings) -> DataPaths:
+    return DataPaths(settings.data_dir)
+
+
+@pytest.fixture
+async def make_runner(paths: DataPaths):
+    """Job runners on the test's data directory (a stub LLM unless told), closed at the end."""
+    import asyncio
+
+    from stimserver.jobs import JobRunner
+    from tests.jobs.conftest import StubLLM
+
+    made: list[JobRunner] = []
+
+    async def make(start: bool = True, **kwargs: Any) -> JobRunner:
+        kwargs.setdefault("llm_factory", StubLLM)
+        kwargs.setdefault("scan_seconds", 0.05)
+        runner = JobRunner(paths, **kwargs)
+        made.append(runner)
+        if start:
+            await runner.start()
+        return runner
+
+    yield make
+    for runner in made:
+        try:
+            await asyncio.wait_for(asyncio.shield(runner.close()), 5)
+        except TimeoutError:
+            for t in asyncio.all_tasks():
+                t.print_stack()
+            raise
+

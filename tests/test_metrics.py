@@ -81,6 +81,29 @@ async def test_job_counts_are_cached_between_scrapes(client, make_job):
     assert (await scrape(client))[key] == 2
 
 
+async def test_job_counts_follow_changes_and_removals(client, make_job, records):
+    """Scrapes count through the store's one job glob and cache: changed and removed records are seen."""
+    import shutil
+
+    from stimserver.store.jobrecords import job_files
+
+    def jobs(samples, status):
+        return samples[("stimserver_jobs", (("kind", "stim"), ("status", status)))]
+
+    make_job(lines=1, user="alice", repo="demo", target="one")
+    make_job(lines=1, user="alice", repo="demo", target="two")
+    assert sorted(ref.target for ref, _ in job_files(records.paths)) == ["one", "two"]  # what the runner scans
+    client.server.app[METRICS].jobs.ttl = 0
+    assert jobs(await scrape(client), "complete") == 2
+    job_file = records.paths.job_file("alice", "demo", "two", "stim")
+    job_file.write_bytes(orjson.dumps({**orjson.loads(job_file.read_bytes()), "status": "running"}))
+    samples = await scrape(client)
+    assert jobs(samples, "complete") == 1 and jobs(samples, "running") == 1
+    shutil.rmtree(records.paths.target("alice", "demo", "two"))
+    samples = await scrape(client)
+    assert jobs(samples, "complete") == 1 and jobs(samples, "running") == 0
+
+
 async def test_lines_generated_counter(client):
     key = ("stimserver_lines_generated_total", (("kind", "stim"),))
     before = (await scrape(client))[key]

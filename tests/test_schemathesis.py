@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                 status_code_conformance)
 
 from stimserver.config import Settings
-from stimserver.store.importer import import_jsonl
+from tests.conftest import import_jsonl
 from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
 

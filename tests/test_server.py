@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stimserver.store.importer import import_jsonl
+from tests.conftest import import_jsonl
 from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
 from tests.llm.fake_providers import Slow, openai_server  # noqa: F401  (fixture)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -28,7 +29,7 @@ def repo_context(request: web.Request) -> RepoContext:
     return RepoContext(user, repo, records)
 
 
-def target_context(request: web.Request) -> tuple[RepoContext, str, dict]:
+def target_context(request: web.Request) -> tuple[RepoContext, str, dict[str, Any]]:
     """Repo context plus the target named in the path and its record; 404 if absent."""
     ctx = repo_context(request)
     target = check_name(request.match_info["target_name"], "target_name")

@@ -1,28 +1,26 @@
-"""Job runs, status and paged output, for every job kind (API.md §9, §11).
+"""Job runs, status and paged output (API.md §9, §11). One literal route per endpoint.
 
-    POST /v1/repo/{repo}/targets/{target}/{kind}         run (idempotent); answers the status
-    GET  /v1/repo/{repo}/targets/{target}/{kind}          status only
-    GET  /v1/repo/{repo}/targets/{target}/{kind}/output   status + one page
+    POST /v1/repo/{repo}/targets/{target}/stim          run (idempotent); answers the status
+    GET  /v1/repo/{repo}/targets/{target}/stim          status only
+    GET  /v1/repo/{repo}/targets/{target}/stim/output   status + one page
 
-A status read of a pending or running job checks that some runner is behind it
+A page is parameters → job record (cached) → page (``Records.job_page``, the store's
+async reader) → envelope: this module never builds a path or opens a file. A status
+read of a pending or running job checks that some runner is behind it
 (``JobRunner.observe``), so no job reports progress forever after its runner died.
-
 The page's lines are spliced from the stored bytes; the rest of the envelope is
 serialised with orjson. Every field is always present.
 """
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Any
 
-import aiofiles
 import orjson
 from aiohttp import web
 
-from ..errors import NotFound
+from ..errors import BadRequest, Conflict
+from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
 from ..jsonio import json_response, raw_json_response
-from ..jobs import JobRef
 from ..keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..paging import page_params
 from ..store import output
@@ -30,122 +28,100 @@ from .context import target_context
 
 routes = web.RouteTableDef()
 
-# Pages larger than this are read through aiofiles (a worker thread) so that one big
-# read never stalls the event loop; smaller ones are a direct pread (cheaper than the
-# thread hop: see scripts/bench_pageread.py for the measurement behind the number).
-INLINE_READ_BYTES = 1 << 20
-
-IN_PROGRESS = ("pending", "running")
-
 # A run request waits this long for its job to finish, so a quick job answers "complete"
 # at once and the official client skips its 30 s poll (API.md §10.1).
 POST_WAIT_SECONDS = 1.0
 
+Record = dict[str, Any]
 
-def status_fields(job: dict | None, lines: int) -> dict[str, Any]:
+
+def status_fields(job: Record | None, lines: int) -> dict[str, Any]:
     """The StimResponse fields for a job record (None: never run) and its committed lines."""
     if job is None:
-        return {"status": "not_started", "lines": None, "config": None, "error": None,
+        return {"status": JobStatus.NOT_STARTED.value, "lines": None, "config": None, "error": None,
                 "job_id": None, "progress_percent": None}
-    status = job.get("status", "failed")
+    status = job.get("status", JobStatus.FAILED.value)
     expected = job.get("expected_lines")
-    if status == "complete":
+    if status == JobStatus.COMPLETE:
         progress: float | None = 100.0
     elif expected:
         progress = round(min(lines / expected, 1.0) * 100, 2)
     else:
-        progress = 0.0 if status in IN_PROGRESS else None
+        progress = 0.0 if status in ACTIVE else None
     return {"status": status, "lines": lines, "config": job.get("config"), "error": job.get("error"),
             "job_id": job.get("job_id"), "progress_percent": progress}
-
-
-def _load(request: web.Request, kind: str) -> tuple[Path, dict | None]:
-    """The job folder and record; 404 unless the repo and target exist.
-
-    A job record can only exist inside its target's folder, so when it is there the
-    repo and target checks are skipped: one ``stat`` instead of three on the hot path.
-    """
-    records = request.app[RECORDS]
-    job_file = records.paths.job_file(request[IDENTITY].user, request.match_info["repo_name"],
-                                      request.match_info["target_name"], kind)
-    job = records.cache.read(job_file)
-    if job is None:
-        target_context(request)  # raises the right 404
-    return job_file.parent, job
 
 
 def _ref(request: web.Request, kind: str) -> JobRef:
     return JobRef(request[IDENTITY].user, request.match_info["repo_name"], request.match_info["target_name"], kind)
 
 
-async def _live(request: web.Request, kind: str, job: dict | None) -> dict | None:
-    if job is None or job.get("status") not in IN_PROGRESS:
+def _load(request: web.Request, ref: JobRef) -> Record | None:
+    """The job record; 404 unless the repo and target exist.
+
+    A job record can only exist inside its target's folder, so when it is there the
+    repo and target checks are skipped: one cached ``stat`` instead of three on the hot path.
+    """
+    job = request.app[RECORDS].job(ref.user, ref.repo, ref.target, ref.kind)
+    if job is None:
+        target_context(request)  # raises the right 404 (or the 422 of a bad name)
+    return job
+
+
+async def _live(request: web.Request, ref: JobRef, job: Record | None) -> Record | None:
+    if job is None or job.get("status") not in ACTIVE:
         return job
-    return await request.app[JOB_CONTROL].observe(_ref(request, kind), job)
+    return await request.app[JOB_CONTROL].observe(ref, job)
 
 
 async def run_job(request: web.Request, kind: str) -> web.Response:
     ctx, target, record = target_context(request)
     control = request.app[JOB_CONTROL]
     ref = JobRef(ctx.user, ctx.repo, target, kind)
-    job = await control.submit(ref, record)
+    try:
+        job = await control.submit(ref, record)
+    except ConfigProblem as e:  # the target cannot run as configured
+        raise BadRequest(str(e)) from None
+    except JobBusy as e:  # the previous job's writer has not let go yet
+        raise Conflict(str(e)) from None
     job = await control.settle(ref, job, POST_WAIT_SECONDS)
-    lines = output.line_count(ctx.records.paths.job_dir(ctx.user, ctx.repo, target, kind))
-    return json_response(status_fields(job, lines))
+    return json_response(status_fields(job, ctx.records.job_lines(ctx.user, ctx.repo, target, kind)))
 
 
 async def get_status(request: web.Request, kind: str) -> web.Response:
-    jdir, job = _load(request, kind)
-    job = await _live(request, kind, job)
-    lines = output.line_count(jdir) if job is not None else 0
+    ref = _ref(request, kind)
+    job = await _live(request, ref, _load(request, ref))
+    lines = request.app[RECORDS].job_lines(ref.user, ref.repo, ref.target, kind) if job is not None else 0
     return json_response(status_fields(job, lines))
 
 
 async def get_output(request: web.Request, kind: str) -> web.Response:
     settings = request.app[SETTINGS]
     offset, limit = page_params(request.query, settings.default_page_size, settings.max_page_size)
-    jdir, job = _load(request, kind)
-    job = await _live(request, kind, job)
+    ref = _ref(request, kind)
+    job = await _live(request, ref, _load(request, ref))
     if job is None:
         page = output.EMPTY
     else:
-        page = output.read_page(jdir, offset, limit, INLINE_READ_BYTES, repair=False)
-        if page.needs_repair:  # rare (after a crash): the repair scans, so not on the event loop
-            page = await asyncio.to_thread(output.read_page, jdir, offset, limit, INLINE_READ_BYTES)
-        if page.body is None:
-            page.body = output.splice(await _read_off_loop(jdir, *page.span))
-    fields = status_fields(job, page.total)
+        page = await request.app[RECORDS].job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
     meta = orjson.dumps({
         "offset": offset, "limit": limit, "has_more": offset + page.count < page.total,
-        **fields,
+        **status_fields(job, page.total),
     })
-    return raw_json_response(b"".join((b'{"output":', page.body, b",", memoryview(meta)[1:])))
+    body = page.body if page.body is not None else b"[]"
+    return raw_json_response(b"".join((b'{"output":', body, b",", memoryview(meta)[1:])))
 
 
-async def _read_off_loop(jdir, begin: int, end: int) -> bytes:
-    try:
-        async with aiofiles.open(jdir / output.DATA_NAME, "rb") as f:
-            await f.seek(begin)
-            return await f.read(end - begin)
-    except FileNotFoundError:
-        raise NotFound("the job's output was removed while it was being read") from None
+@routes.post("/v1/repo/{repo_name}/targets/{target_name}/stim")
+async def run_stim(request: web.Request) -> web.Response:
+    return await run_job(request, "stim")
 
 
-def _add_kind(kind: str) -> None:
-    base = "/v1/repo/{repo_name}/targets/{target_name}/" + kind
-
-    async def status(request: web.Request) -> web.Response:
-        return await get_status(request, kind)
-
-    async def page(request: web.Request) -> web.Response:
-        return await get_output(request, kind)
-
-    async def run(request: web.Request) -> web.Response:
-        return await run_job(request, kind)
-
-    routes.post(base)(run)
-    routes.get(base)(status)
-    routes.get(base + "/output")(page)
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/stim")
+async def stim_status(request: web.Request) -> web.Response:
+    return await get_status(request, "stim")
 
 
-_add_kind("stim")
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/stim/output")
+async def stim_output(request: web.Request) -> web.Response:
+    return await get_output(request, "stim")

@@ -17,12 +17,13 @@ import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, TypeVar
 
 import orjson
 
-from ..datasets import Datasets
+from ..llm.questions import Completer  # the one completer protocol (LLMClient is one)
 from ..store.atomic import write_atomic
+from ..store.datasets import Datasets
 from ..store.paths import DataPaths
 from ..store.records import Records
 
@@ -37,11 +38,6 @@ class JobFailed(Exception):
 
 class ConfigProblem(ValueError):
     """The target cannot be run as configured (a 400 at submit time)."""
-
-
-class Completer(Protocol):
-    async def complete(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
-                       extra_kwargs: dict[str, Any] | None) -> str: ...
 
 
 @dataclass
@@ -115,7 +111,8 @@ async def checkpointed(run: JobRun, name: str, make: Callable[[], Awaitable[T]])
     except FileNotFoundError:
         pass
     else:
-        return orjson.loads(raw)["value"]
+        saved: T = orjson.loads(raw)["value"]  # what ``make`` returned before, as JSON
+        return saved
     value = await make()
     await asyncio.to_thread(write_atomic, path, orjson.dumps({"value": value}) + b"\n")
     return value

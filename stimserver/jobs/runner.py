@@ -7,9 +7,8 @@ One runner lives in every ``stimserver serve`` (unless ``run_jobs`` is off) and 
   e.g. by a run request in the same process) for ``pending``/``running`` jobs whose lock
   is free, and claims them — the flock makes the claim exclusive, and dies with its
   process, so a crashed runner's jobs are claimed again on the next scan;
-* runs each claimed job as a task: the kind's producer feeds a queue; the writer side
-  commits lines in batches (``flush_lines`` lines or ``flush_seconds``, whichever comes
-  first) with ``OutputWriter.append`` in a thread, so fsync never blocks the event loop;
+* runs each claimed job as a task (``execute``: the kind's lines, committed in batches
+  of ``flush_lines`` lines or ``flush_seconds``, whichever comes first);
 * ends each job ``complete`` (every expected line durable), ``failed`` (an ``error`` a
   user can act on), or — on shutdown — ``pending`` again, for the next runner.
 
@@ -19,73 +18,36 @@ kinds produce the same line for the same number on every run (``kinds.checkpoint
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable
 
-from aiohttp import web
-
-from ..datasets import Datasets
-from ..errors import ApiError, BadRequest, Conflict
-from ..llm import LLMClient, LLMConfig, LLMError
-from ..metrics import count_lines_generated
+from ..llm import Completer
+from ..store import jobrecords
+from ..store.datasets import Datasets
+from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock, is_locked
-from ..store.output import OutputWriter, encode, lock_path
+from ..store.output import lock_path
 from ..store.paths import DataPaths
-from . import state
-from .kinds import Completer, ConfigProblem, JobFailed, JobKind, JobRun
-from .state import ACTIVE, JobRef
+from ..store.presence import Presence
+from . import transitions
+from .execute import Execution, JobLLM, execute, wait_for
+from .kinds import ConfigProblem, JobFailed, JobKind
+from .scan import find_active, scan_cache
 from .stim import StimKind
 
-__all__ = ["JobRunner", "JobRef", "default_kinds"]
+__all__ = ["JobRunner", "JobRef", "LLMFactory", "default_kinds"]
+
+LLMFactory = Callable[[], Completer]
 
 log = logging.getLogger("stimserver.jobs")
-T = TypeVar("T")
 
 STOP_TIMEOUT = 10.0
-IDLE_CHECK_SECONDS = 0.5
-_END = object()
-
-
-async def _wait(aw: Awaitable[T], seconds: float) -> T | None:
-    """``aw``'s result, or None after ``seconds``.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives
-    as ``aw`` completes, which would leave a cancelled loop running forever.
-    """
-    try:
-        async with asyncio.timeout(seconds):
-            return await aw
-    except TimeoutError:
-        return None
 
 
 def default_kinds() -> dict[str, JobKind]:
     return {"stim": StimKind()}
-
-
-def default_llm_factory() -> Completer:
-    return LLMClient(LLMConfig.from_env(os.environ))
-
-
-class _Stopped(Exception):
-    """The job was asked to stop (its target is being deleted)."""
-
-
-class _JobLLM:
-    """The completer one job uses: the runner's shared client, at most ``limit`` calls in flight."""
-
-    def __init__(self, runner: "JobRunner", limit: int) -> None:
-        self._runner = runner
-        self._sem = asyncio.Semaphore(limit)
-
-    async def complete(self, **kwargs: Any) -> str:
-        client = self._runner.llm_client()
-        async with self._sem:
-            return await client.complete(**kwargs)
 
 
 @dataclass
@@ -98,10 +60,12 @@ class _Running:
 class JobRunner:
     """Runs jobs of the given kinds from one data directory. Also answers run/stop requests."""
 
-    def __init__(self, paths: DataPaths, *, kinds: dict[str, JobKind] | None = None,
-                 llm_factory: Callable[[], Completer] = default_llm_factory, max_jobs: int = 8,
-                 scan_seconds: float = 2.0, orphan_seconds: float = 30.0, flush_lines: int = 50,
-                 flush_seconds: float = 0.2, datasets: Datasets | None = None) -> None:
+    def __init__(self, paths: DataPaths, *, llm_factory: LLMFactory, kinds: dict[str, JobKind] | None = None,
+                 max_jobs: int = 8, scan_seconds: float = 2.0, orphan_seconds: float = 30.0, flush_lines: int = 50,
+                 flush_seconds: float = 0.2, datasets: Datasets | None = None,
+                 on_lines: Callable[[int, str], None] | None = None) -> None:
+        """``llm_factory`` makes the shared LLM client on first use (a bad setting then fails
+        the job, not the server); ``on_lines(n, kind)`` hears of every committed batch."""
         self.paths = paths
         self.kinds = kinds if kinds is not None else default_kinds()
         self.llm_factory = llm_factory
@@ -111,15 +75,16 @@ class JobRunner:
         self.flush_lines = flush_lines
         self.flush_seconds = flush_seconds
         self.datasets = datasets or Datasets(paths.root)
+        self.on_lines = on_lines
         self.id = secrets.token_hex(4)
-        self.worker = state.worker_identity(self.id)
+        self.worker = transitions.worker_identity(self.id)
         self.active = False
         self._jobs: dict[JobRef, _Running] = {}
         self._llm: Completer | None = None
         self._wake: asyncio.Event | None = None
         self._scanner: asyncio.Task[None] | None = None
-        self._presence = state.Presence(paths, self.id)
-        self._scan_cache = state.ScanCache()
+        self._presence = Presence(paths, self.id)
+        self._scan_cache = scan_cache()
         self._abandoned: dict[asyncio.Future[Any], JobRef] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -146,17 +111,18 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for attempt, ref in list(self._abandoned.items()):
-            (claimed,) = await asyncio.gather(attempt, return_exceptions=True)
+            claimed: object = (await asyncio.gather(attempt, return_exceptions=True))[0]
             if isinstance(claimed, tuple):
                 await asyncio.to_thread(self._hand_back, ref, claimed)
         self._abandoned.clear()
-        if self._llm is not None and hasattr(self._llm, "aclose"):
-            await self._llm.aclose()  # type: ignore[attr-defined]
+        aclose = getattr(self._llm, "aclose", None)  # real clients hold connections; stubs need not
+        if aclose is not None:
+            await aclose()
         self._llm = None
         await asyncio.to_thread(self._presence.unregister)
         log.info("job runner %s stopped", self.id)
 
-    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+    async def cleanup_ctx(self, app: object) -> AsyncIterator[None]:
         """For ``app.cleanup_ctx``: run while the app runs."""
         await self.start()
         yield
@@ -177,16 +143,15 @@ class JobRunner:
 
     # -- requests from handlers ----------------------------------------------------------
     async def submit(self, ref: JobRef, target_record: dict[str, Any]) -> dict[str, Any]:
-        """The job a run request reports: the current one, or a new one (see ``state.submit``)."""
+        """The job a run request reports: the current one, or a new one (see ``transitions.submit``).
+
+        Raises ``ConfigProblem`` when the target cannot run and ``JobBusy`` when the
+        previous job's writer will not let go; the handler decides what they mean in HTTP.
+        """
         kind = self.kinds.get(ref.kind)
         if kind is None:
-            raise BadRequest(f"this server cannot run {ref.kind} jobs")
-        try:
-            return await asyncio.to_thread(state.submit, self.paths, kind, ref, target_record, self.datasets)
-        except ConfigProblem as e:
-            raise BadRequest(str(e)) from None
-        except state.JobBusy as e:
-            raise Conflict(str(e)) from None
+            raise ConfigProblem(f"this server cannot run {ref.kind} jobs")
+        return await asyncio.to_thread(transitions.submit, self.paths, kind, ref, target_record, self.datasets)
 
     async def settle(self, ref: JobRef, record: dict[str, Any], wait: float) -> dict[str, Any]:
         """Start a pending job here at once if possible, and give it ``wait`` s to finish."""
@@ -196,8 +161,8 @@ class JobRunner:
         if running is None:
             self.wake()
             return record
-        await _wait(running.done.wait(), wait)
-        return await asyncio.to_thread(state.read_record, ref.job_dir(self.paths)) or record
+        await wait_for(running.done.wait(), wait)
+        return await asyncio.to_thread(jobrecords.read_record, ref.job_dir(self.paths)) or record
 
     async def observe(self, ref: JobRef, record: dict[str, Any]) -> dict[str, Any]:
         """What a status read should report for an active job (bounded liveness, see state)."""
@@ -205,7 +170,7 @@ class JobRunner:
             return record  # a writer holds it: running (or just being claimed)
         if self.active and len(self._jobs) < self.max_jobs:
             self.wake()  # a runner with room may claim it now; a full one would only rescan
-        seen = await asyncio.to_thread(state.observe_orphan, self.paths, ref, self.orphan_seconds)
+        seen = await asyncio.to_thread(transitions.observe_orphan, self.paths, ref, self.orphan_seconds)
         return record if seen is None else seen
 
     async def stop(self, user: str, repo: str, target: str) -> None:
@@ -221,7 +186,7 @@ class JobRunner:
                 running.stopping = True
                 running.task.cancel()
                 await asyncio.gather(running.task, return_exceptions=True)
-            if not await asyncio.to_thread(state.stop_job, self.paths, ref, STOP_TIMEOUT):
+            if not await asyncio.to_thread(transitions.stop_job, self.paths, ref, STOP_TIMEOUT):
                 log.warning("the %s job of %s/%s/%s did not stop within %g s", kind, user, repo, target,
                             STOP_TIMEOUT)
 
@@ -234,18 +199,18 @@ class JobRunner:
                 await self.scan_once()
             except Exception:
                 log.exception("job scan failed")
-            await _wait(self._wake.wait(), self.scan_seconds)
+            await wait_for(self._wake.wait(), self.scan_seconds)
 
     async def scan_once(self) -> int:
         """Claim every claimable job there is room for; returns how many were started."""
-        found = await asyncio.to_thread(state.find_active, self.paths, tuple(self.kinds), self._scan_cache)
+        found = await asyncio.to_thread(find_active, self.paths, tuple(self.kinds), self._scan_cache)
         started = 0
         for ref, status in found:
             if ref in self._jobs:
                 continue
             if len(self._jobs) >= self.max_jobs:
-                if status == "running":  # no room: at least stop it looking like it runs
-                    await asyncio.to_thread(state.requeue_orphan, self.paths, ref)
+                if status == JobStatus.RUNNING:  # no room: at least stop it looking like it runs
+                    await asyncio.to_thread(transitions.requeue_orphan, self.paths, ref)
                 continue
             if await self._claim(ref) is not None:
                 started += 1
@@ -254,7 +219,7 @@ class JobRunner:
     async def _claim(self, ref: JobRef) -> _Running | None:
         if not self.active or ref in self._jobs or len(self._jobs) >= self.max_jobs or ref.kind not in self.kinds:
             return self._jobs.get(ref)
-        attempt = asyncio.ensure_future(asyncio.to_thread(state.claim, self.paths, ref, self.worker))
+        attempt = asyncio.ensure_future(asyncio.to_thread(transitions.claim, self.paths, ref, self.worker))
         try:
             claimed = await asyncio.shield(attempt)
         except asyncio.CancelledError:
@@ -279,7 +244,7 @@ class JobRunner:
         """Undo a claim this runner will not run (it is shutting down)."""
         lock, record = claimed
         with lock:
-            state.requeue(ref.job_dir(self.paths), {**record, "attempt": record["attempt"] - 1})
+            transitions.requeue(ref.job_dir(self.paths), {**record, "attempt": record["attempt"] - 1})
 
     def _release(self, ref: JobRef, lock: FileLock, running: _Running) -> None:
         lock.release()
@@ -290,102 +255,16 @@ class JobRunner:
 
     # -- running one job -------------------------------------------------------------------
     async def _run(self, ref: JobRef, lock: FileLock, record: dict[str, Any]) -> None:
-        job_dir = ref.job_dir(self.paths)
         kind = self.kinds[ref.kind]
-        writer: OutputWriter | None = None
         try:
-            try:
-                writer = await asyncio.to_thread(OutputWriter.open, job_dir, lock)
-                if writer.lines:
-                    log.info("job %s %s resumes at line %d", record["job_id"], ref, writer.lines)
-                await self._write(ref, kind, record, writer)
-                expected = record.get("expected_lines")
-                if writer.lines != expected:
-                    raise JobFailed(f"the job produced {writer.lines} lines, expected {expected}")
-                await asyncio.to_thread(state.finish, job_dir, record, "complete")
-                log.info("job %s %s complete: %d lines", record["job_id"], ref, writer.lines)
-            except asyncio.CancelledError:
-                running = self._jobs.get(ref)
-                if running is not None and running.stopping:
-                    state.finish(job_dir, record, "failed", "stopped: the job was stopped (e.g. its target "
-                                 "was deleted)")
-                else:
-                    state.requeue(job_dir, record)  # shutdown: the next runner resumes it
-                raise
-            except _Stopped:
-                await asyncio.to_thread(state.finish, job_dir, record, "failed",
-                                        "stopped: the job was stopped (e.g. its target was deleted)")
-            except Exception as exc:
-                error = self._describe(exc, ref, record)
-                log.warning("job %s %s failed: %s", record["job_id"], ref, error)
-                await asyncio.to_thread(state.finish, job_dir, record, "failed", error)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("job %s %s: could not record its end", record.get("job_id"), ref)
+            await execute(Execution(
+                ref=ref, paths=self.paths, kind=kind, record=record, lock=lock,
+                llm=JobLLM(self.llm_client, kind.max_concurrency(record["spec"])), datasets=self.datasets,
+                flush_lines=self.flush_lines, flush_seconds=self.flush_seconds, on_lines=self.on_lines,
+                stopping=lambda: (running := self._jobs.get(ref)) is not None and running.stopping))
         finally:
-            if writer is not None:
-                writer.close()
             running = self._jobs.get(ref)
             if running is not None:
                 self._release(ref, lock, running)
             else:
                 lock.release()
-
-    async def _write(self, ref: JobRef, kind: JobKind, record: dict[str, Any], writer: OutputWriter) -> None:
-        job_dir = ref.job_dir(self.paths)
-        marker = state.stop_marker(job_dir)
-        run = JobRun(job_id=record["job_id"], job_dir=job_dir, spec=record["spec"], start=writer.lines,
-                     llm=_JobLLM(self, kind.max_concurrency(record["spec"])), datasets=self.datasets,
-                     data_root=self.paths.root)
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.flush_lines * 4)
-
-        async def pump() -> None:
-            try:
-                async for line in kind.produce(run):
-                    await queue.put(line)
-                await queue.put(_END)
-            except Exception as exc:
-                await queue.put(exc)
-
-        producer = asyncio.create_task(pump())
-        loop = asyncio.get_running_loop()
-        batch: list[bytes] = []
-        due = 0.0
-        try:
-            while True:
-                # Wait for a line until the batch is due; with no batch, wake up now and
-                # then anyway to look for a stop request.
-                timeout = max(0.0, due - loop.time()) if batch else IDLE_CHECK_SECONDS
-                item = await _wait(queue.get(), timeout)
-                if isinstance(item, dict):
-                    if not batch:
-                        due = loop.time() + self.flush_seconds
-                    batch.append(encode(item))
-                    if len(batch) < self.flush_lines and loop.time() < due:
-                        continue
-                if batch:  # full, due, or the producer ended or failed: commit what there is
-                    await asyncio.to_thread(writer.append, batch)
-                    count_lines_generated(len(batch), ref.kind)
-                    batch = []
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                if await asyncio.to_thread(marker.exists):
-                    raise _Stopped()
-        finally:
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
-
-    def _describe(self, exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:
-        """The ``error`` shown to the user: what went wrong and what to do; no traceback, no secret."""
-        if isinstance(exc, (JobFailed, LLMError, ApiError)):
-            return str(exc)
-        if isinstance(exc, OSError):
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                return ("the disk is full: the job's output could not be written; free some space, then "
-                        f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to run it again")
-            return f"storage error while writing the job's output: {exc.strerror or exc}"
-        log.error("job %s %s crashed", record.get("job_id"), ref, exc_info=exc)
-        return f"internal error while running the job ({type(exc).__name__}); see the server log"

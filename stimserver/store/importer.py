@@ -11,14 +11,14 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import orjson
 
-from ..targetconfig import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
 from .atomic import fsync_dir
 from .lineindex import InvalidLine, parse_line
 from .locks import FileLock
+from .jobrecords import JobStatus
 from .output import OutputWriter, lock_path
 from .records import Records, now_iso
 
@@ -31,9 +31,13 @@ class ImportRefused(ValueError):
     """The file cannot be imported; nothing was written."""
 
 
-def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path, *, kind: str = "stim",
-                 on_progress: Callable[[int], None] | None = None) -> int:
-    """Import ``src``; returns the number of lines. ``on_progress`` gets bytes read."""
+def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path, *, default_config: dict[str, Any],
+                 base_model: str, kind: str = "stim", on_progress: Callable[[int], None] | None = None) -> int:
+    """Import ``src``; returns the number of lines. ``on_progress`` gets bytes read.
+
+    ``default_config`` and ``base_model`` fill the target and repo records the import
+    creates when they are missing; the caller knows them (the store knows no target rules).
+    """
     paths = records.paths
     job_dir = paths.job_dir(user, repo, target, kind)  # validates every name first
     target_dir = job_dir.parent
@@ -47,12 +51,13 @@ def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path,
     try:
         lines = _write_staging(src, staging, on_progress)
         job_id = records.next_job_id()
+        config = _target_config(records, user, repo, target, default_config)
         records.write(staging / "job.json", {
-            "job_id": job_id, "kind": kind, "status": "complete", "config": _target_config(records, user, repo, target),
+            "job_id": job_id, "kind": kind, "status": JobStatus.COMPLETE.value, "config": config,
             "expected_lines": lines, "error": None, "source": f"import:{src.name}",
             "created_at": now_iso(), "finished_at": now_iso(),
         })
-        _ensure_records(records, user, repo, target)
+        _ensure_records(records, user, repo, target, default_config, base_model)
         _swap_in(staging, job_dir)
         records.cache.forget(job_dir / "job.json")
         done = True
@@ -101,17 +106,20 @@ def _write_staging(src: Path, staging: Path, on_progress: Callable[[int], None] 
         lock_path(staging).unlink(missing_ok=True)
 
 
-def _target_config(records: Records, user: str, repo: str, target: str) -> dict:
+def _target_config(records: Records, user: str, repo: str, target: str,
+                   default_config: dict[str, Any]) -> dict[str, Any]:
     existing = records.target(user, repo, target)
-    return existing["config"] if existing else dict(DEFAULT_TARGET_CONFIG)
+    config = existing.get("config") if existing else None
+    return config if isinstance(config, dict) else dict(default_config)
 
 
-def _ensure_records(records: Records, user: str, repo: str, target: str) -> None:
+def _ensure_records(records: Records, user: str, repo: str, target: str, default_config: dict[str, Any],
+                    base_model: str) -> None:
     paths = records.paths
     records.create(paths.repo(user, repo) / "repo.json",
-                   {"repo_name": repo, "base_model": DEFAULT_BASE_MODEL, "created_at": now_iso()})
+                   {"repo_name": repo, "base_model": base_model, "created_at": now_iso()})
     records.create(paths.target(user, repo, target) / "target.json",
-                   {"target_name": target, "template": "default", "config": dict(DEFAULT_TARGET_CONFIG),
+                   {"target_name": target, "template": "default", "config": dict(default_config),
                     "created_at": now_iso()})
 
 

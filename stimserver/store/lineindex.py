@@ -21,6 +21,7 @@ import os
 import time
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -36,7 +37,7 @@ class InvalidLine(ValueError):
     """A line that is not a single JSON object."""
 
 
-def _entries(raw: bytes) -> array:
+def _entries(raw: bytes) -> array[int]:
     a = array("Q")
     a.frombytes(raw)
     if array("Q", [1]).tobytes()[0] != 1:  # big-endian host: the file is little-endian
@@ -44,7 +45,7 @@ def _entries(raw: bytes) -> array:
     return a
 
 
-def _to_bytes(values: array) -> bytes:
+def _to_bytes(values: array[int]) -> bytes:
     if array("Q", [1]).tobytes()[0] != 1:
         values = array("Q", values)
         values.byteswap()
@@ -91,7 +92,7 @@ class RecoveryReport:
         return self.scanned_lines > 0 or self.cut_bytes > 0 or self.kept_entries != self.lines
 
 
-def _trusted_prefix(entries: array, data_fd: int, data_size: int) -> int:
+def _trusted_prefix(entries: array[int], data_fd: int, data_size: int) -> int:
     """How many leading entries can be trusted without rescanning their lines."""
     n = len(entries)
     if n == 0:
@@ -123,7 +124,7 @@ def _trusted_prefix(entries: array, data_fd: int, data_size: int) -> int:
     return good
 
 
-def parse_line(line: bytes, number: int) -> dict:
+def parse_line(line: bytes, number: int) -> dict[str, Any]:
     """One output line as a JSON object; InvalidLine naming ``number`` otherwise."""
     try:
         value = orjson.loads(line)
@@ -134,7 +135,7 @@ def parse_line(line: bytes, number: int) -> dict:
     return value
 
 
-def recover(data_path: str | os.PathLike, idx_path: str | os.PathLike) -> RecoveryReport:
+def recover(data_path: str | os.PathLike[str], idx_path: str | os.PathLike[str]) -> RecoveryReport:
     """Make ``output.idx`` agree with ``output.jsonl``; call only while no writer runs."""
     data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o644)
     idx_fd = os.open(idx_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)

@@ -5,27 +5,34 @@ write the data, fsync it, append the index entries, fsync the index. The number 
 index entries is therefore the committed line count that readers see; a line a page
 has served is on disk, and ``recover`` rebuilds exactly the same bytes after a crash.
 
-``read_page`` serves lines ``[offset, offset+limit)`` with two 8-byte index reads
-and one data read, whatever the offset and the file size. The lines on disk are
+``read_page_async`` (the event loop's reader) and ``read_page`` serve lines
+``[offset, offset+limit)`` with two 8-byte index reads and one data read, whatever the
+offset and the file size. The lines on disk are
 compact JSON objects, so the page's JSON array is spliced from the raw bytes
 (newlines become commas) instead of being parsed and re-serialised.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from . import lineindex
 from .locks import FileLock, try_lock
 
-__all__ = ["OutputWriter", "Page", "read_page", "splice", "encode", "line_count", "repair", "DATA_NAME", "INDEX_NAME",
-           "lock_path"]
+__all__ = ["OutputWriter", "Page", "read_page", "read_page_async", "splice", "encode", "line_count", "repair",
+           "DATA_NAME", "INDEX_NAME", "INLINE_READ_BYTES", "lock_path"]
 
 DATA_NAME = "output.jsonl"
 INDEX_NAME = "output.idx"
+# Pages larger than this are read in a worker thread so that one big read never stalls
+# the event loop; smaller ones are a direct pread, cheaper than the thread hop (see
+# scripts/bench_pageread.py for the measurement behind the number).
+INLINE_READ_BYTES = 1 << 20
 
 
 def lock_path(job_dir: Path) -> Path:
@@ -107,18 +114,27 @@ def _repair_unlocked(job_dir: Path) -> bool:
         return True
 
 
-def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = None, *,
-              repair: bool = True) -> Page:
-    """Lines ``[offset, offset+limit)`` of the committed output as a JSON array.
+@dataclass
+class _Deferred:
+    """A page too large to read on the event loop: the open data file and the bytes to read."""
 
-    Synchronous on purpose: for pages of ordinary size a direct ``pread`` from the page
-    cache is cheaper than a hop to a thread (scripts/bench_pageread.py measures it).
-    A page over ``max_inline`` bytes is not read here: ``body`` is None and ``span``
-    tells the caller which bytes to read off the event loop. Files that disagree are
-    repaired first when no writer is alive — work that can take long, so a caller on the
-    event loop passes ``repair=False`` and, when ``needs_repair`` comes back, calls again
-    from a thread.
-    """
+    data_fd: int
+    span: tuple[int, int]
+    count: int
+    total: int
+
+    def read(self) -> Page:
+        """Read the span and close the file (in a worker thread)."""
+        begin, end = self.span
+        try:
+            raw = os.pread(self.data_fd, end - begin, begin)
+        finally:
+            os.close(self.data_fd)
+        return Page(splice(raw), self.count, self.total, self.span)
+
+
+def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repair: bool) -> Page | _Deferred:
+    """The page, or (over ``max_inline`` bytes) where it is, with its data file left open."""
     for attempt in (0, 1):
         pair = _open_pair(job_dir)
         if pair is None:
@@ -129,6 +145,7 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
                     continue
             return EMPTY
         data_fd, idx_fd = pair
+        keep_data = False
         try:
             ok, total = _consistent(data_fd, idx_fd)
             if not ok:
@@ -148,15 +165,52 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
             stop = min(offset + limit, total)
             begin, end = lineindex.read_span(idx_fd, offset, stop)
             if max_inline is not None and end - begin > max_inline:
-                return Page(None, stop - offset, total, (begin, end))
+                keep_data = True
+                return _Deferred(data_fd, (begin, end), stop - offset, total)
             raw = os.pread(data_fd, end - begin, begin)
         except EOFError:
             continue  # the index was cut under us (a repair elsewhere): look again
         finally:
-            os.close(data_fd)
+            if not keep_data:
+                os.close(data_fd)
             os.close(idx_fd)
         return Page(splice(raw), stop - offset, total, (begin, end))
     return EMPTY
+
+
+def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = None, *,
+              repair: bool = True) -> Page:
+    """Lines ``[offset, offset+limit)`` of the committed output as a JSON array. Blocking.
+
+    A page over ``max_inline`` bytes is not read: ``body`` is None and ``span`` says
+    which bytes it would be. Files that disagree are repaired first when no writer is
+    alive; with ``repair=False`` nothing is written and ``needs_repair`` comes back
+    instead. On the event loop use ``read_page_async``, which makes both choices.
+    """
+    found = _locate(job_dir, offset, limit, max_inline, repair)
+    if isinstance(found, _Deferred):
+        os.close(found.data_fd)
+        return Page(None, found.count, found.total, found.span)
+    return found
+
+
+async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: int | None = None) -> Page:
+    """``read_page`` for the event loop: inline ``pread`` for ordinary pages, a thread otherwise.
+
+    For pages up to ``max_inline`` bytes a direct ``pread`` from the page cache is cheaper
+    than a hop to a thread (scripts/bench_pageread.py measures it), so the common page
+    costs one index pair read and one data read on the loop. Larger pages are read in a
+    worker thread from the file already opened (no second open, no race with a reset), and
+    a repair — which scans the data — also runs in a thread, so one request never stalls
+    the others.
+    """
+    found = _locate(job_dir, offset, limit, INLINE_READ_BYTES if max_inline is None else max_inline, False)
+    if isinstance(found, Page) and found.needs_repair:  # rare (after a crash)
+        # Already off the loop there, so the page is read in the same thread, whatever its size.
+        found = await asyncio.to_thread(_locate, job_dir, offset, limit, None, True)
+    if isinstance(found, _Deferred):
+        return await asyncio.to_thread(found.read)
+    return found
 
 
 def line_count(job_dir: Path) -> int:
@@ -232,7 +286,7 @@ class OutputWriter:
         self.close()
 
 
-def encode(obj: dict) -> bytes:
+def encode(obj: dict[str, Any]) -> bytes:
     """One output record as compact JSON (never contains a raw newline)."""
     if not isinstance(obj, dict):
         raise TypeError("an output record is a JSON object")

@@ -13,28 +13,28 @@ hold the repo's ``.refs.lock``, an flock shared by every process on the data dir
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import secrets
 import shutil
 import time
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import orjson
-
-from .errors import Busy
+from . import output
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
+from .cache import FileCache
+from .errors import Busy
 from .locks import FileLock
 from .output import lock_path
 from .paths import JOB_KINDS, TEMPLATE_DIR, DataPaths, check_name, name_problem, template_file_name
 
 log = logging.getLogger("stimserver.records")
 
-__all__ = ["RecordCache", "Records", "now_iso"]
+__all__ = ["Records", "now_iso"]
+
+Record = dict[str, Any]
 
 REFS_LOCK = ".refs.lock"
 
@@ -43,94 +43,50 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class RecordCache:
-    """A small LRU of parsed JSON records, validated by ``stat`` on every read.
-
-    Records are written atomically, so one that is not a JSON object was damaged from
-    outside: it reads as absent (with a warning in the log) rather than failing every
-    request that touches it.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._items: OrderedDict[Path, tuple[tuple[int, int, int], Any]] = OrderedDict()
-
-    def read(self, path: Path) -> Any | None:
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            self._items.pop(path, None)
-            return None
-        ident = (st.st_ino, st.st_size, st.st_mtime_ns)
-        hit = self._items.get(path)
-        if hit is not None and hit[0] == ident:
-            self._items.move_to_end(path)
-            return hit[1]
-        try:
-            with open(path, "rb") as f:
-                value = orjson.loads(f.read())
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except (orjson.JSONDecodeError, OSError) as e:
-            log.warning("ignoring unreadable record %s: %s", path, e)
-            value = None
-        if not isinstance(value, dict):
-            if value is not None:
-                log.warning("ignoring record %s: not a JSON object", path)
-            value = None
-        self._items[path] = (ident, value)
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
-        return value
-
-    def forget(self, path: Path) -> None:
-        self._items.pop(path, None)
-
-
 class Records:
     """Typed access to the records under one data directory."""
 
-    def __init__(self, paths: DataPaths, cache: RecordCache | None = None) -> None:
+    def __init__(self, paths: DataPaths, cache: FileCache | None = None) -> None:
         self.paths = paths
-        self.cache = cache or RecordCache()
+        self.cache = FileCache() if cache is None else cache
 
     # -- reads ---------------------------------------------------------------------
-    def repo(self, user: str, repo: str) -> dict | None:
+    def repo(self, user: str, repo: str) -> Record | None:
         return self.cache.read(self.paths.repo(user, repo) / "repo.json")
 
-    def target(self, user: str, repo: str, target: str) -> dict | None:
+    def target(self, user: str, repo: str, target: str) -> Record | None:
         return self.cache.read(self.paths.target(user, repo, target) / "target.json")
 
-    def job(self, user: str, repo: str, target: str, kind: str) -> dict | None:
-        return self.cache.read(self.paths.job_dir(user, repo, target, kind) / "job.json")
+    def job(self, user: str, repo: str, target: str, kind: str) -> Record | None:
+        """The job record (cached: the paging hot path reads it on every request)."""
+        return self.cache.read(self.paths.job_file(user, repo, target, kind))
+
+    # -- a job's output ------------------------------------------------------------
+    def job_lines(self, user: str, repo: str, target: str, kind: str) -> int:
+        """Committed lines of a job's output (0 when it has none)."""
+        return output.line_count(self.paths.job_dir(user, repo, target, kind))
+
+    async def job_page(self, user: str, repo: str, target: str, kind: str, offset: int, limit: int) -> output.Page:
+        """Lines ``[offset, offset+limit)`` of a job's output (see ``output.read_page_async``)."""
+        return await output.read_page_async(self.paths.job_dir(user, repo, target, kind), offset, limit)
 
     # -- writes --------------------------------------------------------------------
-    def create(self, path: Path, record: dict) -> bool:
+    def create(self, path: Path, record: Record) -> bool:
         """Create a record unless one exists; True if this call created it."""
         return create_json_exclusive(path, record)
 
-    def write(self, path: Path, record: dict) -> None:
+    def write(self, path: Path, record: Record) -> None:
         write_json_atomic(path, record)
         self.cache.forget(path)
 
-    def write_job(self, user: str, repo: str, target: str, kind: str, record: dict) -> None:
+    def write_job(self, user: str, repo: str, target: str, kind: str, record: Record) -> None:
         self.write(self.paths.job_dir(user, repo, target, kind) / "job.json", record)
 
     def next_job_id(self) -> int:
         """A job id unique across every process sharing this data directory."""
-        path = self.paths.job_seq
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, 32, 0).strip()
-            value = int(raw) + 1 if raw.isdigit() else 1
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{value}\n".encode(), 0)
-            os.fsync(fd)
-            return value
-        finally:
-            os.close(fd)
+        from .jobrecords import next_job_id  # jobrecords builds on this module's neighbours
+
+        return next_job_id(self.paths)
 
     # -- listings ------------------------------------------------------------------
     @staticmethod
@@ -159,7 +115,7 @@ class Records:
         return self._names(self.paths.targets(user, repo), "target.json")
 
     # -- repos, prompts, targets -------------------------------------------------
-    def _create_or_get(self, path: Path, record: dict) -> tuple[dict, bool]:
+    def _create_or_get(self, path: Path, record: Record) -> tuple[Record, bool]:
         """(record, True) if this call created it, else (the existing record, False)."""
         if create_json_exclusive(path, record):
             self.cache.forget(path)
@@ -169,17 +125,17 @@ class Records:
             return self._create_or_get(path, record)
         return existing, False
 
-    def create_repo(self, user: str, repo: str, base_model: str) -> tuple[dict, bool]:
+    def create_repo(self, user: str, repo: str, base_model: str) -> tuple[Record, bool]:
         record = {"repo_name": repo, "base_model": base_model, "created_at": now_iso()}
         return self._create_or_get(self.paths.repo(user, repo) / "repo.json", record)
 
-    def prompt(self, user: str, repo: str, prompt: str) -> dict | None:
+    def prompt(self, user: str, repo: str, prompt: str) -> Record | None:
         return self.cache.read(self.paths.prompt(user, repo, prompt))
 
-    def create_prompt(self, user: str, repo: str, record: dict) -> tuple[dict, bool]:
+    def create_prompt(self, user: str, repo: str, record: Record) -> tuple[Record, bool]:
         return self._create_or_get(self.paths.prompt(user, repo, record["prompt_name"]), record)
 
-    def write_prompt(self, user: str, repo: str, record: dict) -> None:
+    def write_prompt(self, user: str, repo: str, record: Record) -> None:
         self.write(self.paths.prompt(user, repo, record["prompt_name"]), record)
 
     def delete_prompt(self, user: str, repo: str, prompt: str) -> bool:
@@ -192,7 +148,7 @@ class Records:
         self.cache.forget(path)
         return True
 
-    def create_target(self, user: str, repo: str, record: dict) -> tuple[dict, bool]:
+    def create_target(self, user: str, repo: str, record: Record) -> tuple[Record, bool]:
         return self._create_or_get(self.paths.target(user, repo, record["target_name"]) / "target.json", record)
 
     def lock_target_jobs(self, user: str, repo: str, target: str) -> list[FileLock] | None:

@@ -112,7 +112,7 @@ class Nginx:
 @pytest.fixture(scope="module")
 def deploy(tmp_path_factory):
     """stimserver (2 worker processes, trusting 127.0.0.1) behind nginx, on a data dir with one output."""
-    from stimserver.store.importer import import_jsonl
+    from tests.conftest import import_jsonl
     from stimserver.store.paths import DataPaths
     from stimserver.store.records import Records
 

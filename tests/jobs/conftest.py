@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 import pytest
 
-from stimserver.jobs import JobRef, JobRunner
+from stimserver.jobs import JobRef
 from stimserver.store import output
 from stimserver.store.atomic import write_json_atomic
 from stimserver.store.paths import DataPaths
@@ -116,11 +116,6 @@ def numbered_answer(prompt: str) -> str:
 
 
 @pytest.fixture
-def paths(settings) -> DataPaths:
-    return DataPaths(settings.data_dir)
-
-
-@pytest.fixture
 def alice(master_headers) -> dict[str, str]:
     return {**master_headers, "X-User-Id": "alice"}
 
@@ -128,30 +123,6 @@ def alice(master_headers) -> dict[str, str]:
 @pytest.fixture
 def ref() -> JobRef:
     return JobRef("alice", "r1", "t1", "stim")
-
-
-@pytest.fixture
-async def make_runner(paths):
-    """Runners on the test's data directory, closed at the end of the test."""
-    made: list[JobRunner] = []
-
-    async def make(start: bool = True, **kwargs: Any) -> JobRunner:
-        kwargs.setdefault("llm_factory", StubLLM)
-        kwargs.setdefault("scan_seconds", 0.05)
-        runner = JobRunner(paths, **kwargs)
-        made.append(runner)
-        if start:
-            await runner.start()
-        return runner
-
-    yield make
-    for runner in made:
-        try:
-            await asyncio.wait_for(asyncio.shield(runner.close()), 5)
-        except TimeoutError:
-            for t in asyncio.all_tasks():
-                t.print_stack()
-            raise
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from stimserver.cli import main
-from stimserver.datasets import DatasetError, Datasets, load_personas, read_questions
+from stimserver.store.datasets import DatasetError, Datasets, load_personas, read_questions
 
 
 def test_the_shipped_dataset_is_found_from_any_data_directory(tmp_path):

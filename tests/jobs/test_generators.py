@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from stimserver.datasets import Datasets
+from stimserver.store.datasets import Datasets
 from stimserver.jobs.generators import GENERATORS
 from stimserver.jobs.kinds import JobFailed, JobRun
 from stimserver.jobs.stim import StimKind

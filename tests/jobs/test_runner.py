@@ -8,9 +8,12 @@ from typing import Any
 
 import orjson
 
-from stimserver.jobs import JobKind, JobPlan, JobRef, state
-from stimserver.store import output
+from stimserver.jobs import JobKind, JobPlan, JobRef, transitions
+from stimserver.jobs import runner as runner_module
+from stimserver.jobs.scan import find_active, scan_cache
+from stimserver.store import jobrecords, output
 from stimserver.store.locks import FileLock, is_locked
+from stimserver.store.presence import live_runners
 
 from .conftest import StubLLM, hardcoded, lines_of, record_of, seed_target, wait_until
 
@@ -95,7 +98,7 @@ async def test_resume_after_a_crash_rebuilds_identical_bytes(make_runner, paths,
     with open(jdir / output.INDEX_NAME, "r+b") as f:
         f.truncate(70 * 8 + 3)
     record = record_of(paths, ref)
-    state.write_record(jdir, {**record, "status": "running", "finished_at": None})
+    jobrecords.write_record(jdir, {**record, "status": "running", "finished_at": None})
     again = StubLLM()
     await make_runner(llm_factory=lambda: again)
     record = await done(paths, ref)
@@ -134,12 +137,12 @@ async def test_two_runners_never_run_the_same_job(make_runner, paths):
 
 async def test_a_claim_is_exclusive(paths, ref):
     seed_target(paths, [hardcoded(2)])
-    from stimserver.datasets import Datasets
     from stimserver.jobs.stim import StimKind
-    state.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(2)]), Datasets(paths.root))
-    first = state.claim(paths, ref, {"pid": 1})
+    from stimserver.store.datasets import Datasets
+    transitions.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(2)]), Datasets(paths.root))
+    first = transitions.claim(paths, ref, {"pid": 1})
     try:
-        assert first is not None and state.claim(paths, ref, {"pid": 2}) is None
+        assert first is not None and transitions.claim(paths, ref, {"pid": 2}) is None
     finally:
         first[0].release()
 
@@ -190,8 +193,8 @@ async def test_unexpected_errors_say_so_without_a_traceback(make_runner, paths, 
 
 async def test_bad_llm_settings_fail_the_job(make_runner, paths, ref, monkeypatch):
     monkeypatch.setenv("STIMSERVER_LLM_PROVIDER", "gemini")
-    from stimserver.jobs.runner import default_llm_factory
-    runner = await make_runner(llm_factory=default_llm_factory)
+    from stimserver.app import llm_factory_from_env
+    runner = await make_runner(llm_factory=llm_factory_from_env())
     await submit(runner, paths, ref, [{"type": "oneshot_qs", "numq": 2, "model": "m"}])
     record = await done(paths, ref, "failed")
     assert record["error"].startswith("generators[0] (oneshot_qs): LLM configuration error: STIMSERVER_LLM_PROVIDER")
@@ -214,15 +217,15 @@ async def test_resubmitting_after_a_failure_starts_afresh(make_runner, paths, re
 async def test_a_job_whose_runner_keeps_dying_is_failed(make_runner, paths, ref):
     runner = await make_runner(start=False)
     job = await submit(runner, paths, ref)
-    state.write_record(ref.job_dir(paths), {**job, "status": "running", "interruptions": state.MAX_INTERRUPTIONS})
+    jobrecords.write_record(ref.job_dir(paths), {**job, "status": "running", "interruptions": transitions.MAX_INTERRUPTIONS})
     await runner.start()
     record = await done(paths, ref, "failed")
-    assert record["error"].startswith(f"the job's runner died {state.MAX_INTERRUPTIONS + 1} times")
+    assert record["error"].startswith(f"the job's runner died {transitions.MAX_INTERRUPTIONS + 1} times")
 
 
 async def test_a_record_without_a_spec_is_failed_not_resumed(make_runner, paths, ref):
     seed_target(paths, [hardcoded(2)])
-    state.write_record(ref.job_dir(paths), {"job_id": 9, "kind": "stim", "status": "running", "config": {}})
+    jobrecords.write_record(ref.job_dir(paths), {"job_id": 9, "kind": "stim", "status": "running", "config": {}})
     await make_runner()
     record = await done(paths, ref, "failed")
     assert record["error"].startswith("this job cannot be resumed")
@@ -236,7 +239,7 @@ async def test_jobs_beyond_max_jobs_wait_as_pending(make_runner, paths):
     await wait_until(lambda: record_of(paths, a)["status"] == "running", "a running")
     await runner.submit(b, seed_target(paths, [hardcoded(1)], target="tb"))
     # b looks orphaned (running, no writer) while the runner is full: it is shown as pending
-    state.write_record(b.job_dir(paths), {**record_of(paths, b), "status": "running"})
+    jobrecords.write_record(b.job_dir(paths), {**record_of(paths, b), "status": "running"})
     await wait_until(lambda: record_of(paths, b)["status"] == "pending", "b requeued")
     kind.release(3)
     await done(paths, a)
@@ -266,22 +269,32 @@ async def test_stop_reaches_a_job_run_by_another_runner(make_runner, paths, ref)
     await web.stop("alice", "r1", "t1")
     assert not is_locked(output.lock_path(ref.job_dir(paths)))
     assert record_of(paths, ref)["status"] == "failed" and not worker._jobs
-    assert not state.stop_marker(ref.job_dir(paths)).exists()
+    assert not jobrecords.stop_marker(ref.job_dir(paths)).exists()
 
 
-async def test_stop_without_a_job_returns_at_once(make_runner, paths, ref):
+async def test_stop_without_a_job_returns_at_once(make_runner, paths, ref, monkeypatch, caplog):
+    def no_waiting(*args, **kwargs):
+        raise AssertionError("stop went for the job lock although there was no job to stop")
+
+    monkeypatch.setattr(transitions, "locked_record", no_waiting)
+    monkeypatch.setattr(runner_module, "STOP_TIMEOUT", 3600.0)
     runner = await make_runner(start=False)
     await runner.stop("alice", "r1", "nothing-here")
+    assert not (paths.root / "users").exists()  # nothing made for a target that does not exist
     seed_target(paths, [hardcoded(1)])
-    with FileLock.acquire(output.lock_path(ref.job_dir(paths)), blocking=False):  # e.g. an import
+    lock_file = output.lock_path(ref.job_dir(paths))
+    with FileLock.acquire(lock_file, blocking=False):  # e.g. an import
         await runner.stop("alice", "r1", "t1")
+        assert is_locked(lock_file)  # the import keeps its lock
+    assert record_of(paths, ref) is None and not jobrecords.stop_marker(ref.job_dir(paths)).exists()
+    assert "did not stop" not in caplog.text
 
 
 class TestOrphans:
     async def orphan(self, make_runner, paths, ref, orphan_seconds):
         web = await make_runner(start=False, orphan_seconds=orphan_seconds)
         job = await submit(web, paths, ref)
-        state.write_record(ref.job_dir(paths), {**job, "status": "running"})
+        jobrecords.write_record(ref.job_dir(paths), {**job, "status": "running"})
         return web, record_of(paths, ref)
 
     async def test_first_read_shows_pending_then_fails_after_the_bound(self, make_runner, paths, ref):
@@ -309,34 +322,46 @@ async def test_presence_files_of_dead_runners_are_swept(paths):
     folder = paths.root / "runners"
     folder.mkdir(parents=True)
     (folder / "gone-1-abcd.lock").write_bytes(b"")
-    assert state.live_runners(paths) == 0 and os.listdir(folder) == []
+    assert live_runners(paths) == 0 and os.listdir(folder) == []
 
 
 def test_job_records_are_plain_json(paths, ref):
     seed_target(paths, [hardcoded(1)])
-    from stimserver.datasets import Datasets
     from stimserver.jobs.stim import StimKind
-    job = state.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))
+    from stimserver.store.datasets import Datasets
+    job = transitions.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))
     assert orjson.loads((ref.job_dir(paths) / "job.json").read_bytes()) == job
 
 
 async def test_a_claim_in_flight_at_shutdown_is_handed_back(make_runner, paths, ref, monkeypatch):
     import threading
 
-    claim, entered, go_on = state.claim, threading.Event(), threading.Event()
+    claim, entered, go_on = transitions.claim, threading.Event(), threading.Event()
 
     def slow_claim(*args):
         entered.set()
         go_on.wait(30)
         return claim(*args)
 
-    monkeypatch.setattr(state, "claim", slow_claim)
+    class Abandoned(dict):
+        """The runner's claims left behind by a cancelled scan; tells the test when one is."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.added = asyncio.Event()
+
+        def __setitem__(self, key, value) -> None:
+            super().__setitem__(key, value)
+            self.added.set()
+
+    monkeypatch.setattr(transitions, "claim", slow_claim)
     runner = await make_runner(start=False)
+    runner._abandoned = abandoned = Abandoned()
     await submit(runner, paths, ref)
     await runner.start()
     await asyncio.to_thread(entered.wait, 30)
     closing = asyncio.create_task(runner.close())
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(abandoned.added.wait(), 30)  # close() cancelled the scan mid-claim
     go_on.set()  # the thread takes the job after its runner began to shut down
     await closing
     record = record_of(paths, ref)
@@ -346,22 +371,32 @@ async def test_a_claim_in_flight_at_shutdown_is_handed_back(make_runner, paths, 
 
 async def test_a_stale_stop_marker_does_not_block_a_new_job(make_runner, paths, ref):
     seed_target(paths, [hardcoded(2)])
-    state.stop_marker(ref.job_dir(paths)).touch()  # a stop that died half-way
+    jobrecords.stop_marker(ref.job_dir(paths)).touch()  # a stop that died half-way
     runner = await make_runner()
     await submit(runner, paths, ref)
     await done(paths, ref)
 
 
 def test_the_scan_rereads_only_changed_records(paths, ref, monkeypatch):
-    from stimserver.datasets import Datasets
     from stimserver.jobs.stim import StimKind
+    from stimserver.store import cache as cache_module
+    from stimserver.store.datasets import Datasets
 
-    job = state.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))
-    cache = state.ScanCache()
-    assert state.find_active(paths, ("stim",), cache) == [(ref, "pending")]
+    job = transitions.submit(paths, StimKind(), ref, seed_target(paths, [hardcoded(1)]), Datasets(paths.root))
+    cache = scan_cache()
+    assert find_active(paths, ("stim",), cache) == [(ref, "pending")]
     reads = []
-    original = state.read_record
-    monkeypatch.setattr(state, "read_record", lambda d: reads.append(d) or original(d))
-    assert state.find_active(paths, ("stim",), cache) == [(ref, "pending")] and reads == []
-    state.write_record(ref.job_dir(paths), {**job, "status": "complete"})
-    assert state.find_active(paths, ("stim",), cache) == [] and len(reads) == 1
+    original = cache_module.orjson.loads
+
+    class CountingOrjson:
+        JSONDecodeError = cache_module.orjson.JSONDecodeError
+
+        @staticmethod
+        def loads(raw):
+            reads.append(raw)
+            return original(raw)
+
+    monkeypatch.setattr(cache_module, "orjson", CountingOrjson)
+    assert find_active(paths, ("stim",), cache) == [(ref, "pending")] and reads == []
+    jobrecords.write_record(ref.job_dir(paths), {**job, "status": "complete"})
+    assert find_active(paths, ("stim",), cache) == [] and len(reads) == 1

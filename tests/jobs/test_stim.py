@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from stimserver.datasets import Datasets
+from stimserver.store.datasets import Datasets
 from stimserver.jobs.kinds import ConfigProblem, JobFailed, JobRun, JobSource
 from stimserver.jobs.stim import StimKind, prompt_text
 

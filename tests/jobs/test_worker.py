@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stimserver.jobs import JobRef, state
+from stimserver.jobs import JobRef, transitions
+from stimserver.store.presence import live_runners
 from stimserver.store import output
 from stimserver.store.locks import is_locked
 from tests.llm.fake_providers import Slow
@@ -66,11 +67,11 @@ def ended(paths, ref):
 
 
 async def submit(paths, ref, generators):
-    from stimserver.datasets import Datasets
+    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
 
     record = seed_target(paths, generators, target=ref.target)
-    return await asyncio.to_thread(state.submit, paths, StimKind(), ref, record, Datasets(paths.root))
+    return await asyncio.to_thread(transitions.submit, paths, StimKind(), ref, record, Datasets(paths.root))
 
 
 def blocking_llm(server, blocked: set[str]):
@@ -114,7 +115,7 @@ async def test_a_killed_worker_is_resumed_without_duplicates(paths, workers, ope
 async def test_two_workers_racing_run_each_job_once(paths, workers):
     refs = [JobRef("alice", "r1", f"t{i}", "stim") for i in range(5)]
     pair = [await workers(), await workers()]
-    await wait_until(lambda: state.live_runners(paths) == 2, "both workers to be up")
+    await wait_until(lambda: live_runners(paths) == 2, "both workers to be up")
     for ref in refs:  # both scan for these every two seconds
         await submit(paths, ref, [hardcoded(400), {"type": "from_dataset", "dataset": "arithmetic", "numq": 150}])
     for ref in refs:
@@ -123,7 +124,7 @@ async def test_two_workers_racing_run_each_job_once(paths, workers):
         assert ids(paths, ref) == list(range(550))
     assert all(w.proc.returncode is None for w in pair)
     assert [await w.stop() for w in pair] == [0, 0]
-    assert state.live_runners(paths) == 0
+    assert live_runners(paths) == 0
 
 
 async def test_sigterm_hands_the_job_back(paths, workers, openai_server):

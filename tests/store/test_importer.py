@@ -5,8 +5,9 @@ import orjson
 import pytest
 
 from stimserver.store import output
-from stimserver.store.importer import ImportRefused, import_jsonl
+from stimserver.store.importer import ImportRefused
 from stimserver.store.locks import FileLock
+from tests.conftest import import_jsonl
 
 
 def write(path, lines: list[bytes]) -> None:

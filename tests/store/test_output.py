@@ -196,3 +196,83 @@ def test_repair_can_be_left_to_the_caller(job_dir):
     assert p.needs_repair and (job_dir / output.INDEX_NAME).stat().st_size == 13  # nothing touched
     items, p = page(job_dir, 0, 10)
     assert not p.needs_repair and items == [rec(i) for i in range(5)]
+
+
+# -- read_page_async: the event loop's reader ------------------------------------------------
+
+@pytest.fixture
+def threads_used(monkeypatch):
+    """What ``read_page_async`` sent to a worker thread: ('read', span) or ('repair', offset)."""
+    import asyncio
+
+    sent: list[tuple[str, object]] = []
+    real = asyncio.to_thread
+
+    async def to_thread(func, *args):
+        name = getattr(func, "__name__", "")
+        sent.append(("read", func.__self__.span) if name == "read" else (name, args[1]))
+        return await real(func, *args)
+
+    monkeypatch.setattr(output.asyncio, "to_thread", to_thread)
+    return sent
+
+
+async def test_async_reader_reads_an_ordinary_page_inline(job_dir, threads_used):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(300)])
+    p = await output.read_page_async(job_dir, 10, 100)
+    assert orjson.loads(p.body) == [rec(i) for i in range(10, 110)] and p.total == 300
+    assert threads_used == []  # one pread on the loop, no thread hop
+
+
+async def test_async_reader_sends_a_large_page_to_a_thread(job_dir, threads_used):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(300)])
+    p = await output.read_page_async(job_dir, 10, 100, max_inline=1000)
+    assert orjson.loads(p.body) == [rec(i) for i in range(10, 110)] and p.count == 100 and p.total == 300
+    assert threads_used == [("read", p.span)]  # exactly the page's bytes, read in the thread
+
+
+async def test_async_reader_uses_the_module_threshold(job_dir, threads_used, monkeypatch):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(30)])
+    monkeypatch.setattr(output, "INLINE_READ_BYTES", 10)
+    p = await output.read_page_async(job_dir, 0, 30)
+    assert len(orjson.loads(p.body)) == 30 and [kind for kind, _ in threads_used] == ["read"]
+
+
+async def test_async_reader_closes_the_data_file_after_a_thread_read(job_dir):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(50)])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        await output.read_page_async(job_dir, 0, 50, max_inline=1)
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+async def test_async_reader_repairs_in_a_thread_and_only_when_needed(job_dir, threads_used):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(5)])
+    (job_dir / output.INDEX_NAME).write_bytes(b"\x00" * 13)  # damaged: needs a repair
+    p = await output.read_page_async(job_dir, 0, 10)
+    assert orjson.loads(p.body) == [rec(i) for i in range(5)] and not p.needs_repair
+    assert threads_used == [("_locate", 0)]  # the repair (and its read) ran off the loop
+    threads_used.clear()
+    p = await output.read_page_async(job_dir, 2, 10)
+    assert orjson.loads(p.body) == [rec(i) for i in range(2, 5)] and threads_used == []  # repaired for good
+
+
+async def test_async_reader_leaves_a_live_writers_files_alone(job_dir, threads_used):
+    w, lock = writer_for(job_dir)
+    with lock, w:
+        w.append([output.encode(rec(i)) for i in range(5)])
+        with open(job_dir / output.DATA_NAME, "ab") as f:  # the writer between its two appends
+            f.write(output.encode(rec(5)) + b"\n")
+        p = await output.read_page_async(job_dir, 0, 10)
+        assert orjson.loads(p.body) == [rec(i) for i in range(5)] and p.total == 5
+        assert (job_dir / output.INDEX_NAME).stat().st_size == 5 * 8  # nothing rewritten under a writer

@@ -4,12 +4,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 
+from stimserver.store.cache import FileCache
 from stimserver.store.paths import DataPaths
-from stimserver.store.records import RecordCache, Records
+from stimserver.store.records import Records
 
 
 def test_cache_sees_changes_made_elsewhere(tmp_path):
-    cache = RecordCache()
+    cache = FileCache()
     path = tmp_path / "r.json"
     assert cache.read(path) is None
     path.write_bytes(b'{"v": 1}')
@@ -39,7 +40,7 @@ def test_job_ids_unique_across_processes(tmp_path):
 
 
 def test_damaged_records_read_as_absent(tmp_path, caplog):
-    cache = RecordCache()
+    cache = FileCache()
     path = tmp_path / "r.json"
     for damaged in (b'{"torn', b"[1, 2]", b"\xff\xfe"):
         path.write_bytes(damaged)

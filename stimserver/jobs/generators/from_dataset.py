@@ -9,7 +9,7 @@ import asyncio
 import random
 from typing import Any
 
-from ...datasets import DatasetError
+from ...store.datasets import DatasetError
 from ..kinds import JobFailed, JobRun
 from .base import Generator, PlanContext
 

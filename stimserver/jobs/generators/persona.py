@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ...datasets import DatasetError, load_personas
+from ...store.datasets import DatasetError, load_personas
 from ...llm import DEFAULT_PERSONA_TEMPLATE
 from ..kinds import JobFailed, JobRun
 from .base import Generator, PlanContext

@@ -13,24 +13,24 @@ name in the data directory wins.
 """
 from __future__ import annotations
 
+import builtins
 import csv
 import io
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from .store.atomic import write_atomic
-from .store.paths import name_problem
+from .atomic import write_atomic
+from .cache import FileCache
+from .paths import name_problem
 
 __all__ = ["Datasets", "DatasetError", "DatasetInfo", "QUESTION_FIELDS", "SHIPPED_DATA", "read_questions",
            "load_personas"]
 
 QUESTION_FIELDS = ("question", "prompt", "instruction", "input", "query", "problem", "text")
 FORMATS = (".jsonl", ".csv")
-SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data"
+SHIPPED_DATA = Path(__file__).resolve().parents[2] / "data"
 MAX_QUESTION_CHARS = 100_000
 
 
@@ -134,8 +134,7 @@ class Datasets:
         same = shipped_dir is not None and shipped_dir.exists() and self.dir.exists() and \
             shipped_dir.resolve() == self.dir.resolve()
         self.shipped_dir = None if same else shipped_dir
-        self._cache: dict[Path, tuple[tuple[int, int, int], list[str]]] = {}
-        self._lock = threading.Lock()
+        self._cache = FileCache(size=256)
 
     def _folders(self) -> list[tuple[Path, bool]]:
         folders = [(self.dir, False)]
@@ -172,7 +171,7 @@ class Datasets:
                 seen[name] = DatasetInfo(name, path, items, shipped)
         return sorted(seen.values(), key=lambda d: d.name)
 
-    def load(self, name: str) -> list[str]:
+    def load(self, name: str) -> builtins.list[str]:
         path = self.find(name)
         if path is None:
             known = ", ".join(self.names()) or "none"
@@ -180,20 +179,11 @@ class Datasets:
                                "`stimserver datasets add NAME FILE`)")
         return self.load_path(path)
 
-    def load_path(self, path: Path) -> list[str]:
+    def load_path(self, path: Path) -> builtins.list[str]:
         try:
-            st = os.stat(path)
-        except OSError as e:
+            return self._cache.load(path, read_questions)
+        except OSError as e:  # the stat: read_questions turns its own errors into DatasetError
             raise DatasetError(f"cannot read {path}: {e.strerror}") from None
-        ident = (st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            hit = self._cache.get(path)
-            if hit is not None and hit[0] == ident:
-                return hit[1]
-        questions = read_questions(path)
-        with self._lock:
-            self._cache[path] = (ident, questions)
-        return questions
 
     def add(self, name: str, src: Path, field: str | None = None, replace: bool = False) -> DatasetInfo:
         """Check ``src`` and store it as ``NAME.jsonl``; refuses to overwrite unless ``replace``."""

@@ -1,0 +1,264 @@
+"""Every change of a job's record, each made while holding the job's lock. Blocking.
+
+Statuses go ``pending`` → ``running`` → ``complete`` | ``failed``. The record says what
+should happen; the flock says whether a live process is doing it. A ``pending`` or
+``running`` job whose lock is free has no writer: any runner may claim it and resume
+from the committed lines. Every change to the record is made while holding the job's
+lock (or, for a new job, the submit lock and then the job's lock), so two processes
+never write it at once. ``locked_record`` is the one way to take the lock and read the
+record; the files themselves belong to ``store.jobrecords``.
+"""
+from __future__ import annotations
+
+import calendar
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Collection, Iterator
+
+from ..store import jobrecords as jr
+from ..store.datasets import Datasets
+from ..store.jobrecords import ACTIVE, JobRef, JobStatus
+from ..store.locks import FileLock
+from ..store.output import line_count
+from ..store.paths import DataPaths
+from ..store.presence import live_runners
+from ..store.records import now_iso
+from .kinds import JobKind, JobSource
+
+__all__ = ["JobBusy", "MAX_INTERRUPTIONS", "Locked", "locked_record", "submit", "claim", "finish", "requeue",
+           "requeue_orphan", "observe_orphan", "stop_job", "worker_identity"]
+
+MAX_INTERRUPTIONS = 5  # runner deaths in one job before it is failed instead of resumed again
+RESUBMIT_LOCK_WAIT = 5.0
+
+Record = dict[str, Any]
+
+
+class JobBusy(Exception):
+    """A job's lock stayed taken while it had to change hands."""
+
+
+def worker_identity(runner_id: str) -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "runner": runner_id}
+
+
+@dataclass
+class Locked:
+    """A job whose lock this process holds, with its record as read under the lock."""
+
+    ref: JobRef
+    paths: DataPaths
+    lock: FileLock
+    record: Record | None
+    handed_over: bool = False
+
+    @property
+    def job_dir(self) -> Path:
+        return self.ref.job_dir(self.paths)
+
+    @property
+    def status(self) -> str | None:
+        return None if self.record is None else self.record.get("status")
+
+    def write(self, record: Record) -> Record:
+        jr.write_record(self.job_dir, record)
+        self.record = record
+        return record
+
+    def hand_over(self) -> FileLock:
+        """Keep the lock past the ``with`` block: the caller now releases it (a claim's runner)."""
+        self.handed_over = True
+        return self.lock
+
+
+@contextmanager
+def locked_record(paths: DataPaths, ref: JobRef,
+                  statuses: Collection[str] | None = ACTIVE) -> Iterator[Locked | None]:
+    """Take the job's lock if it is free and read its record under it.
+
+    Yields None — and holds nothing — when a writer holds the lock, the target is gone,
+    or the record's status is not one of ``statuses`` (``None``: any record, even none).
+    The lock is released on leaving, unless the body ended normally after
+    ``Locked.hand_over`` (a claim gives it to the runner); on an error it is always released.
+    """
+    lock = jr.try_job_lock(ref.job_dir(paths))
+    if lock is None:
+        yield None
+        return
+    try:
+        record = jr.read_record(ref.job_dir(paths))
+        if statuses is not None and (record is None or record.get("status") not in statuses):
+            lock.release()
+            yield None
+            return
+        job = Locked(ref, paths, lock, record)
+        yield job
+    except BaseException:
+        lock.release()
+        raise
+    if not job.handed_over:
+        lock.release()
+
+
+def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, datasets: Datasets) -> Record:
+    """The job to report after a run request: the current one, or a new pending one.
+
+    A pending, running or complete job is returned as it is (runs are idempotent); a
+    failed one, or none, is replaced by a new job (new id, empty output). Raises
+    ``ConfigProblem`` if the target cannot run, ``JobBusy`` if a writer will not let go.
+    """
+    job_dir = ref.job_dir(paths)
+    job_dir.parent.mkdir(parents=True, exist_ok=True)
+    submitting = FileLock.acquire(jr.submit_lock(job_dir), blocking=True)
+    assert submitting is not None  # a blocking acquire waits rather than give up
+    with submitting:
+        current = jr.read_record(job_dir)
+        if current is not None and current.get("status") in (*ACTIVE, JobStatus.COMPLETE):
+            return current
+        plan = kind.plan(JobSource(paths, ref.user, ref.repo, ref.target, target_record, datasets))
+        lock = jr.wait_job_lock(job_dir, RESUBMIT_LOCK_WAIT)
+        if lock is None:
+            raise JobBusy(f"the previous {ref.kind} job of target '{ref.target}' is still shutting down; "
+                          "try again in a moment")
+        with lock:
+            jr.reset_output(job_dir)
+            jr.stop_marker(job_dir).unlink(missing_ok=True)  # left by a stop that died half-way
+            record = {
+                "job_id": jr.next_job_id(paths), "kind": ref.kind, "status": JobStatus.PENDING.value,
+                "config": plan.config, "expected_lines": plan.expected_lines, "error": None,
+                "attempt": 0, "interruptions": 0, "created_at": now_iso(), "started_at": None,
+                "finished_at": None, "worker": None, "orphaned_at": None, "spec": plan.spec,
+            }
+            job_dir.mkdir(exist_ok=True)
+            jr.write_record(job_dir, record)
+        return record
+
+
+def finish(job_dir: Path, record: Record, status: JobStatus, error: str | None = None) -> Record:
+    """Mark the job complete or failed; the caller holds its lock."""
+    record = {**record, "status": JobStatus(status).value, "error": error, "finished_at": now_iso()}
+    jr.write_record(job_dir, record)
+    return record
+
+
+def requeue(job_dir: Path, record: Record) -> Record:
+    """Hand a job back (clean shutdown): pending, for the next runner; the caller holds its lock."""
+    record = {**record, "status": JobStatus.PENDING.value, "worker": None}
+    jr.write_record(job_dir, record)
+    return record
+
+
+def claim(paths: DataPaths, ref: JobRef, worker: dict[str, Any]) -> tuple[FileLock, Record] | None:
+    """Take the job if it is pending or running with no live writer; (lock, record) or None."""
+    job_dir = ref.job_dir(paths)
+    with locked_record(paths, ref) as job:
+        if job is None or job.record is None or jr.stop_marker(job_dir).exists():
+            return None
+        record = job.record
+        lines = line_count(job_dir)
+        if not isinstance(record.get("spec"), dict):
+            finish(job_dir, record, JobStatus.FAILED, "this job cannot be resumed: its record holds no job spec "
+                   f"(written by hand or by an older stimserver); {_run_again(ref)}")
+            return None
+        interruptions = int(record.get("interruptions") or 0) + (record["status"] == JobStatus.RUNNING)
+        if interruptions > MAX_INTERRUPTIONS:
+            finish(job_dir, {**record, "interruptions": interruptions}, JobStatus.FAILED,
+                   f"the job's runner died {interruptions} times while running it (last at line {lines} of "
+                   f"{record.get('expected_lines')}); see the runner's log, then {_run_again(ref)}")
+            return None
+        attempt = int(record.get("attempt") or 0) + 1
+        record = job.write({**record, "status": JobStatus.RUNNING.value, "attempt": attempt,
+                            "interruptions": interruptions, "started_at": record.get("started_at") or now_iso(),
+                            "resumed_at": now_iso() if attempt > 1 else None,
+                            "resumed_from_line": lines if attempt > 1 else None,
+                            "worker": worker, "orphaned_at": None})
+        return job.hand_over(), record
+
+
+def requeue_orphan(paths: DataPaths, ref: JobRef) -> bool:
+    """A ``running`` job without a writer becomes ``pending`` (counted as an interruption)."""
+    with locked_record(paths, ref, (JobStatus.RUNNING,)) as job:
+        if job is None or job.record is None:
+            return False
+        job.write({**job.record, "status": JobStatus.PENDING.value, "worker": None,
+                   "interruptions": int(job.record.get("interruptions") or 0) + 1})
+        return True
+
+
+def _run_again(ref: JobRef) -> str:
+    return f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to run it again"
+
+
+def _epoch(iso: str) -> float:
+    return float(calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Record | None:
+    """For a status read of an active job: what to report if nobody runs it.
+
+    Returns None when a writer holds the job or some runner is alive (it will claim the
+    job within its scan interval), the record as it is when it is no longer active.
+    Otherwise the job is an orphan: the first read marks it ``pending`` with
+    ``orphaned_at``; a read ``orphan_seconds`` later marks it failed.
+    """
+    job_dir = ref.job_dir(paths)
+    with locked_record(paths, ref, None) as job:
+        if job is None:
+            return None
+        record = job.record
+        if record is None or record.get("status") not in ACTIVE:
+            return record
+        if live_runners(paths) > 0:
+            return None
+        now = time.time()
+        if record.get("orphaned_at") is None:
+            record = {**record, "status": JobStatus.PENDING.value, "worker": None, "orphaned_at": now_iso(),
+                      "interruptions": int(record.get("interruptions") or 0) + (record["status"] == JobStatus.RUNNING)}
+            if orphan_seconds > 0:
+                return job.write(record)
+        if now - _epoch(record["orphaned_at"]) >= orphan_seconds:
+            lines = line_count(job_dir)
+            record = finish(job_dir, record, JobStatus.FAILED,
+                            f"no job runner took this job up within {orphan_seconds:g} s (it stopped at line "
+                            f"{lines} of {record.get('expected_lines')}): start `stimserver serve` with jobs "
+                            f"enabled or `stimserver worker` on this data directory, then {_run_again(ref)}")
+        return record
+
+
+def stop_job(paths: DataPaths, ref: JobRef, timeout: float) -> bool:
+    """Stop the job wherever it runs and wait for its writer to let go; False on timeout.
+
+    Only a pending or running job is stopped: a stop marker asks its writer in another
+    process to stop (writers look for it at least twice a second), and once the lock is
+    ours the record is marked failed so that nobody resumes it. A lock held for anything
+    else (an import) is not waited for.
+    """
+    job_dir = ref.job_dir(paths)
+    record = jr.read_record(job_dir)
+    if record is None or record.get("status") not in ACTIVE:
+        return True
+    marker = jr.stop_marker(job_dir)
+    try:
+        marker.touch()
+    except FileNotFoundError:
+        return True  # the target is gone
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with locked_record(paths, ref, None) as job:
+                if job is not None:
+                    if job.record is not None and job.status in ACTIVE:
+                        finish(job_dir, job.record, JobStatus.FAILED, f"stopped: the {ref.kind} job was stopped "
+                               f"(e.g. its target was deleted) at line {line_count(job_dir)}")
+                    return True
+            if not job_dir.parent.is_dir():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+    finally:
+        marker.unlink(missing_ok=True)

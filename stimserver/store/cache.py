@@ -1,0 +1,101 @@
+"""The one cache of parsed files, validated by the file's identity on every read.
+
+Every file the store reads often (job records on the paging path, target and repo
+records, ``keys.json``, job records during a runner's scan or a metrics scrape, dataset
+files) goes through a ``FileCache``: a hit costs one ``stat``, and a file changed by any
+process — atomic renames give it a new inode, appends a new size or mtime — is read again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, TypeVar, cast
+
+import orjson
+
+__all__ = ["FileCache", "Identity", "file_identity"]
+
+log = logging.getLogger("stimserver.store")
+
+Identity = tuple[int, int, int]  # (inode, size, mtime_ns)
+T = TypeVar("T")
+
+
+def file_identity(st: os.stat_result) -> Identity:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class FileCache:
+    """An LRU of JSON objects by path; thread-safe, so a scan in a thread may share it.
+
+    Records are written atomically, so one that is not a JSON object was damaged from
+    outside: it reads as absent (with a warning in the log) rather than failing every
+    request that touches it.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._items: OrderedDict[Path, tuple[Identity, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, path: Path, parse: Callable[[Path], T]) -> T:
+        """``parse(path)``, reused while the file keeps its identity; OSError if it cannot be stat'ed.
+
+        One cache holds one kind of value: a path is always parsed by the same ``parse``.
+        """
+        ident = file_identity(os.stat(path))
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is not None and hit[0] == ident:
+                self._items.move_to_end(path)
+                return cast(T, hit[1])
+        value = parse(path)
+        self._remember(path, ident, value)
+        return value
+
+    def read(self, path: Path) -> dict[str, Any] | None:
+        """The JSON object in ``path``, or None if it is missing or not a JSON object."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self.forget(path)
+            return None
+        ident = file_identity(st)
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is not None and hit[0] == ident:
+                self._items.move_to_end(path)
+                return cast("dict[str, Any] | None", hit[1])
+        try:
+            with open(path, "rb") as f:
+                value = orjson.loads(f.read())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (orjson.JSONDecodeError, OSError) as e:
+            log.warning("ignoring unreadable record %s: %s", path, e)
+            value = None
+        record: dict[str, Any] | None = value if isinstance(value, dict) else None
+        if record is None and value is not None:
+            log.warning("ignoring record %s: not a JSON object", path)
+        self._remember(path, ident, record)
+        return record
+
+    def _remember(self, path: Path, ident: Identity, value: object) -> None:
+        with self._lock:
+            self._items[path] = (ident, value)
+            self._items.move_to_end(path)
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._items.pop(path, None)
+
+    def keep_only(self, paths: set[Path]) -> None:
+        """Drop every entry not in ``paths`` (a scan saw the rest disappear)."""
+        with self._lock:
+            for path in [p for p in self._items if p not in paths]:
+                del self._items[path]
