@@ -1,18 +1,16 @@
 """create_app(settings): the only factory. Wiring only — no logic lives here."""
 from __future__ import annotations
 
-import os
-
 from aiohttp import web
 
 from .auth import Authenticator, KeyStore, auth_middleware
 from .config import Settings
 from .errors import error_middleware
 from .handlers import health, jobs, prompts, repos, targets, unserved
-from .jobs import JobRunner, LLMFactory
+from .jobs import JobRunner
 from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
-from .llm import Completer, LLMClient, LLMConfig
-from .logs import request_id_middleware
+from .llm.providers import client_factory
+from .logs import flush_on_cleanup, request_id_middleware
 from .masterkey import load_master_key
 from .metrics import Metrics, count_lines_generated, metrics_middleware
 from .metrics import routes as metrics_routes
@@ -22,19 +20,9 @@ from .proxy import TrustedProxies, forwarded_middleware
 from .store.paths import DataPaths
 from .store.records import Records
 
-__all__ = ["create_app", "llm_factory_from_env"]
+__all__ = ["create_app"]
 
 ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, unserved.routes)
-
-
-def llm_factory_from_env() -> LLMFactory:
-    """The LLM client factory job runners get: settings read from the environment when the
-    first job needs a client, so a bad setting fails that job rather than the server."""
-
-    def make() -> Completer:
-        return LLMClient(LLMConfig.from_env(os.environ))
-
-    return make
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -51,7 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(paths)
     app[OPENAPI] = openapi_bytes(settings)
     app[AUTH] = Authenticator(load_master_key(settings), settings.master_user, KeyStore(paths.keys_file))
-    runner = JobRunner(paths, llm_factory=llm_factory_from_env(), max_jobs=settings.max_jobs,
+    runner = JobRunner(paths, llm_factory=client_factory(settings), max_jobs=settings.max_jobs,
                        orphan_seconds=settings.job_orphan_seconds, on_lines=count_lines_generated)
     app[JOB_CONTROL] = runner  # run/stop requests work even when this process runs no jobs
     if settings.run_jobs:
@@ -60,4 +48,5 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(table)
     app.add_routes(openapi_routes)
     app.add_routes(metrics_routes)
+    app.on_cleanup.append(flush_on_cleanup)  # requests drained at shutdown get their access-log lines
     return app

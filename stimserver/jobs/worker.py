@@ -32,10 +32,10 @@ def run_worker(settings: Settings) -> int:
 
 
 async def _work(settings: Settings) -> int:
-    from ..app import llm_factory_from_env
+    from ..llm.providers import client_factory
     from ..metrics import count_lines_generated
 
-    runner = JobRunner(DataPaths(settings.data_dir), llm_factory=llm_factory_from_env(), max_jobs=settings.max_jobs,
+    runner = JobRunner(DataPaths(settings.data_dir), llm_factory=client_factory(settings), max_jobs=settings.max_jobs,
                        orphan_seconds=settings.job_orphan_seconds, on_lines=count_lines_generated)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

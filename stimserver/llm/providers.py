@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from ..config import SETTINGS, Settings
+from ..config import Settings
 
 if TYPE_CHECKING:
     import anthropic
@@ -69,8 +69,6 @@ _RESERVED_KWARGS = {
     "max_tokens": "use the max_tokens field",
 }
 _MAX_DETAIL_CHARS = 300
-_LLM_SETTINGS = frozenset({"llm_provider", "anthropic_api_key", "anthropic_base_url", "openai_api_key",
-                           "openai_base_url", "llm_timeout", "llm_max_retries"})
 
 class LLMError(Exception):
     """A failed completion; the message is meant for the user and never holds a key or traceback."""
@@ -100,13 +98,6 @@ class LLMConfig:
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
         )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> LLMConfig:
-        """Deprecated: ``from_settings(Settings.from_env(environ))``, kept until the job runner takes
-        ``client_factory`` from ``create_app``. Bad values raise ValueError naming the variable."""
-        llm_names = {s.env for s in SETTINGS if s.name in _LLM_SETTINGS}  # not e.g. a port the CLI overrode
-        return cls.from_settings(Settings.from_env({k: v for k, v in environ.items() if k in llm_names}))
 
     def provider_for(self, model: str) -> Provider:
         """`auto` sends claude* models to Anthropic and everything else to an OpenAI-compatible server."""

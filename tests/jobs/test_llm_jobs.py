@@ -6,7 +6,8 @@ import socket
 import pytest
 
 from stimserver.jobs import JobRef
-from stimserver.app import llm_factory_from_env
+from stimserver.config import Settings
+from stimserver.llm.providers import client_factory
 from tests.llm.fake_providers import TEST_KEY, Fail, Slow
 
 from .conftest import hardcoded, lines_of, numbered_answer, record_of, seed_target, wait_until
@@ -32,7 +33,7 @@ def use(monkeypatch):
 
 async def run_job(make_runner, paths, generators, **config):
     ref = JobRef("alice", "r1", "t1", "stim")
-    runner = await make_runner(llm_factory=llm_factory_from_env())
+    runner = await make_runner(llm_factory=client_factory(Settings.from_env()))
     await runner.submit(ref, seed_target(paths, generators, **config))
     record = await wait_until(lambda: (r := record_of(paths, ref)) and r["status"] in ("complete", "failed") and r,
                               "the job to end")

@@ -191,10 +191,11 @@ async def test_unexpected_errors_say_so_without_a_traceback(make_runner, paths, 
     assert ids(paths, ref) == [0, 1, 2, 3]  # produced before the error: committed
 
 
-async def test_bad_llm_settings_fail_the_job(make_runner, paths, ref, monkeypatch):
-    monkeypatch.setenv("STIMSERVER_LLM_PROVIDER", "gemini")
-    from stimserver.app import llm_factory_from_env
-    runner = await make_runner(llm_factory=llm_factory_from_env())
+async def test_a_client_factory_that_refuses_fails_the_job(make_runner, paths, ref):
+    def refuse():
+        raise ValueError("STIMSERVER_LLM_PROVIDER must be auto, anthropic or openai, not 'gemini'")
+
+    runner = await make_runner(llm_factory=refuse)
     await submit(runner, paths, ref, [{"type": "oneshot_qs", "numq": 2, "model": "m"}])
     record = await done(paths, ref, "failed")
     assert record["error"].startswith("generators[0] (oneshot_qs): LLM configuration error: STIMSERVER_LLM_PROVIDER")

@@ -101,11 +101,6 @@ def test_empty_values_count_as_unset() -> None:
     assert config_from(blank) == config_from({})
 
 
-def test_deprecated_from_env_reads_the_same_settings() -> None:
-    environ = {"OPENAI_BASE_URL": "http://o/v1", "STIMSERVER_LLM_MAX_RETRIES": "1"}
-    assert LLMConfig.from_env(environ) == config_from(environ)
-
-
 async def test_client_factory_builds_clients_from_settings() -> None:
     make = client_factory(Settings.from_env({"OPENAI_BASE_URL": "http://o/v1", "STIMSERVER_LLM_TIMEOUT": "3"}))
     first, second = make(), make()
