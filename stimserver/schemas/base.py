@@ -16,8 +16,8 @@ from pydantic_core import PydanticCustomError
 
 from ..store.paths import MAX_NAME, name_problem
 
-__all__ = ["ApiModel", "JsonInt", "PositiveInt", "Temperature", "Text", "NonBlank", "Name", "PromptName",
-           "StudentPromptName", "json_type", "NAME_PATTERN", "MAX_TEXT"]
+__all__ = ["Answer", "ApiModel", "JsonInt", "PositiveInt", "Temperature", "Text", "NonBlank", "Name", "PromptName",
+           "StudentPromptName", "integral", "json_type", "NAME_PATTERN", "MAX_TEXT"]
 
 # The rule of store.paths.name_problem as a pattern (no trailing '.'); 'batch' is refused too.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?$"
@@ -39,8 +39,12 @@ def json_type(value: Any) -> str:
     return "object"
 
 
+class Answer(BaseModel):
+    """A response shape: documented, never used to parse input (so not closed)."""
+
+
 class ApiModel(BaseModel):
-    """Strict, closed, and null-as-absent."""
+    """An input shape: strict, closed, and null-as-absent."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
@@ -52,7 +56,8 @@ class ApiModel(BaseModel):
         return data
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
+    """3.0 → 3: JSON has one number type (3.5 stays a float and is refused by a strict int)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -88,8 +93,9 @@ _NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN, "maxLength": MAX_NAME
                 "description": "letters, digits, '.', '_', '-'; starts with a letter or digit, does not end with "
                                "'.'; not 'batch'"}
 
-JsonInt = Annotated[int, BeforeValidator(_integral)]
-PositiveInt = Annotated[int, BeforeValidator(_integral), Field(ge=1)]
+# Constraints go before the BeforeValidator, or pydantic writes them as "ge"/"le" into the JSON Schema.
+JsonInt = Annotated[int, BeforeValidator(integral)]
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(integral)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_not_blank)]

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import ApiModel
+from .base import Answer
 
 __all__ = ["Error", "ValidationDetail", "BatchResult", "DeleteResponse", "Health"]
 
@@ -13,29 +13,29 @@ ERROR_CODES = ("INVALID_INPUT, UNAUTHORIZED, PERMISSION_DENIED, RESOURCE_NOT_FOU
                "RESOURCE_CONFLICT, PAYLOAD_TOO_LARGE, VALIDATION_ERROR, INTERNAL_ERROR, INSUFFICIENT_STORAGE")
 
 
-class ValidationDetail(ApiModel):
+class ValidationDetail(Answer):
     loc: list[str | int] = Field(description="where: ['body', field, ...], ['query', name], ['path', name] or "
                                              "['header', name]")
     msg: str
     type: str
 
 
-class Error(ApiModel):
+class Error(Answer):
     message: str
     code: str = Field(description=ERROR_CODES)
     detail: list[ValidationDetail] | None = Field(None, description="422 only: each bad field")
 
 
-class BatchResult(ApiModel):
+class BatchResult(Answer):
     created: list[str]
     failed: dict[str, str] = Field(description="name → why it was not created")
 
 
-class DeleteResponse(ApiModel):
+class DeleteResponse(Answer):
     message: str
 
 
-class Health(ApiModel):
+class Health(Answer):
     status: Literal["healthy", "degraded"]
     api: str
     version: str

@@ -20,16 +20,16 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..llm.templates import MAX_TEMPLATE_BYTES, validate_template
 from ..store.paths import TEMPLATE_DIR, name_problem, template_file_name
-from .base import ApiModel, JsonInt, NonBlank, PositiveInt, Temperature, Text
+from .base import ApiModel, JsonInt, NonBlank, PositiveInt, Temperature, Text, integral
 
 __all__ = ["GENERATOR_TYPES", "GENERATOR_FIELDS", "LLM_TYPES", "MAX_NUMQ", "MAX_TEMPLATE_BYTES", "Generator",
-           "GeneratorBase", "Hardcoded", "FromDataset", "OneshotQs", "Persona", "Custom", "effective_model",
-           "template_files"]
+           "GeneratorBase", "HardcodedGenerator", "FromDatasetGenerator", "OneshotQsGenerator", "PersonaGenerator",
+           "CustomGenerator", "effective_model", "template_files"]
 
 GENERATOR_TYPES = ("oneshot_qs", "hardcoded", "persona", "from_dataset", "custom")
 GENERATOR_FIELDS = ("type", "model", "numq", "temperature", "max_tokens", "dataset", "questions",
@@ -37,7 +37,7 @@ GENERATOR_FIELDS = ("type", "model", "numq", "temperature", "max_tokens", "datas
 LLM_TYPES = ("oneshot_qs", "persona", "custom")
 MAX_NUMQ = 1_000_000
 
-Numq = Annotated[PositiveInt, Field(le=MAX_NUMQ, description="how many questions")]
+Numq = Annotated[int, Field(ge=1, le=MAX_NUMQ, description="how many questions"), BeforeValidator(integral)]
 TemplateContent = Annotated[str, Field(description="a string.Template using ${numq} and ${prompt_u} (persona: also "
                                                    "${persona}); at most 1 MiB of UTF-8")]
 
@@ -101,51 +101,52 @@ class GeneratorBase(ApiModel):
         return {"type": self.type, **{k: data[k] for k in GENERATOR_FIELDS[1:] if k in data}}
 
 
-class Hardcoded(GeneratorBase):
+class HardcodedGenerator(GeneratorBase):
     type: Literal["hardcoded"]
     questions: Annotated[list[NonBlank], Field(min_length=1)]
 
     @model_validator(mode="after")
-    def _numq_fits(self) -> Hardcoded:
+    def _numq_fits(self) -> HardcodedGenerator:
         if self.numq is not None and self.numq > len(self.questions):
             raise _error("numq", "value_error.numq", "is {numq} but only {n} questions are given (stimserver never "
                          "repeats questions to pad the output)", numq=self.numq, n=len(self.questions))
         return self
 
 
-class FromDataset(GeneratorBase):
+class FromDatasetGenerator(GeneratorBase):
     type: Literal["from_dataset"]
     numq: Numq
     dataset: Text
 
 
-class OneshotQs(GeneratorBase):
+class OneshotQsGenerator(GeneratorBase):
     renders = True
     type: Literal["oneshot_qs"]
     numq: Numq
 
 
-class Persona(GeneratorBase):
+class PersonaGenerator(GeneratorBase):
     renders = True
     template_names = ("persona",)
     type: Literal["persona"]
     numq: Numq
 
 
-class Custom(GeneratorBase):
+class CustomGenerator(GeneratorBase):
     renders = True
     type: Literal["custom"]
     numq: Numq
 
     @model_validator(mode="after")
-    def _has_template(self) -> Custom:
+    def _has_template(self) -> CustomGenerator:
         if self.template_path is None and self.template_content is None:
             raise _error("template_path", "value_error.missing",
                          "a custom generator needs template_path or template_content")
         return self
 
 
-Generator = Annotated[Union[OneshotQs, Hardcoded, Persona, FromDataset, Custom], Field(discriminator="type")]
+Generator = Annotated[Union[OneshotQsGenerator, HardcodedGenerator, PersonaGenerator, FromDatasetGenerator,
+                            CustomGenerator], Field(discriminator="type")]
 
 
 def effective_model(gen: GeneratorBase, model_name: str | None) -> str | None:

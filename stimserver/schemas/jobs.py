@@ -5,14 +5,14 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from .base import ApiModel
+from .base import Answer
 
 __all__ = ["JobStatus", "JobPage", "JOB_STATUSES"]
 
 JOB_STATUSES = ("not_started", "pending", "running", "complete", "failed")
 
 
-class JobStatus(ApiModel):
+class JobStatus(Answer):
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     status: str = Field(description=" | ".join(JOB_STATUSES))

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, PlainValidator, SkipValidation, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from .base import ApiModel, Name, NonBlank, json_type
+from .base import Answer, ApiModel, Name, NonBlank, json_type
 
 __all__ = ["Message", "Tool", "PromptCreate", "PromptSet", "PromptBatch", "PromptResponse", "PromptList",
            "Messages"]
@@ -63,11 +63,11 @@ class PromptBatch(ApiModel):
     prompts: dict[str, SkipValidation[Messages]] = Field(description="prompt name → messages")
 
 
-class PromptResponse(ApiModel):
+class PromptResponse(Answer):
     prompt_name: str
     messages: list[Message]
     tools: list[Tool] | None
 
 
-class PromptList(ApiModel):
+class PromptList(Answer):
     prompts: list[str]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import ApiModel, Name, Text
+from .base import Answer, ApiModel, Name, Text
 
 __all__ = ["RepoCreate", "RepoResponse", "RepoList", "PaginatedRepoList", "RepoTree"]
 
@@ -13,16 +13,16 @@ class RepoCreate(ApiModel):
     base_model: Text | None = Field(None, description="default Qwen/Qwen3-32B; immutable")
 
 
-class RepoResponse(ApiModel):
+class RepoResponse(Answer):
     repo_name: str
     base_model: str
 
 
-class RepoList(ApiModel):
+class RepoList(Answer):
     repos: list[str]
 
 
-class PaginatedRepoList(ApiModel):
+class PaginatedRepoList(Answer):
     repos: list[RepoResponse]
     offset: int = Field(ge=0)
     limit: int = Field(ge=1)
@@ -30,7 +30,7 @@ class PaginatedRepoList(ApiModel):
     total: int | None = Field(ge=0)
 
 
-class RepoTree(ApiModel):
+class RepoTree(Answer):
     base_model: str
     bakes: dict[str, object]
     edges: list[list[str]]

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, SkipValidation, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .base import ApiModel, Name, NonBlank, PositiveInt, PromptName, StudentPromptName, Temperature, Text
+from .base import Answer, ApiModel, Name, NonBlank, PositiveInt, PromptName, StudentPromptName, Temperature, Text
 from .generators import Generator, effective_model, template_files
 
 __all__ = ["DEFAULT_TARGET_CONFIG", "DEFAULT_BASE_MODEL", "DEFAULT_TEMPLATE", "CONFIG_FIELDS", "ALIASES",
@@ -126,12 +126,12 @@ class TargetBatch(ApiModel):
     targets: list[SkipValidation[TargetCreate]]
 
 
-class TargetResponse(ApiModel):
+class TargetResponse(Answer):
     target_name: str
     config: TargetConfig
 
 
-class TargetList(ApiModel):
+class TargetList(Answer):
     targets: list[str]
 
 
