@@ -133,12 +133,12 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": NAME, "example": EXAMPLES[name]}
 
 
+NAME_OR_EMPTY = {"anyOf": [NAME, {"type": "string", "enum": [""]}]}  # empty: no override
 USER_OVERRIDE = [
-    {"name": "user_id", "in": "query", "required": False, "example": "admin",
-     "schema": nullable({"anyOf": [NAME, {"type": "string", "enum": [""]}]}),
+    {"name": "user_id", "in": "query", "required": False, "example": "admin", "schema": nullable(NAME_OR_EMPTY),
      "description": "act as this user (master key only); empty: no override. X-User-Id wins when both are sent"},
-    {"name": "X-User-Id", "in": "header", "required": False, "schema": NAME, "example": "admin",
-     "description": "act as this user (master key only); wins over user_id"},
+    {"name": "X-User-Id", "in": "header", "required": False, "schema": NAME_OR_EMPTY, "example": "admin",
+     "description": "act as this user (master key only); empty: no override; wins over user_id"},
 ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, PlainValidator, SkipValidation, WithJsonSchema
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from .base import Answer, ApiModel, Name, NonBlank, json_type
@@ -59,8 +59,11 @@ class PromptCreate(PromptSet):
 
 
 class PromptBatch(ApiModel):
-    # Each prompt is checked on its own (a bad one goes in ``failed``); only the mapping is checked here.
-    prompts: dict[str, SkipValidation[Messages]] = Field(description="prompt name → messages")
+    # Each prompt is checked on its own, and a bad one goes in ``failed`` (a 200): so the
+    # document describes a value rather than constraining it; only the mapping is checked here.
+    prompts: Annotated[dict[str, Any], WithJsonSchema({"type": "object", "description": "prompt name → messages",
+                                                       "additionalProperties": {
+        "description": "a list of Message; a prompt that is not one is reported in failed"}})]
 
 
 class PromptResponse(Answer):

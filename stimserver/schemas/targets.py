@@ -10,9 +10,9 @@ is planned, so the generator rules run on what is stored, not on a second copy o
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, SkipValidation, field_validator, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .base import Answer, ApiModel, Name, NonBlank, PositiveInt, PromptName, StudentPromptName, Temperature, Text
@@ -122,8 +122,10 @@ class TargetSet(ApiModel):
 
 
 class TargetBatch(ApiModel):
-    # Items are parsed one by one (a bad item goes in ``failed``); only the list shape is checked here.
-    targets: list[SkipValidation[TargetCreate]]
+    # Items are parsed one by one, and a bad one goes in ``failed`` (a 200): so the document
+    # describes an item rather than constraining it; only the list itself is checked here.
+    targets: Annotated[list[Any], WithJsonSchema({"type": "array", "items": {
+        "description": "a TargetCreate body; an item that is not one is reported in failed"}})]
 
 
 class TargetResponse(Answer):
