@@ -21,39 +21,19 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pydantic import BaseModel
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
-
 from . import __version__
 from .config import Settings
 from .keys import OPENAPI
-from .schemas import common, jobs, prompts, repos, targets
 from .schemas.base import NAME_PATTERN
+from .schemas.openapi import REF_TEMPLATE, component_schemas
 
-__all__ = ["NAME_PATTERN", "build_openapi", "openapi_bytes", "routes", "to_openapi30"]
+__all__ = ["NAME_PATTERN", "build_openapi", "openapi_bytes", "routes"]
 
 R = "/v1/repo/{repo_name}"
 T = R + "/targets/{target_name}"
 B = R + "/bakes/{bake_name}"
 
 JSON = "application/json"
-
-# Component name → (model, mode). Bodies are documented as they are parsed, answers as they are sent.
-BODIES: dict[str, type[BaseModel]] = {
-    "RepoCreate": repos.RepoCreate, "PromptCreate": prompts.PromptCreate, "PromptSet": prompts.PromptSet,
-    "PromptBatch": prompts.PromptBatch, "TargetCreate": targets.TargetCreate, "TargetSet": targets.TargetSet,
-    "TargetBatch": targets.TargetBatch,
-}
-ANSWERS: dict[str, type[BaseModel]] = {
-    "Error": common.Error, "Health": common.Health, "BatchResult": common.BatchResult,
-    "DeleteResponse": common.DeleteResponse, "RepoResponse": repos.RepoResponse, "RepoList": repos.RepoList,
-    "PaginatedRepoList": repos.PaginatedRepoList, "RepoTree": repos.RepoTree,
-    "PromptResponse": prompts.PromptResponse, "PromptList": prompts.PromptList,
-    "TargetResponse": targets.TargetResponse, "TargetList": targets.TargetList,
-    "JobStatus": jobs.JobStatus, "JobPage": jobs.JobPage,
-}
-REF_TEMPLATE = "#/components/schemas/{model}"
-
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": REF_TEMPLATE.format(model=name)}
@@ -70,40 +50,8 @@ NAME = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
                        "not 'batch'"}
 
 
-def to_openapi30(schema: Any) -> Any:
-    """JSON Schema (pydantic's, 2020-12) → OpenAPI 3.0.3: ``nullable`` for null unions, no ``const``/titles."""
-    if isinstance(schema, list):
-        return [to_openapi30(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: to_openapi30(v) for k, v in schema.items() if k != "title"}
-    if "const" in out:
-        out["enum"] = [out.pop("const")]
-    for key in ("anyOf", "oneOf"):
-        options = out.get(key)
-        if isinstance(options, list) and {"type": "null"} in options:
-            rest = [o for o in options if o != {"type": "null"}]
-            del out[key]
-            if len(rest) == 1:
-                single = rest[0]
-                # a $ref takes no siblings in 3.0: wrap it to say it may be null
-                out = {**({"allOf": [single]} if "$ref" in single else single), **out}
-            else:
-                out[key] = rest
-            out["nullable"] = True
-    return out
-
-
 def _schemas(settings: Settings) -> dict[str, Any]:
-    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in BODIES.values()]
-    pairs += [(m, "serialization") for m in ANSWERS.values()]
-    refs, defs = models_json_schema(pairs, ref_template=REF_TEMPLATE)
-    names = {name: refs[(model, "validation")]["$ref"] for name, model in BODIES.items()}
-    names |= {name: refs[(model, "serialization")]["$ref"] for name, model in ANSWERS.items()}
-    assert all(r == ref(n)["$ref"] for n, r in names.items()), names  # component names are the class names
-    schemas: dict[str, Any] = to_openapi30(defs["$defs"])
-    schemas["JobPage"]["properties"]["limit"]["maximum"] = settings.max_page_size
-    return schemas
+    return component_schemas(max_page_size=settings.max_page_size)
 
 
 _ERRORS = {

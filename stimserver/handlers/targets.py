@@ -29,7 +29,7 @@ from ..jsonio import json_response, parse_body, raise_422, read_json_object, sam
 from ..keys import JOB_CONTROL
 from ..schemas.generators import GeneratorBase, template_files
 from ..schemas.targets import (DEFAULT_TEMPLATE, TargetBatch, TargetConfig, TargetCreate, TargetSet, config_problems,
-                               effective_config, prompt_refs, public_config)
+                               effective_config, missing_prompts, public_config)
 from ..schemas.validation import Detail, Invalid, parse, problem
 from ..store.errors import StoreError
 from ..store.paths import JOB_KINDS, check_name, name_problem, template_file_name
@@ -81,15 +81,16 @@ def _check_references(ctx: RepoContext, template: str, overrides: dict[str, Any]
         raise ValidationError(f"template '{template}' has a config that cannot be used: {e.message}",
                               detail=e.detail) from None
     detail: list[Detail] = []
-    for field, prompt in prompt_refs(config).items():
-        if ctx.records.prompt(ctx.user, ctx.repo, prompt) is None:
-            if field in overrides:
-                detail.append(problem(["body", "overrides", field], f"prompt '{prompt}' does not exist in repo "
-                                      f"'{ctx.repo}'", "value_error.prompt_not_found"))
-            else:
-                detail.append(problem(["body", "template"], f"{field} '{prompt}' inherited from template "
-                                      f"'{template}' does not exist in repo '{ctx.repo}'",
-                                      "value_error.prompt_not_found"))
+    def exists(prompt: str) -> bool:
+        return ctx.records.prompt(ctx.user, ctx.repo, prompt) is not None
+
+    for field, prompt in missing_prompts(config, exists).items():
+        if field in overrides:
+            detail.append(problem(["body", "overrides", field], f"prompt '{prompt}' does not exist in repo "
+                                  f"'{ctx.repo}'", "value_error.prompt_not_found"))
+        else:
+            detail.append(problem(["body", "template"], f"{field} '{prompt}' inherited from template "
+                                  f"'{template}' does not exist in repo '{ctx.repo}'", "value_error.prompt_not_found"))
     for loc, msg in config_problems(parsed):
         detail.append(problem(gen_loc(*loc), msg, "value_error.missing"))
     files, _ = template_files(list(parsed.generators))

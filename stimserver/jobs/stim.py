@@ -18,7 +18,7 @@ import asyncio
 from typing import Any, AsyncIterator
 
 from ..llm import LLMError
-from ..schemas.targets import TargetConfig, config_problems
+from ..schemas.targets import TargetConfig, config_problems, missing_prompts
 from ..schemas.validation import Invalid, parse
 from .generators import GENERATORS, PlanContext
 from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, checkpointed
@@ -105,6 +105,10 @@ class StimKind(JobKind):
         if missing:
             raise ConfigProblem(f"{MISSING_MESSAGE}: target '{source.target}' has no {' and no '.join(missing)}")
         config = parse_config(raw)
+        gone = missing_prompts(raw, lambda name: source.records.prompt(source.user, source.repo, name) is not None)
+        if gone:  # the rule creation applied; the prompt may have been removed since
+            raise ConfigProblem("; ".join(f"{field} '{name}' does not exist in repo '{source.repo}'"
+                                          for field, name in gone.items()))
         teacher_prompt = self._prompt(source, "teacher_prompt", str(config.teacher_prompt))
         student_prompt = (self._prompt(source, "student_prompt", config.student_prompt) if config.student_prompt
                           else {"name": "", "messages": [], "tools": None})

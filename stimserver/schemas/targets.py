@@ -10,7 +10,7 @@ is planned, so the generator rules run on what is stored, not on a second copy o
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -20,7 +20,7 @@ from .generators import Generator, effective_model, template_files
 
 __all__ = ["DEFAULT_TARGET_CONFIG", "DEFAULT_BASE_MODEL", "DEFAULT_TEMPLATE", "CONFIG_FIELDS", "ALIASES",
            "TargetOverrides", "TargetConfig", "TargetCreate", "TargetSet", "TargetBatch", "TargetResponse",
-           "TargetList", "public_config", "effective_config", "prompt_refs", "config_problems"]
+           "TargetList", "public_config", "effective_config", "prompt_refs", "missing_prompts", "config_problems"]
 
 DEFAULT_TARGET_CONFIG: dict[str, Any] = {
     "teacher_prompt": None,
@@ -153,6 +153,15 @@ def effective_config(template_config: dict[str, Any] | None, overrides: dict[str
 def prompt_refs(config: dict[str, Any]) -> dict[str, str]:
     """Field → prompt name for the prompts a config names (an empty student prompt names none)."""
     return {f: config[f] for f in ("teacher_prompt", "student_prompt") if config.get(f)}
+
+
+def missing_prompts(config: dict[str, Any], exists: Callable[[str], bool]) -> dict[str, str]:
+    """Field → name of each prompt ``config`` names that ``exists`` does not find.
+
+    The rule creation applies (a 422) and a job plan applies again (a 400): prompts of a
+    target cannot be deleted through the API, but a record may be older or edited by hand.
+    """
+    return {field: name for field, name in prompt_refs(config).items() if not exists(name)}
 
 
 def config_problems(config: TargetConfig) -> list[tuple[tuple[str | int, ...], str]]:
