@@ -71,7 +71,8 @@ def _error(status: int, description: str | None = None) -> dict[str, Any]:
 
 
 def _ok(schema: dict[str, Any] | str, description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": ref(schema) if isinstance(schema, str) else schema}}}
+    body = ref(schema) if isinstance(schema, str) else schema
+    return {"description": description, "content": {JSON: {"schema": body}}}
 
 
 EXAMPLES = {"repo_name": "demo", "target_name": "geo", "prompt_name": "teacher", "bake_name": "bake1"}

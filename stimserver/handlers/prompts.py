@@ -30,19 +30,19 @@ routes = web.RouteTableDef()
 BASE = "/v1/repo/{repo_name}/prompts"
 
 
-def prompt_response(record: dict) -> dict[str, Any]:
+def prompt_response(record: dict[str, Any]) -> dict[str, Any]:
     return {"prompt_name": record["prompt_name"], "messages": record["messages"], "tools": record.get("tools")}
 
 
-def _new_record(name: str, messages: list, tools: list | None) -> dict[str, Any]:
+def _new_record(name: str, messages: list[Any], tools: list[Any] | None) -> dict[str, Any]:
     return {"prompt_name": name, "messages": messages, "tools": tools, "created_at": now_iso()}
 
 
-def _same(record: dict, messages: list, tools: list | None) -> bool:
+def _same(record: dict[str, Any], messages: list[Any], tools: list[Any] | None) -> bool:
     return same_json(record["messages"], messages) and same_json(record.get("tools"), tools)
 
 
-def _save(ctx: RepoContext, name: str, messages: list, tools: list | None, *, update: bool) -> bool:
+def _save(ctx: RepoContext, name: str, messages: list[Any], tools: list[Any] | None, *, update: bool) -> bool:
     """Store a prompt; True if it was new. Raises Conflict when it differs and ``update`` is off."""
     record, created = ctx.records.create_prompt(ctx.user, ctx.repo, _new_record(name, messages, tools))
     if created or _same(record, messages, tools):
@@ -109,7 +109,7 @@ async def list_prompts(request: web.Request) -> web.Response:
     return json_response({"prompts": ctx.records.prompt_names(ctx.user, ctx.repo)})
 
 
-def _load(ctx: RepoContext, name: str) -> dict:
+def _load(ctx: RepoContext, name: str) -> dict[str, Any]:
     record = ctx.records.prompt(ctx.user, ctx.repo, name)
     if record is None:
         raise NotFound(f"prompt '{name}' not found in repo '{ctx.repo}'")

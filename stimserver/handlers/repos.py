@@ -28,7 +28,7 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
-def repo_response(record: dict) -> dict[str, Any]:
+def repo_response(record: dict[str, Any]) -> dict[str, Any]:
     return {"repo_name": record["repo_name"], "base_model": record["base_model"]}
 
 
@@ -92,7 +92,7 @@ async def list_repos(request: web.Request) -> web.Response:
     })
 
 
-def _repo_record(request: web.Request) -> dict:
+def _repo_record(request: web.Request) -> dict[str, Any]:
     ctx = repo_context(request)
     record = ctx.records.repo(ctx.user, ctx.repo)
     if record is None:  # repo_context saw it a moment ago; repos are never deleted, but be exact

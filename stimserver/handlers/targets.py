@@ -20,7 +20,7 @@ between the check and the write (prompt deletion takes the same lock).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 
@@ -38,10 +38,16 @@ from .context import RepoContext, repo_context, target_context
 
 routes = web.RouteTableDef()
 
+
+class JobControl(Protocol):
+    """What keys.JOB_CONTROL holds (declared there as ``object``)."""
+
+    async def stop(self, user: str, repo: str, target: str) -> None: ...
+
 BASE = "/v1/repo/{repo_name}/targets"
 
 
-def target_response(record: dict) -> dict[str, Any]:
+def target_response(record: dict[str, Any]) -> dict[str, Any]:
     return {"target_name": record["target_name"], "config": public_config(record.get("config"))}
 
 
@@ -60,7 +66,7 @@ def parse_target(item: Any, loc: tuple[str | int, ...] = ("body",), *,
     return name, body.template, body.overrides.stored() if body.overrides is not None else {}
 
 
-def _template_config(ctx: RepoContext, template: str) -> dict:
+def _template_config(ctx: RepoContext, template: str) -> dict[str, Any]:
     if template == DEFAULT_TEMPLATE:
         return public_config(None)
     record = ctx.records.target(ctx.user, ctx.repo, template) if name_problem(template) is None else None
@@ -125,7 +131,8 @@ def _stored_template_problems(ctx: RepoContext, gen: GeneratorBase, loc: list[st
     return []
 
 
-def save_target(ctx: RepoContext, name: str, template: str, overrides: dict) -> tuple[dict, bool]:
+def save_target(ctx: RepoContext, name: str, template: str,
+                overrides: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Create a target (caller holds the repo's reference lock); (record, created). 404/409/422 as ApiError."""
     existing = ctx.records.target(ctx.user, ctx.repo, name)
     if existing is not None and existing.get("template") == template \
@@ -223,7 +230,7 @@ async def set_target(request: web.Request) -> web.Response:
 @routes.delete(BASE + "/{target_name}")
 async def delete_target(request: web.Request) -> web.Response:
     ctx, name, _ = target_context(request)
-    control = request.app.get(JOB_CONTROL)
+    control = cast("JobControl | None", request.app.get(JOB_CONTROL))
     async with ctx.records.references_locked(ctx.user, ctx.repo):
         if ctx.records.target(ctx.user, ctx.repo, name) is None:
             raise NotFound(f"target '{name}' not found in repo '{ctx.repo}'")

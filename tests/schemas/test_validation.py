@@ -90,8 +90,9 @@ def test_aliases_are_renamed_once():
 
 
 def test_same_path_with_two_contents_is_refused():
-    gens = [{"type": "custom", "numq": 1, "template_path": "a.txt", "template_content": "${numq}${prompt_u}"},
-            {"type": "custom", "numq": 1, "template_path": "templates/a.txt", "template_content": "${numq}${prompt_u}!"}]
+    text = "${numq}${prompt_u}"
+    gens = [{"type": "custom", "numq": 1, "template_path": "a.txt", "template_content": text},
+            {"type": "custom", "numq": 1, "template_path": "templates/a.txt", "template_content": text + "!"}]
     assert problems(TargetOverrides, {"generators": gens}, ())[0]["loc"] == ["generators", 1, "template_content"]
 
 
