@@ -9,9 +9,11 @@ from pydantic import BaseModel
 
 from .errors import BadRequest, PayloadTooLarge, ValidationError
 from .keys import SETTINGS
-from .schemas.validation import Detail, Invalid, message, parse
+from .schemas.base import json_type
+from .schemas.validation import Detail, Invalid, message, parse, problem
 
-__all__ = ["json_response", "raw_json_response", "read_json_object", "parse_body", "raise_422", "same_json"]
+__all__ = ["json_response", "raw_json_response", "read_json_object", "parse_body", "unprocessable", "raise_422",
+           "same_json"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,10 +44,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(value, dict):
-        raise ValidationError(
-            "request body must be a JSON object",
-            detail=[{"loc": ["body"], "msg": "must be a JSON object", "type": "type_error.object"}],
-        )
+        raise unprocessable([problem(["body"], f"must be a JSON object, got {json_type(value)}", "type_error.object")])
     return value
 
 
@@ -54,13 +53,18 @@ def parse_body(model: type[M], value: Any, prefix: Sequence[str | int] = ("body"
     try:
         return parse(model, value, prefix)
     except Invalid as e:
-        raise ValidationError(e.message, detail=e.detail) from None
+        raise unprocessable(e.detail) from None
+
+
+def unprocessable(detail: list[Detail]) -> ValidationError:
+    """The 422 for problems found beyond a model's own rules (e.g. a prompt that does not exist)."""
+    return ValidationError(message(detail), detail=detail)
 
 
 def raise_422(detail: list[Detail]) -> None:
-    """A 422 for problems found beyond a model's own rules (e.g. a prompt that does not exist)."""
+    """Raise ``unprocessable(detail)`` if there is any detail."""
     if detail:
-        raise ValidationError(message(detail), detail=detail)
+        raise unprocessable(detail)
 
 
 def same_json(a: Any, b: Any) -> bool:

@@ -14,12 +14,13 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from ..errors import Conflict, NotFound, ValidationError
-from ..jsonio import json_response, parse_body, read_json_object
+from ..errors import Conflict, NotFound
+from ..jsonio import json_response, parse_body, read_json_object, unprocessable
 from ..keys import IDENTITY, RECORDS, SETTINGS
 from ..paging import int_param
 from ..schemas.repos import RepoCreate
 from ..schemas.targets import DEFAULT_BASE_MODEL
+from ..schemas.validation import problem
 from .context import repo_context
 
 routes = web.RouteTableDef()
@@ -62,8 +63,7 @@ def _bool_param(query: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValidationError(f"query parameter {name} must be true or false (got {raw[:40]!r})",
-                          detail=[{"loc": ["query", name], "msg": "must be true or false", "type": "type_error.bool"}])
+    raise unprocessable([problem(["query", name], f"must be true or false (got {raw[:40]!r})", "type_error.bool")])
 
 
 @routes.get("/v1/repo")

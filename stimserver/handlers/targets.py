@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 from aiohttp import web
 
 from ..errors import ApiError, Conflict, NotFound, ValidationError
-from ..jsonio import json_response, parse_body, raise_422, read_json_object, same_json
+from ..jsonio import json_response, parse_body, raise_422, read_json_object, same_json, unprocessable
 from ..keys import JOB_CONTROL
 from ..schemas.generators import GeneratorBase, template_files
 from ..schemas.targets import (DEFAULT_TEMPLATE, TargetBatch, TargetConfig, TargetCreate, TargetSet, config_problems,
@@ -159,7 +159,7 @@ async def _create_one(request: web.Request, *, name: str | None, new_status: int
     try:
         name, template, overrides = parse_target(await read_json_object(request), name=name)
     except Invalid as e:
-        raise ValidationError(e.message, detail=e.detail) from None
+        raise unprocessable(e.detail) from None
     async with ctx.records.references_locked(ctx.user, ctx.repo):
         record, created = save_target(ctx, name, template, overrides)
     return json_response(target_response(record), new_status if created else 200)
@@ -221,9 +221,8 @@ async def get_target(request: web.Request) -> web.Response:
 async def set_target(request: web.Request) -> web.Response:
     name = check_name(request.match_info["target_name"], "target_name")
     if name == DEFAULT_TEMPLATE:
-        raise ValidationError(f"'{DEFAULT_TEMPLATE}' names the built-in template; choose another target name",
-                              detail=[{"loc": ["path", "target_name"], "msg": "reserved name",
-                                       "type": "value_error.name"}])
+        raise unprocessable([problem(["path", "target_name"], f"'{DEFAULT_TEMPLATE}' names the built-in template; "
+                                     "choose another target name", "value_error.name")])
     return await _create_one(request, name=name, new_status=200)
 
 

@@ -18,13 +18,14 @@ from pydantic import ValidationError as PydanticError
 from pydantic_core import ErrorDetails
 
 from .base import json_type
+from .generators import GENERATOR_TYPES
 
 __all__ = ["Detail", "Invalid", "parse", "details", "message", "problem"]
 
 M = TypeVar("M", bound=BaseModel)
 Loc = Sequence[str | int]
 Detail = dict[str, Any]
-GENERATOR_TAGS = frozenset({"oneshot_qs", "hardcoded", "persona", "from_dataset", "custom"})
+GENERATOR_TAGS = frozenset(GENERATOR_TYPES)
 
 
 def _got(value: Any) -> str:
