@@ -38,13 +38,13 @@ from .context import RepoContext, repo_context, target_context
 
 routes = web.RouteTableDef()
 
+BASE = "/v1/repo/{repo_name}/targets"
+
 
 class JobControl(Protocol):
     """What keys.JOB_CONTROL holds (declared there as ``object``)."""
 
     async def stop(self, user: str, repo: str, target: str) -> None: ...
-
-BASE = "/v1/repo/{repo_name}/targets"
 
 
 def target_response(record: dict[str, Any]) -> dict[str, Any]:
@@ -78,8 +78,12 @@ def _template_config(ctx: RepoContext, template: str) -> dict[str, Any]:
 def _check_references(ctx: RepoContext, template: str, overrides: dict[str, Any],
                       config: dict[str, Any]) -> dict[str, str]:
     """422 for what the effective config needs and lacks; returns the template files to write."""
+
     def gen_loc(*rest: str | int) -> list[str | int]:  # generators sent, or inherited from the template
         return ["body", "overrides", *rest] if "generators" in overrides else ["body", "template"]
+
+    def exists(prompt: str) -> bool:
+        return ctx.records.prompt(ctx.user, ctx.repo, prompt) is not None
 
     try:
         parsed = parse(TargetConfig, config, ("body", "template"))
@@ -87,9 +91,6 @@ def _check_references(ctx: RepoContext, template: str, overrides: dict[str, Any]
         raise ValidationError(f"template '{template}' has a config that cannot be used: {e.message}",
                               detail=e.detail) from None
     detail: list[Detail] = []
-    def exists(prompt: str) -> bool:
-        return ctx.records.prompt(ctx.user, ctx.repo, prompt) is not None
-
     for field, prompt in missing_prompts(config, exists).items():
         if field in overrides:
             detail.append(problem(["body", "overrides", field], f"prompt '{prompt}' does not exist in repo "
