@@ -5,6 +5,9 @@ size) are the ones the server enforces. ``tests/test_openapi.py`` keeps it true:
 route of the app's router must be an operation here and every operation must reach a
 route, with the same path parameters; schemathesis then checks the answers against it.
 
+Component schemas are generated from the pydantic models in ``schemas/`` (converted to
+OpenAPI 3.0.3 by ``to_openapi30``), so the document and the parser cannot disagree.
+
 Conventions: every operation but the public ones (health, this document, metrics)
 needs the bearer key and takes the user override (``user_id`` / ``X-User-Id``, master
 key only). Errors are ``Error`` objects; 422 adds ``detail``. HEAD mirrors each GET and
@@ -21,38 +24,23 @@ from aiohttp import web
 from . import __version__
 from .config import Settings
 from .keys import OPENAPI
+from .schemas.base import NAME_PATTERN
+from .schemas.openapi import REF_TEMPLATE, component_schemas
 
-__all__ = ["build_openapi", "openapi_bytes", "routes"]
+__all__ = ["NAME_PATTERN", "build_openapi", "openapi_bytes", "routes"]
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 R = "/v1/repo/{repo_name}"
 T = R + "/targets/{target_name}"
 B = R + "/bakes/{bake_name}"
 
 JSON = "application/json"
-# As in targetconfig.py and generatorconfig.py (tests/test_openapi.py checks they agree).
-GENERATOR_TYPES = ("oneshot_qs", "hardcoded", "persona", "from_dataset", "custom")
-ALIASES = {"u": "teacher_prompt", "v": "student_prompt"}
-
 
 def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF_TEMPLATE.format(model=name)}
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
-
-
-def obj(properties: dict[str, Any], required: tuple[str, ...] = (), *, closed: bool = False,
-        description: str | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    if closed:
-        schema["additionalProperties"] = False
-    if description:
-        schema["description"] = description
-    return schema
 
 
 STR = {"type": "string"}
@@ -63,119 +51,11 @@ NAME = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
-    config_props = {
-        "teacher_prompt": nullable({**STR, "description": "prompt name: the unconditioned stimulus (u)"}),
-        "student_prompt": nullable({**STR, "description": "prompt name: the conditioned stimulus (v); may be ''"}),
-        "generators": nullable({"type": "array", "items": ref("Generator")}),
-        "model_name": nullable({**STR, "maxLength": 256}),
-        "num_traj_per_stimulus": nullable({**INT, "minimum": 1}),
-        "max_concurrency": nullable({**INT, "minimum": 1}),
-        "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
-        "max_tokens": nullable({**INT, "minimum": 1}),
-        "extra_kwargs": nullable({"type": "object"}),
-    }
-    overrides = obj({**config_props,
-                     **{alias: nullable({**STR, "deprecated": True, "description": f"old name of {field}"})
-                        for alias, field in ALIASES.items()}},
-                    closed=True, description="fields replacing the template's; null or absent: keep the template's")
-    generator_props = {
-        "type": {"type": "string", "enum": list(GENERATOR_TYPES)},
-        "model": nullable({**STR, "maxLength": 256}),
-        "numq": nullable({**INT, "minimum": 1}),
-        "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
-        "max_tokens": nullable({**INT, "minimum": 1}),
-        "dataset": nullable({**STR, "maxLength": 256}),
-        "questions": nullable({"type": "array", "items": STR}),
-        "template_path": nullable(STR),
-        "template_content": nullable({**STR, "description": "a string.Template using ${numq} and ${prompt_u}; "
-                                                             "at most 1 MB of UTF-8"}),
-        "seed": nullable(INT),
-        "rollout_with_conditioned": nullable({"type": "boolean"}),
-    }
-    status_props = {
-        "status": {"type": "string", "description": "not_started | pending | running | complete | failed"},
-        "lines": nullable({**INT, "minimum": 0, "description": "committed output lines; null if never run"}),
-        "config": nullable({"type": "object", "description": "the job's parameters"}),
-        "error": nullable({**STR, "description": "why the job failed"}),
-        "job_id": nullable(INT),
-        "progress_percent": nullable({"type": "number", "minimum": 0, "maximum": 100}),
-    }
-    message = obj({"role": STR,
-                   "content": {"nullable": True, "oneOf": [STR, {"type": "array", "items": {"type": "object"}}]}},
-                  ("role",), description="a chat message, kept verbatim (extra keys such as tool_calls too)")
-    return {
-        "Error": obj({
-            "message": STR,
-            "code": {**STR, "description": "INVALID_INPUT, UNAUTHORIZED, PERMISSION_DENIED, RESOURCE_NOT_FOUND, "
-                                           "METHOD_NOT_ALLOWED, RESOURCE_CONFLICT, PAYLOAD_TOO_LARGE, "
-                                           "VALIDATION_ERROR, INTERNAL_ERROR"},
-            "detail": {"type": "array", "items": ref("ValidationDetail")},
-        }, ("message", "code")),
-        "ValidationDetail": obj({
-            "loc": {"type": "array", "items": {"oneOf": [STR, INT]},
-                    "description": "where: ['body', field, ...], ['query', name], ['path', name] or ['header', name]"},
-            "msg": STR, "type": STR,
-        }, ("loc", "msg", "type")),
-        "Health": obj({"status": {"type": "string", "enum": ["healthy", "degraded"]}, "api": STR, "version": STR},
-                      ("status", "api", "version")),
-        "RepoCreate": obj({"repo_name": NAME,
-                           "base_model": nullable({**STR, "minLength": 1, "maxLength": 256,
-                                                   "description": "default Qwen/Qwen3-32B; immutable"})},
-                          ("repo_name",), closed=True),
-        "RepoResponse": obj({"repo_name": STR, "base_model": STR}, ("repo_name", "base_model")),
-        "RepoList": obj({"repos": {"type": "array", "items": STR}}, ("repos",)),
-        "PaginatedRepoList": obj({
-            "repos": {"type": "array", "items": ref("RepoResponse")},
-            "offset": {**INT, "minimum": 0}, "limit": {**INT, "minimum": 1}, "has_more": {"type": "boolean"},
-            "total": nullable({**INT, "minimum": 0}),
-        }, ("repos", "offset", "limit", "has_more")),
-        "RepoTree": obj({"base_model": STR, "bakes": {"type": "object"},
-                         "edges": {"type": "array", "items": {"type": "array", "items": STR}}},
-                        ("base_model", "bakes", "edges")),
-        "Message": message,
-        "Tool": {"type": "object", "description": "an OpenAI-format tool/function definition"},
-        "PromptCreate": obj({"prompt_name": NAME, "messages": {"type": "array", "items": ref("Message")},
-                             "tools": nullable({"type": "array", "items": ref("Tool")})},
-                            ("prompt_name", "messages"), closed=True),
-        "PromptSet": obj({"messages": {"type": "array", "items": ref("Message")},
-                          "tools": nullable({"type": "array", "items": ref("Tool")})}, ("messages",), closed=True),
-        "PromptResponse": obj({"prompt_name": STR, "messages": {"type": "array", "items": ref("Message")},
-                               "tools": nullable({"type": "array", "items": ref("Tool")})},
-                              ("prompt_name", "messages")),
-        "PromptList": obj({"prompts": {"type": "array", "items": STR}}, ("prompts",)),
-        "PromptBatch": obj({"prompts": {"type": "object",
-                                        "additionalProperties": {"type": "array", "items": ref("Message")},
-                                        "description": "prompt name → messages"}}, ("prompts",), closed=True),
-        "BatchResult": obj({"created": {"type": "array", "items": STR},
-                            "failed": {"type": "object", "additionalProperties": STR,
-                                       "description": "name → why it was not created"}}, ("created", "failed")),
-        "DeleteResponse": obj({"message": STR}, ("message",)),
-        "Generator": obj(generator_props, ("type",), closed=True,
-                         description="a stimulus source (API.md §8); required fields depend on the type"),
-        "TargetOverrides": overrides,
-        "TargetConfig": obj(config_props, tuple(config_props)),
-        "TargetCreate": obj({"target_name": NAME,
-                             "template": {**STR, "description": "'default' or a target of the same repo"},
-                             "overrides": nullable(ref("TargetOverrides"))}, ("target_name", "template"),
-                            closed=True),
-        "TargetSet": obj({"template": STR, "overrides": nullable(ref("TargetOverrides"))}, ("template",),
-                         closed=True),
-        "TargetBatch": obj({"targets": {"type": "array", "items": ref("TargetCreate")}}, ("targets",), closed=True),
-        "TargetResponse": obj({"target_name": STR, "config": ref("TargetConfig")}, ("target_name", "config")),
-        "TargetList": obj({"targets": {"type": "array", "items": STR}}, ("targets",)),
-        "StimResponse": obj(status_props, tuple(status_props)),
-        "StimOutput": obj({
-            **status_props,
-            "output": {"type": "array", "items": {"type": "object"},
-                       "description": "lines [offset, offset + limit) of the output, one object each"},
-            "offset": {**INT, "minimum": 0}, "limit": {**INT, "minimum": 1, "maximum": settings.max_page_size},
-            "has_more": {"type": "boolean"},
-        }, (*status_props, "output", "offset", "limit", "has_more")),
-    }
+    return component_schemas(max_page_size=settings.max_page_size)
 
 
 _ERRORS = {
-    400: "Bad request: X-User-Id and user_id name different users, unparseable JSON, or a job that cannot run",
+    400: "Bad request: unparseable JSON, or a job that cannot run",
     401: "Missing, malformed, unknown or revoked API key",
     403: "A key other than the master key asked to act as another user",
     404: "No such repo / prompt / target (or the endpoint is not served)",
@@ -191,7 +71,8 @@ def _error(status: int, description: str | None = None) -> dict[str, Any]:
 
 
 def _ok(schema: dict[str, Any] | str, description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": ref(schema) if isinstance(schema, str) else schema}}}
+    body = ref(schema) if isinstance(schema, str) else schema
+    return {"description": description, "content": {JSON: {"schema": body}}}
 
 
 EXAMPLES = {"repo_name": "demo", "target_name": "geo", "prompt_name": "teacher", "bake_name": "bake1"}
@@ -201,11 +82,12 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": NAME, "example": EXAMPLES[name]}
 
 
+NAME_OR_EMPTY = {"anyOf": [NAME, {"type": "string", "enum": [""]}]}  # empty: no override
 USER_OVERRIDE = [
-    {"name": "user_id", "in": "query", "required": False, "schema": nullable(NAME), "example": "admin",
-     "description": "act as this user (master key only); same as X-User-Id"},
-    {"name": "X-User-Id", "in": "header", "required": False, "schema": NAME, "example": "admin",
-     "description": "act as this user (master key only); same as user_id"},
+    {"name": "user_id", "in": "query", "required": False, "example": "admin", "schema": nullable(NAME_OR_EMPTY),
+     "description": "act as this user (master key only); empty: no override. X-User-Id wins when both are sent"},
+    {"name": "X-User-Id", "in": "header", "required": False, "schema": NAME_OR_EMPTY, "example": "admin",
+     "description": "act as this user (master key only); empty: no override; wins over user_id"},
 ]
 
 
@@ -325,16 +207,16 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         f"{T}/{kind}": {
             "post": _operation(f"{kind}_run", "Run the target's stim job (idempotent; no body)", "stim",
-                               {200: _ok("StimResponse")}, errors=(404, 409),
+                               {200: _ok("JobStatus")}, errors=(404, 409),
                                description="Queues the job and answers its state at once (complete already, when "
                                            "it finishes within about a second). While a job exists, answers its "
                                            "state and starts no other. 400: the target lacks generators or "
                                            "prompts."),
-            "get": _operation(f"{kind}_get", "Status of the target's stim job", "stim", {200: _ok("StimResponse")},
+            "get": _operation(f"{kind}_get", "Status of the target's stim job", "stim", {200: _ok("JobStatus")},
                               errors=(404,)),
         },
         f"{T}/{kind}/output": {
-            "get": _operation(f"{kind}_get_output", "One page of the stim output", "stim", {200: _ok("StimOutput")},
+            "get": _operation(f"{kind}_get_output", "One page of the stim output", "stim", {200: _ok("JobPage")},
                               query=page_query, errors=(404,),
                               description="Lines [offset, offset + limit). has_more is true while lines follow "
                                           "the page; a page past the end is empty."),

@@ -87,7 +87,8 @@ def test_limits_come_from_the_settings(settings):
 
 
 @pytest.mark.parametrize("name, ok", [("geo-1.v2_x", True), ("a", True), ("-a", False), ("a/b", False),
-                                      ("x" * 129, False)])
+                                      ("x" * 129, False), ("x" * 128, True), ("a.", False), ("a.b", True),
+                                      ("a..", False), ("a_", True)])
 def test_name_pattern_matches_the_server_rule(name, ok):
     from stimserver.store.paths import name_problem
 
@@ -137,11 +138,27 @@ def _check(doc: dict, schema: dict, value) -> None:
                 _check(doc, sub, value[field])
 
 
-def test_config_and_generator_fields_match_the_validators(settings):
-    from stimserver import generatorconfig, targetconfig
+def test_config_and_generator_schemas_come_from_the_models(settings):
+    from stimserver.schemas.generators import GENERATOR_FIELDS, GENERATOR_TYPES
+    from stimserver.schemas.targets import ALIASES, CONFIG_FIELDS
 
     schemas = build_openapi(settings)["components"]["schemas"]
-    assert tuple(schemas["TargetConfig"]["properties"]) == targetconfig.CONFIG_FIELDS
-    assert set(schemas["TargetOverrides"]["properties"]) == {*targetconfig.CONFIG_FIELDS, *targetconfig.ALIASES}
-    assert tuple(schemas["Generator"]["properties"]) == generatorconfig.GENERATOR_FIELDS
-    assert tuple(schemas["Generator"]["properties"]["type"]["enum"]) == generatorconfig.GENERATOR_TYPES
+    assert tuple(schemas["TargetConfig"]["properties"]) == CONFIG_FIELDS
+    assert set(schemas["TargetConfig"]["required"]) == set(CONFIG_FIELDS)  # answers always carry every field
+    assert set(schemas["TargetOverrides"]["properties"]) == {*CONFIG_FIELDS, *ALIASES}
+    union = schemas["TargetOverrides"]["properties"]["generators"]["items"]
+    assert union["discriminator"]["propertyName"] == "type"
+    assert set(union["discriminator"]["mapping"]) == set(GENERATOR_TYPES)
+    for target in union["discriminator"]["mapping"].values():
+        variant = schemas[target.rsplit("/", 1)[1]]
+        assert set(variant["properties"]) == set(GENERATOR_FIELDS)
+        assert variant["additionalProperties"] is False and "numq" in variant["properties"]
+    assert schemas["OneshotQsGenerator"]["required"] == ["type", "numq"]
+    assert schemas["HardcodedGenerator"]["required"] == ["type", "questions"]
+
+
+def test_no_openapi_3_1_leftovers(settings):
+    """pydantic writes JSON Schema 2020-12; the document must be 3.0.3 (nullable, no const, no null type)."""
+    text = orjson.dumps(build_openapi(settings)).decode()
+    assert '"const"' not in text and '{"type":"null"}' not in text and "$defs" not in text
+    assert '"ge":' not in text and '"le":' not in text  # constraints pydantic could not place

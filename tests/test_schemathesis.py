@@ -16,8 +16,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                status_code_conformance)
+from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
+                                                response_schema_conformance, status_code_conformance)
 
 from stimserver.config import Settings
 from tests.conftest import import_jsonl
@@ -28,7 +28,9 @@ from .aibread_server import ServerThread
 from .conftest import MASTER_KEY
 
 EXAMPLES_PER_OPERATION = 12
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# negative_data_rejection: what the document forbids (a name ending in '.', say) must not be accepted.
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          negative_data_rejection]
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 

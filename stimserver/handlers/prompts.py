@@ -8,8 +8,7 @@
     PUT    {R}/prompts/{name}        deprecated: create or update → 200
     DELETE {R}/prompts/{name}        200 {"message"}; 409 while a target of the repo names it
 
-A message needs a string ``role``; ``content`` may be a string, a list of objects or
-null; any other key (``tool_calls``, ``name``, ...) is kept as sent.
+Bodies are checked with ``schemas.prompts`` and stored as sent (messages verbatim).
 """
 from __future__ import annotations
 
@@ -18,11 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import Conflict, NotFound
-from ..jsonio import (Problems, check_name_field, check_str, json_response, object_fields, read_json_object,
-                      same_json, type_name)
+from ..jsonio import json_response, parse_body, read_json_object, same_json
+from ..schemas.prompts import PromptBatch, PromptCreate, PromptSet
+from ..schemas.targets import prompt_refs
+from ..schemas.validation import Invalid, parse
 from ..store.paths import check_name
 from ..store.records import Records, now_iso
-from ..targetconfig import prompt_refs
 from .context import RepoContext, repo_context
 
 routes = web.RouteTableDef()
@@ -30,55 +30,19 @@ routes = web.RouteTableDef()
 BASE = "/v1/repo/{repo_name}/prompts"
 
 
-def check_messages(value: Any, loc: list[str | int], problems: Problems) -> list[dict] | None:
-    if not isinstance(value, list):
-        problems.add(loc, f"must be a list of messages, got {type_name(value)}", "type_error.list")
-        return None
-    before = len(problems.detail)
-    for i, message in enumerate(value):
-        where = [*loc, i]
-        if not isinstance(message, dict):
-            problems.add(where, f"must be a message object, got {type_name(message)}", "type_error.dict")
-            continue
-        if message.get("role") is None:
-            problems.add([*where, "role"], "field required", "value_error.missing")
-        else:
-            check_str(message["role"], [*where, "role"], problems)
-        content = message.get("content")
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict):
-                    problems.add([*where, "content", j], f"must be an object, got {type_name(part)}",
-                                 "type_error.dict")
-        elif content is not None and not isinstance(content, str):
-            problems.add([*where, "content"], f"must be a string, a list of objects or null, got {type_name(content)}",
-                         "type_error")
-    return value if len(problems.detail) == before else None
-
-
-def _check_tools(value: Any, loc: list[str | int], problems: Problems) -> list[dict] | None:
-    if not isinstance(value, list):
-        problems.add(loc, f"must be a list of tool objects, got {type_name(value)}", "type_error.list")
-        return None
-    bad = [i for i, tool in enumerate(value) if not isinstance(tool, dict)]
-    for i in bad:
-        problems.add([*loc, i], f"must be an object, got {type_name(value[i])}", "type_error.dict")
-    return None if bad else value
-
-
-def prompt_response(record: dict) -> dict[str, Any]:
+def prompt_response(record: dict[str, Any]) -> dict[str, Any]:
     return {"prompt_name": record["prompt_name"], "messages": record["messages"], "tools": record.get("tools")}
 
 
-def _new_record(name: str, messages: list, tools: list | None) -> dict[str, Any]:
+def _new_record(name: str, messages: list[Any], tools: list[Any] | None) -> dict[str, Any]:
     return {"prompt_name": name, "messages": messages, "tools": tools, "created_at": now_iso()}
 
 
-def _same(record: dict, messages: list, tools: list | None) -> bool:
+def _same(record: dict[str, Any], messages: list[Any], tools: list[Any] | None) -> bool:
     return same_json(record["messages"], messages) and same_json(record.get("tools"), tools)
 
 
-def _save(ctx: RepoContext, name: str, messages: list, tools: list | None, *, update: bool) -> bool:
+def _save(ctx: RepoContext, name: str, messages: list[Any], tools: list[Any] | None, *, update: bool) -> bool:
     """Store a prompt; True if it was new. Raises Conflict when it differs and ``update`` is off."""
     record, created = ctx.records.create_prompt(ctx.user, ctx.repo, _new_record(name, messages, tools))
     if created or _same(record, messages, tools):
@@ -91,41 +55,25 @@ def _save(ctx: RepoContext, name: str, messages: list, tools: list | None, *, up
     return False
 
 
-def _body(body: dict, *, with_name: bool) -> tuple[str, list, list | None]:
-    problems = Problems()
-    required = ("prompt_name", "messages") if with_name else ("messages",)
-    fields = object_fields(body, ["body"], problems, required=required, optional=("tools",)) or {}
-    if "prompt_name" in fields:
-        check_name_field(fields["prompt_name"], ["body", "prompt_name"], problems)
-    if "messages" in fields:
-        check_messages(fields["messages"], ["body", "messages"], problems)
-    if "tools" in fields:
-        _check_tools(fields["tools"], ["body", "tools"], problems)
-    problems.raise_if_any()
-    return fields.get("prompt_name", ""), fields["messages"], fields.get("tools")
+def _body(body: dict[str, Any], *, with_name: bool) -> tuple[str, list[Any], list[Any] | None]:
+    """(name, messages, tools) as sent, after checking them; the name is '' for ``PUT …/{name}``."""
+    if with_name:
+        parse_body(PromptCreate, body)
+    else:
+        parse_body(PromptSet, body)
+    return body.get("prompt_name") or "", body["messages"], body.get("tools")
 
 
 async def _batch(request: web.Request, *, update: bool) -> web.Response:
     ctx = repo_context(request)
-    problems = Problems()
-    fields = object_fields(await read_json_object(request), ["body"], problems, required=("prompts",)) or {}
-    prompts = fields.get("prompts")
-    if prompts is not None and not isinstance(prompts, dict):
-        problems.add(["body", "prompts"], f"must be an object mapping prompt names to message lists, "
-                     f"got {type_name(prompts)}", "type_error.dict")
-    problems.raise_if_any()
+    prompts = parse_body(PromptBatch, await read_json_object(request)).prompts
     created: list[str] = []
     failed: dict[str, str] = {}
-    for name, messages in prompts.items():  # type: ignore[union-attr]
-        item = Problems()
-        check_name_field(name, ["body", "prompt_name"], item)
-        if not item:
-            if messages is None:
-                item.add(["body", "prompts", name], "field required", "value_error.missing")
-            else:
-                check_messages(messages, ["body", "prompts", name], item)
-        if item:
-            failed[name] = item.message()
+    for name, messages in prompts.items():
+        try:
+            parse(PromptCreate, {"prompt_name": name, "messages": messages}, ("body", "prompts", name))
+        except Invalid as e:
+            failed[name] = e.message
             continue
         try:
             _save(ctx, name, messages, None, update=update)
@@ -161,7 +109,7 @@ async def list_prompts(request: web.Request) -> web.Response:
     return json_response({"prompts": ctx.records.prompt_names(ctx.user, ctx.repo)})
 
 
-def _load(ctx: RepoContext, name: str) -> dict:
+def _load(ctx: RepoContext, name: str) -> dict[str, Any]:
     record = ctx.records.prompt(ctx.user, ctx.repo, name)
     if record is None:
         raise NotFound(f"prompt '{name}' not found in repo '{ctx.repo}'")

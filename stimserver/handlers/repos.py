@@ -14,39 +14,28 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from ..errors import Conflict, NotFound, ValidationError
-from ..jsonio import Problems, check_name_field, check_str, json_response, object_fields, read_json_object
+from ..errors import Conflict, NotFound
+from ..jsonio import json_response, parse_body, read_json_object, unprocessable
 from ..keys import IDENTITY, RECORDS, SETTINGS
 from ..paging import int_param
-from ..targetconfig import DEFAULT_BASE_MODEL
+from ..schemas.repos import RepoCreate
+from ..schemas.targets import DEFAULT_BASE_MODEL
+from ..schemas.validation import problem
 from .context import repo_context
 
 routes = web.RouteTableDef()
 
-MAX_BASE_MODEL = 256
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
-def repo_response(record: dict) -> dict[str, Any]:
+def repo_response(record: dict[str, Any]) -> dict[str, Any]:
     return {"repo_name": record["repo_name"], "base_model": record["base_model"]}
 
 
-def _repo_body(body: dict) -> tuple[str, str | None]:
-    problems = Problems()
-    fields = object_fields(body, ["body"], problems, required=("repo_name",), optional=("base_model",)) or {}
-    name = fields.get("repo_name")
-    if name is not None:
-        check_name_field(name, ["body", "repo_name"], problems)
-    base_model = fields.get("base_model")
-    if base_model is not None:
-        check_str(base_model, ["body", "base_model"], problems, max_len=MAX_BASE_MODEL)
-    problems.raise_if_any()
-    return name, base_model  # type: ignore[return-value]
-
-
 async def _create(request: web.Request, *, new_status: int) -> web.Response:
-    name, base_model = _repo_body(await read_json_object(request))
+    body = parse_body(RepoCreate, await read_json_object(request))
+    name, base_model = body.repo_name, body.base_model
     user = request[IDENTITY].user
     record, created = request.app[RECORDS].create_repo(user, name, base_model or DEFAULT_BASE_MODEL)
     if not created and base_model is not None and record["base_model"] != base_model:
@@ -74,8 +63,7 @@ def _bool_param(query: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValidationError(f"query parameter {name} must be true or false (got {raw[:40]!r})",
-                          detail=[{"loc": ["query", name], "msg": "must be true or false", "type": "type_error.bool"}])
+    raise unprocessable([problem(["query", name], f"must be true or false (got {raw[:40]!r})", "type_error.bool")])
 
 
 @routes.get("/v1/repo")
@@ -104,7 +92,7 @@ async def list_repos(request: web.Request) -> web.Response:
     })
 
 
-def _repo_record(request: web.Request) -> dict:
+def _repo_record(request: web.Request) -> dict[str, Any]:
     ctx = repo_context(request)
     record = ctx.records.repo(ctx.user, ctx.repo)
     if record is None:  # repo_context saw it a moment ago; repos are never deleted, but be exact

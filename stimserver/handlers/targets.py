@@ -10,26 +10,30 @@
 
 A target record keeps ``template`` and the normalised ``overrides`` beside the
 effective ``config``: repeating a request is recognised even after its template was
-deleted. Creation checks that the named prompts and generator template files exist.
+deleted. Bodies are parsed with ``schemas.targets``; creation then checks what the models
+cannot see: that the named prompts and generator template files exist, that a stored
+template file follows the generator's template rule, and that each LLM generator has a
+model in the effective config (``config_problems``, the rule the job planner runs too).
 Creation and deletion hold the repo's reference lock, so a prompt cannot disappear
 between the check and the write (prompt deletion takes the same lock).
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 
 from ..errors import ApiError, Conflict, NotFound, ValidationError
-from ..generatorconfig import template_files
-from ..jsonio import Problems, check_name_field, check_str, json_response, object_fields, read_json_object, same_json
+from ..jsonio import json_response, parse_body, raise_422, read_json_object, same_json, unprocessable
 from ..keys import JOB_CONTROL
+from ..schemas.generators import GeneratorBase, template_files
+from ..schemas.targets import (DEFAULT_TEMPLATE, TargetBatch, TargetConfig, TargetCreate, TargetSet, config_problems,
+                               effective_config, missing_prompts, public_config)
+from ..schemas.validation import Detail, Invalid, parse, problem
 from ..store.errors import StoreError
-from ..store.paths import JOB_KINDS, check_name, name_problem
+from ..store.paths import JOB_KINDS, check_name, name_problem, template_file_name
 from ..store.records import now_iso
-from ..targetconfig import (DEFAULT_TEMPLATE, effective_config, normalize_overrides, prompt_refs,
-                            public_config)
 from .context import RepoContext, repo_context, target_context
 
 routes = web.RouteTableDef()
@@ -37,28 +41,32 @@ routes = web.RouteTableDef()
 BASE = "/v1/repo/{repo_name}/targets"
 
 
-def target_response(record: dict) -> dict[str, Any]:
+class JobControl(Protocol):
+    """What keys.JOB_CONTROL holds (declared there as ``object``)."""
+
+    async def stop(self, user: str, repo: str, target: str) -> None: ...
+
+
+def target_response(record: dict[str, Any]) -> dict[str, Any]:
     return {"target_name": record["target_name"], "config": public_config(record.get("config"))}
 
 
-def parse_target(item: Any, loc: list[str | int], problems: Problems, *,
+def parse_target(item: Any, loc: tuple[str | int, ...] = ("body",), *,
                  name: str | None = None) -> tuple[str, str, dict[str, Any]]:
-    """(target_name, template, overrides) of a create body or batch item; ``name`` comes from the path."""
-    required = ("template",) if name is not None else ("target_name", "template")
-    fields = object_fields(item, loc, problems, required=required, optional=("overrides",)) or {}
-    if name is None and "target_name" in fields:
-        name = check_name_field(fields["target_name"], [*loc, "target_name"], problems)
-        if name == DEFAULT_TEMPLATE:
-            problems.add([*loc, "target_name"], f"'{DEFAULT_TEMPLATE}' names the built-in template; "
-                         "choose another target name", "value_error.name")
-    template = fields.get("template")
-    if template is not None:
-        template = check_str(template, [*loc, "template"], problems)
-    overrides = normalize_overrides(fields.get("overrides"), [*loc, "overrides"], problems)
-    return name or "", template or "", overrides
+    """(target_name, template, stored overrides) of a create body or batch item; ``name`` comes from the path.
+
+    Raises ``Invalid`` naming every problem.
+    """
+    body: TargetSet | TargetCreate
+    if name is not None:
+        body = parse(TargetSet, item, loc)
+    else:
+        body = parse(TargetCreate, item, loc)
+        name = body.target_name
+    return name, body.template, body.overrides.stored() if body.overrides is not None else {}
 
 
-def _template_config(ctx: RepoContext, template: str) -> dict:
+def _template_config(ctx: RepoContext, template: str) -> dict[str, Any]:
     if template == DEFAULT_TEMPLATE:
         return public_config(None)
     record = ctx.records.target(ctx.user, ctx.repo, template) if name_problem(template) is None else None
@@ -67,33 +75,65 @@ def _template_config(ctx: RepoContext, template: str) -> dict:
     return public_config(record.get("config"))
 
 
-def _check_references(ctx: RepoContext, template: str, overrides: dict, config: dict) -> dict[str, str]:
-    """422 for named prompts or template files that do not exist; returns the template files to write."""
-    problems = Problems()
-    for field, prompt in prompt_refs(config).items():
-        if ctx.records.prompt(ctx.user, ctx.repo, prompt) is None:
-            if field in overrides:
-                problems.add(["body", "overrides", field], f"prompt '{prompt}' does not exist in repo '{ctx.repo}'",
-                             "value_error.prompt_not_found")
-            else:
-                problems.add(["body", "template"], f"{field} '{prompt}' inherited from template '{template}' "
-                             f"does not exist in repo '{ctx.repo}'", "value_error.prompt_not_found")
+def _check_references(ctx: RepoContext, template: str, overrides: dict[str, Any],
+                      config: dict[str, Any]) -> dict[str, str]:
+    """422 for what the effective config needs and lacks; returns the template files to write."""
+
+    def gen_loc(*rest: str | int) -> list[str | int]:  # generators sent, or inherited from the template
+        return ["body", "overrides", *rest] if "generators" in overrides else ["body", "template"]
+
+    def exists(prompt: str) -> bool:
+        return ctx.records.prompt(ctx.user, ctx.repo, prompt) is not None
+
+    try:
+        parsed = parse(TargetConfig, config, ("body", "template"))
+    except Invalid as e:  # only a template target stored before today's rules can fail here
+        raise ValidationError(f"template '{template}' has a config that cannot be used: {e.message}",
+                              detail=e.detail) from None
+    detail: list[Detail] = []
+    for field, prompt in missing_prompts(config, exists).items():
+        if field in overrides:
+            detail.append(problem(["body", "overrides", field], f"prompt '{prompt}' does not exist in repo "
+                                  f"'{ctx.repo}'", "value_error.prompt_not_found"))
+        else:
+            detail.append(problem(["body", "template"], f"{field} '{prompt}' inherited from template "
+                                  f"'{template}' does not exist in repo '{ctx.repo}'", "value_error.prompt_not_found"))
+    for loc, msg in config_problems(parsed):
+        detail.append(problem(gen_loc(*loc), msg, "value_error.missing"))
+    files, _ = template_files(list(parsed.generators))
     to_write: dict[str, str] = {}
-    for name, content in template_files(config["generators"]).items():
+    for name, content in files.items():
         stored = ctx.records.template(ctx.user, ctx.repo, name)
         if content is None and stored is None:
-            problems.add(["body", "overrides", "generators"], f"template file templates/{name} does not exist in "
-                         f"repo '{ctx.repo}'; send its template_content", "value_error.template_not_found")
+            detail.append(problem(gen_loc("generators"), f"template file templates/{name} does not exist in "
+                                  f"repo '{ctx.repo}'; send its template_content", "value_error.template_not_found"))
         elif content is not None and stored is not None and stored != content:
             raise Conflict(f"template file templates/{name} already exists in repo '{ctx.repo}' with other "
                            "content; give this template another template_path")
         elif content is not None and stored is None:
             to_write[name] = content
-    problems.raise_if_any()
+    for i, gen in enumerate(parsed.generators):
+        detail.extend(_stored_template_problems(ctx, gen, gen_loc("generators", i, "template_path")))
+    raise_422(detail)
     return to_write
 
 
-def save_target(ctx: RepoContext, name: str, template: str, overrides: dict) -> tuple[dict, bool]:
+def _stored_template_problems(ctx: RepoContext, gen: GeneratorBase, loc: list[str | int]) -> list[Detail]:
+    """A template file named without content is checked by the generator's own template rule."""
+    if gen.template_content is not None or gen.template_path is None:
+        return []
+    text = ctx.records.template(ctx.user, ctx.repo, template_file_name(gen.template_path))
+    if text is None:
+        return []  # reported above
+    try:
+        gen.check_template_text(text)
+    except ValueError as e:
+        return [problem(loc, f"{gen.template_path}: {e}", "value_error.template")]
+    return []
+
+
+def save_target(ctx: RepoContext, name: str, template: str,
+                overrides: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Create a target (caller holds the repo's reference lock); (record, created). 404/409/422 as ApiError."""
     existing = ctx.records.target(ctx.user, ctx.repo, name)
     if existing is not None and existing.get("template") == template \
@@ -117,9 +157,10 @@ def save_target(ctx: RepoContext, name: str, template: str, overrides: dict) -> 
 
 async def _create_one(request: web.Request, *, name: str | None, new_status: int) -> web.Response:
     ctx = repo_context(request)
-    problems = Problems()
-    name, template, overrides = parse_target(await read_json_object(request), ["body"], problems, name=name)
-    problems.raise_if_any()
+    try:
+        name, template, overrides = parse_target(await read_json_object(request), name=name)
+    except Invalid as e:
+        raise unprocessable(e.detail) from None
     async with ctx.records.references_locked(ctx.user, ctx.repo):
         record, created = save_target(ctx, name, template, overrides)
     return json_response(target_response(record), new_status if created else 200)
@@ -127,24 +168,19 @@ async def _create_one(request: web.Request, *, name: str | None, new_status: int
 
 async def _batch(request: web.Request) -> web.Response:
     ctx = repo_context(request)
-    problems = Problems()
-    fields = object_fields(await read_json_object(request), ["body"], problems, required=("targets",)) or {}
-    items = fields.get("targets")
-    if items is not None and not isinstance(items, list):
-        problems.add(["body", "targets"], "must be a list of {target_name, template, overrides?} objects",
-                     "type_error.list")
-    problems.raise_if_any()
+    items = parse_body(TargetBatch, await read_json_object(request)).targets
     created: list[str] = []
     failed: dict[str, str] = {}
     async with ctx.records.references_locked(ctx.user, ctx.repo):
-        for i, item in enumerate(items):  # type: ignore[arg-type]
+        for i, item in enumerate(items):
             given = item.get("target_name") if isinstance(item, dict) else None
             key = given if isinstance(given, str) and given else f"targets[{i}]"
-            item_problems = Problems()
-            name, template, overrides = parse_target(item, ["body", "targets", i], item_problems)
             try:
-                item_problems.raise_if_any()
+                name, template, overrides = parse_target(item, ("body", "targets", i))
                 save_target(ctx, name, template, overrides)
+            except Invalid as e:
+                failed[key] = e.message
+                continue
             except (ApiError, StoreError) as e:
                 failed[key] = e.message
                 continue
@@ -186,16 +222,15 @@ async def get_target(request: web.Request) -> web.Response:
 async def set_target(request: web.Request) -> web.Response:
     name = check_name(request.match_info["target_name"], "target_name")
     if name == DEFAULT_TEMPLATE:
-        raise ValidationError(f"'{DEFAULT_TEMPLATE}' names the built-in template; choose another target name",
-                              detail=[{"loc": ["path", "target_name"], "msg": "reserved name",
-                                       "type": "value_error.name"}])
+        raise unprocessable([problem(["path", "target_name"], f"'{DEFAULT_TEMPLATE}' names the built-in template; "
+                                     "choose another target name", "value_error.name")])
     return await _create_one(request, name=name, new_status=200)
 
 
 @routes.delete(BASE + "/{target_name}")
 async def delete_target(request: web.Request) -> web.Response:
     ctx, name, _ = target_context(request)
-    control = request.app.get(JOB_CONTROL)
+    control = cast("JobControl | None", request.app.get(JOB_CONTROL))
     async with ctx.records.references_locked(ctx.user, ctx.repo):
         if ctx.records.target(ctx.user, ctx.repo, name) is None:
             raise NotFound(f"target '{name}' not found in repo '{ctx.repo}'")

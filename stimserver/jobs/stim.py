@@ -17,13 +17,41 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-from .generators import GENERATORS, PlanContext
 from ..llm import LLMError
+from ..schemas.targets import TargetConfig, config_problems, missing_prompts
+from ..schemas.validation import Invalid, parse
+from .generators import GENERATORS, PlanContext
 from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, checkpointed
 
-__all__ = ["StimKind", "prompt_text", "stim_line"]
+__all__ = ["StimKind", "parse_config", "prompt_text", "stim_line"]
 
 MISSING_MESSAGE = "Target must have generators and teacher prompt configured"
+
+
+def parse_config(raw: dict[str, Any]) -> TargetConfig:
+    """A stored config, parsed by the rules that checked it at creation, plus ``config_problems``.
+
+    Both run again because a record may predate today's rules, or be written by hand.
+    """
+    try:
+        config = parse(TargetConfig, raw, ())
+    except Invalid as e:
+        raise ConfigProblem("; ".join(_where(raw, d["loc"]) + d["msg"] for d in e.detail)) from None
+    problems = config_problems(config)
+    if problems:
+        raise ConfigProblem("; ".join(_where(raw, list(loc)) + msg for loc, msg in problems))
+    return config
+
+
+def _where(raw: dict[str, Any], loc: list[Any]) -> str:
+    """``generators[1] (oneshot_qs): numq: `` for a generator's field, ``field: `` otherwise."""
+    if len(loc) >= 2 and loc[0] == "generators" and isinstance(loc[1], int):
+        gens = raw.get("generators") or []
+        gen = gens[loc[1]] if loc[1] < len(gens) else None
+        kind = gen.get("type") if isinstance(gen, dict) else None
+        rest = ".".join(map(str, loc[2:]))
+        return f"generators[{loc[1]}] ({kind}): " + (f"{rest}: " if rest else "")
+    return ".".join(map(str, loc)) + ": " if loc else ""
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -70,38 +98,28 @@ class StimKind(JobKind):
         return {"name": name, "messages": record["messages"], "tools": record.get("tools")}
 
     def plan(self, source: JobSource) -> JobPlan:
-        config = source.target_record.get("config") or {}
-        teacher = config.get("teacher_prompt") or config.get("u")
-        student = config.get("student_prompt")
-        if student is None:
-            student = config.get("v")
-        generators = config.get("generators") or []
-        missing = [name for name, ok in (("generators", bool(generators)), ("teacher_prompt", bool(teacher)),
+        raw = source.target_record.get("config") or {}
+        teacher, student = raw.get("teacher_prompt"), raw.get("student_prompt")
+        missing = [name for name, ok in (("generators", bool(raw.get("generators"))), ("teacher_prompt", bool(teacher)),
                                          ("student_prompt", student is not None)) if not ok]
         if missing:
             raise ConfigProblem(f"{MISSING_MESSAGE}: target '{source.target}' has no {' and no '.join(missing)}")
-        if not isinstance(generators, list):
-            raise ConfigProblem("generators must be a list")
-        if not isinstance(teacher, str) or not isinstance(student, str):
-            raise ConfigProblem("teacher_prompt and student_prompt must be prompt names")
-        teacher_prompt = self._prompt(source, "teacher_prompt", teacher)
-        student_prompt = (self._prompt(source, "student_prompt", student) if student
+        config = parse_config(raw)
+        gone = missing_prompts(raw, lambda name: source.records.prompt(source.user, source.repo, name) is not None)
+        if gone:  # the rule creation applied; the prompt may have been removed since
+            raise ConfigProblem("; ".join(f"{field} '{name}' does not exist in repo '{source.repo}'"
+                                          for field, name in gone.items()))
+        teacher_prompt = self._prompt(source, "teacher_prompt", str(config.teacher_prompt))
+        student_prompt = (self._prompt(source, "student_prompt", config.student_prompt) if config.student_prompt
                           else {"name": "", "messages": [], "tools": None})
         u_text = prompt_text(teacher_prompt["messages"])
-        specs = []
-        for i, gen in enumerate(generators):
-            if not isinstance(gen, dict):
-                raise ConfigProblem(f"generators[{i}] must be an object")
-            impl = GENERATORS.get(gen.get("type"))  # type: ignore[arg-type]
-            if impl is None:
-                raise ConfigProblem(f"generators[{i}]: unknown type {gen.get('type')!r} "
-                                    f"(known: {', '.join(GENERATORS)})")
-            specs.append(impl.plan(PlanContext(i, gen, config, source, u_text)))
+        specs = [GENERATORS[gen.type].plan(PlanContext(i, gen, config, source, u_text))
+                 for i, gen in enumerate(config.generators)]
         spec = {
             "teacher": teacher_prompt, "student": student_prompt, "prompt_u": u_text, "generators": specs,
-            "max_concurrency": config.get("max_concurrency") or 10,
+            "max_concurrency": config.max_concurrency,
         }
-        return JobPlan(config=config, spec=spec, expected_lines=sum(s["numq"] for s in specs))
+        return JobPlan(config=raw, spec=spec, expected_lines=sum(s["numq"] for s in specs))
 
     async def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
         gens = run.spec["generators"]

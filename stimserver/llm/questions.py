@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
 
 from .providers import LLMError
-from .templates import AVOID_REPEATS_NOTE
+from .templates import AVOID_REPEATS_NOTE, MAX_TEMPLATE_BYTES, validate_template
 
 __all__ = [
     "MAX_TEMPLATE_BYTES",
@@ -26,8 +26,6 @@ __all__ = [
     "write_questions",
 ]
 
-MAX_TEMPLATE_BYTES = 1024 * 1024
-REQUIRED_PLACEHOLDERS = ("numq", "prompt_u")
 # Top-up prompts list earlier questions so the model avoids them; cap the list's prompt cost.
 _MAX_LISTED_REPEATS = 200
 
@@ -58,37 +56,6 @@ class Completer(Protocol):
         max_tokens: int | None,
         extra_kwargs: dict[str, Any] | None,
     ) -> str: ...
-
-
-def validate_template(text: str, *, extra_names: Iterable[str] = ()) -> None:
-    """Raise ValueError naming the problem if `text` is not a usable question template.
-
-    It must fit in 1 MiB of UTF-8, be valid `string.Template` syntax, contain `${numq}` and
-    `${prompt_u}`, and use no placeholder outside those and `extra_names`.
-    """
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_TEMPLATE_BYTES:
-        raise ValueError(f"template is {size} bytes; the limit is {MAX_TEMPLATE_BYTES} (1 MiB)")
-    template = string.Template(text)
-    for match in template.pattern.finditer(text):
-        if match.group("invalid") is not None:
-            start = match.start()
-            line = text.count("\n", 0, start) + 1
-            raise ValueError(
-                f"template has a bad placeholder {text[start:start + 12]!r} on line {line}; "
-                "placeholders look like ${name}, and a literal $ is written $$"
-            )
-    names = set(template.get_identifiers())
-    missing = [name for name in REQUIRED_PLACEHOLDERS if name not in names]
-    if missing:
-        raise ValueError(f"template must contain {' and '.join(_placeholder(n) for n in missing)}")
-    known = {*REQUIRED_PLACEHOLDERS, *extra_names}
-    unknown = sorted(names - known)
-    if unknown:
-        raise ValueError(
-            f"template uses unknown placeholder {', '.join(map(_placeholder, unknown))}; "
-            f"available: {', '.join(map(_placeholder, sorted(known)))}"
-        )
 
 
 def render_template(template_text: str, *, numq: int, prompt_u: str, **extra: object) -> str:
@@ -154,10 +121,6 @@ async def write_questions(
     raise LLMError(
         f"model produced only {len(questions)} of {numq} distinct questions after {max_rounds} attempts"
     )
-
-
-def _placeholder(name: str) -> str:
-    return "${" + name + "}"
 
 
 def _json_strings(text: str) -> list[str] | None:

@@ -87,13 +87,14 @@ def test_unknown_prompt_is_named(paths):
         StimKind().plan(source(paths, record))
 
 
+# A stored generator is parsed by schemas.generators at plan time: the messages are those of a 422 at creation.
 BAD_GENERATORS = {
-    "unknown-type": ({"type": "magic", "numq": 1}, "unknown type 'magic'"),
+    "unknown-type": ({"type": "magic", "numq": 1}, "type: unknown generator type 'magic'"),
     "hardcoded-pad": ({"type": "hardcoded", "questions": ["a?"], "numq": 3}, "never repeats"),
-    "hardcoded-empty": ({"type": "hardcoded", "questions": []}, "non-empty list"),
-    "numq-missing": ({"type": "oneshot_qs", "model": "m"}, "numq is required"),
-    "numq-zero": ({"type": "from_dataset", "dataset": "arithmetic", "numq": 0}, "numq must be at least 1"),
-    "numq-text": ({"type": "from_dataset", "dataset": "arithmetic", "numq": "5"}, "numq must be an integer"),
+    "hardcoded-empty": ({"type": "hardcoded", "questions": []}, "questions: must contain at least 1"),
+    "numq-missing": ({"type": "oneshot_qs", "model": "m"}, "numq: field required"),
+    "numq-zero": ({"type": "from_dataset", "dataset": "arithmetic", "numq": 0}, "numq: must be at least 1"),
+    "numq-text": ({"type": "from_dataset", "dataset": "arithmetic", "numq": "5"}, "numq: must be an integer"),
     "no-model": ({"type": "oneshot_qs", "numq": 2}, "model is required"),
     "hot": ({"type": "oneshot_qs", "numq": 2, "model": "m", "temperature": 3}, "temperature"),
     "bad-template": ({"type": "oneshot_qs", "numq": 2, "model": "m", "template_content": "no placeholders"},

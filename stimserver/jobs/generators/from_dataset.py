@@ -18,19 +18,16 @@ class FromDataset(Generator):
     type = "from_dataset"
 
     def plan_fields(self, ctx: PlanContext) -> dict[str, Any]:
-        name = ctx.field("dataset")
-        if not isinstance(name, str) or not name:
-            known = ", ".join(ctx.source.datasets.names()) or "none"
-            raise ctx.problem(f"dataset is required (known datasets: {known})")
-        numq = ctx.numq()
-        seed = ctx.int_field("seed", default=0)
+        # The model requires dataset and numq; whether the dataset exists (and is big
+        # enough) is a fact of the moment: datasets are added and removed by the operator.
+        name, numq = str(ctx.gen.dataset), int(ctx.gen.numq or 0)
         try:
             size = len(ctx.source.datasets.load(name))
         except DatasetError as e:
             raise ctx.problem(str(e)) from None
         if numq > size:
             raise ctx.problem(f"numq is {numq} but dataset {name!r} has only {size} questions")
-        return {"numq": numq, "dataset": name, "seed": seed}
+        return {"numq": numq, "dataset": name, "seed": ctx.gen.seed or 0}
 
     async def questions(self, spec: dict[str, Any], run: JobRun) -> list[str]:
         try:

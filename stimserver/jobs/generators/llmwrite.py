@@ -1,5 +1,8 @@
 """Shared by the LLM generators: their settings at plan time, and chunked question writing.
 
+The model and template rules are those of ``schemas.generators`` (``effective_model``,
+``check_template_text``), applied again here to the stored config and the files of now.
+
 Large ``numq`` values are split into chunks written concurrently (each one request, plus
 the top-up rounds ``write_questions`` makes when a model under-delivers); how many
 requests are in flight at once is capped by the target's ``max_concurrency`` (the
@@ -11,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from pathlib import PurePosixPath
 from typing import Any, Awaitable, Callable
 
-from ...llm import validate_template, write_questions
-from ...llm.questions import MAX_TEMPLATE_BYTES
-from ...store.paths import name_problem
+from ...llm import write_questions
+from ...schemas.generators import effective_model
+from ...store.paths import template_file_name
 from ..kinds import JobFailed, JobRun
 from .base import PlanContext
 
@@ -25,84 +27,42 @@ __all__ = ["plan_llm_fields", "write_chunked", "gather_or_cancel"]
 TOP_UP_CALLS = 3
 
 
-def _model(ctx: PlanContext) -> str:
-    model = ctx.field("model")
-    if model is None:
-        model = ctx.config.get("model_name")
-    if not isinstance(model, str) or not model.strip():
-        raise ctx.problem("model is required for an LLM generator (e.g. 'claude-sonnet-4-5-20250929', or a "
-                          "model your OpenAI-compatible server serves); the target's model_name is used if set")
-    return model.strip()
-
-
-def _temperature(ctx: PlanContext) -> float | None:
-    value = ctx.field("temperature")
-    if value is None:
-        value = ctx.config.get("temperature")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 2:
-        raise ctx.problem(f"temperature must be a number from 0 to 2, got {value!r}")
-    return float(value)
-
-
-def _max_tokens(ctx: PlanContext) -> int | None:
-    value = ctx.int_field("max_tokens", lo=1)
-    if value is None:
-        value = ctx.config.get("max_tokens")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ctx.problem(f"the target's max_tokens must be a positive integer, got {value!r}")
-    return value
-
-
-def _template(ctx: PlanContext, default: str | None, extra_names: tuple[str, ...]) -> str:
-    content = ctx.field("template_content")
-    path = ctx.field("template_path")
-    if content is not None:
-        if not isinstance(content, str):
-            raise ctx.problem("template_content must be a string")
-        text = content
-    elif path is not None:
-        text = _read_template(ctx, path)
-    elif default is not None:
-        text = default
-    else:
-        raise ctx.problem("template_path or template_content is required")
-    try:
-        validate_template(text, extra_names=extra_names)
-    except ValueError as e:
-        raise ctx.problem(str(e)) from None
-    return text
-
-
-def _read_template(ctx: PlanContext, path: object) -> str:
-    if not isinstance(path, str) or not path.strip():
-        raise ctx.problem("template_path must be a non-empty string")
-    name = PurePosixPath(path.strip()).name
-    if name_problem(name) is not None:
-        raise ctx.problem(f"template_path {path!r} does not name a template file")
+def _template(ctx: PlanContext, default: str | None) -> str:
+    """The template text: sent inline (checked when the target was created), a repo file, or the default."""
+    gen = ctx.gen
+    if gen.template_content is not None:
+        return gen.template_content
+    if gen.template_path is None:
+        if default is None:  # the model requires a template where there is no default
+            raise ctx.problem("template_path or template_content is required")
+        return default
+    name = template_file_name(gen.template_path)
     src = ctx.source
     text = src.records.template(src.user, src.repo, name)
     if text is None:
-        raise ctx.problem(f"template_path {path!r}: there is no templates/{name} (UTF-8 text) in repo "
+        raise ctx.problem(f"template_path {gen.template_path!r}: there is no templates/{name} (UTF-8 text) in repo "
                           f"'{src.repo}' (send template_content to create it)")
-    if len(text.encode("utf-8")) > MAX_TEMPLATE_BYTES:
-        raise ctx.problem(f"template templates/{name} is larger than 1 MiB")
+    try:
+        gen.check_template_text(text)  # the rule creation applied; the file may have changed since
+    except ValueError as e:
+        raise ctx.problem(f"{gen.template_path}: {e}") from None
     return text
 
 
-def plan_llm_fields(ctx: PlanContext, *, default_template: str | None,
-                    extra_names: tuple[str, ...] = ()) -> dict[str, Any]:
-    extra_kwargs = ctx.config.get("extra_kwargs") or {}
-    if not isinstance(extra_kwargs, dict):
-        raise ctx.problem("the target's extra_kwargs must be an object")
+def plan_llm_fields(ctx: PlanContext, *, default_template: str | None) -> dict[str, Any]:
+    """Resolved settings of an LLM generator: its own, else the target's."""
+    gen, config = ctx.gen, ctx.config
+    try:
+        model = effective_model(gen, config.model_name)
+    except ValueError as e:
+        raise ctx.problem(str(e)) from None
     return {
-        "numq": ctx.numq(),
-        "model": _model(ctx),
-        "temperature": _temperature(ctx),
-        "max_tokens": _max_tokens(ctx),
-        "extra_kwargs": extra_kwargs,
-        "template": _template(ctx, default_template, extra_names),
+        "numq": gen.numq,
+        "model": model,
+        "temperature": gen.temperature if gen.temperature is not None else config.temperature,
+        "max_tokens": gen.max_tokens if gen.max_tokens is not None else config.max_tokens,
+        "extra_kwargs": dict(config.extra_kwargs),
+        "template": _template(ctx, default_template),
     }
 
 

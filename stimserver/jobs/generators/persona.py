@@ -22,8 +22,8 @@ class Persona(Generator):
     type = "persona"
 
     def plan_fields(self, ctx: PlanContext) -> dict[str, Any]:
-        fields = plan_llm_fields(ctx, default_template=DEFAULT_PERSONA_TEMPLATE, extra_names=("persona",))
-        seed = ctx.int_field("seed", default=0)
+        fields = plan_llm_fields(ctx, default_template=DEFAULT_PERSONA_TEMPLATE)
+        seed = ctx.gen.seed or 0
         try:
             personas = load_personas(ctx.source.paths.root)
         except DatasetError as e:

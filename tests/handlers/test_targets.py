@@ -10,7 +10,7 @@ from stimserver.app import create_app
 from stimserver.keys import JOB_CONTROL
 from stimserver.store import output
 from stimserver.store.locks import FileLock
-from stimserver.targetconfig import DEFAULT_TARGET_CONFIG
+from stimserver.schemas.targets import DEFAULT_TARGET_CONFIG
 
 BASE = "/v1/repo/r1/targets"
 HARDCODED = {"type": "hardcoded", "questions": ["Q1?", "Q2?", "Q3?"]}
@@ -247,8 +247,8 @@ async def test_every_problem_is_reported_at_once(client, alice):
     ({**HARDCODED, "numq": 2, "model": None}, {**HARDCODED, "numq": 2}),
     ({"type": "oneshot_qs", "numq": 5, "model": "claude-sonnet-4-5-20250929", "temperature": 1},
      {"type": "oneshot_qs", "model": "claude-sonnet-4-5-20250929", "numq": 5, "temperature": 1.0}),
-    ({"type": "persona", "numq": 3.0, "seed": -4, "rollout_with_conditioned": True},
-     {"type": "persona", "numq": 3, "seed": -4, "rollout_with_conditioned": True}),
+    ({"type": "persona", "model": "m", "numq": 3.0, "seed": -4, "rollout_with_conditioned": True},
+     {"type": "persona", "model": "m", "numq": 3, "seed": -4, "rollout_with_conditioned": True}),
     ({"type": "from_dataset", "dataset": "gsm8k", "numq": 10, "seed": 42, "max_tokens": 64},
      {"type": "from_dataset", "max_tokens": 64, "dataset": "gsm8k", "numq": 10, "seed": 42}),
 ], ids=["hardcoded", "hardcoded-numq-null-model", "oneshot", "persona", "from_dataset"])
@@ -259,24 +259,25 @@ async def test_valid_generators_are_normalised(client, alice, generator, stored)
 
 async def test_template_content_is_written_to_the_repo(client, alice, records):
     gen = {"type": "custom", "numq": 2, "template_content": TEMPLATE}
-    status, body = await create(client, alice, "t1", overrides={GEN: [gen]})
+    # an LLM generator needs a model: here the target's model_name (see tests/schemas for the 422 without one)
+    status, body = await create(client, alice, "t1", overrides={GEN: [gen], "model_name": "m"})
     assert status == 201
     path = body["config"][GEN][0]["template_path"]
     assert path.startswith("templates/tpl-") and body["config"][GEN][0]["template_content"] == TEMPLATE
     assert records.template("alice", "r1", path) == TEMPLATE
-    assert (await create(client, alice, "t1", overrides={GEN: [gen]}))[0] == 200  # same derived name
+    assert (await create(client, alice, "t1", overrides={GEN: [gen], "model_name": "m"}))[0] == 200  # same name
     # a named path, then reused by path only
-    named = {"type": "oneshot_qs", "numq": 2, "template_path": "mine.txt", "template_content": TEMPLATE}
+    named = {"type": "oneshot_qs", "model": "m", "numq": 2, "template_path": "mine.txt", "template_content": TEMPLATE}
     status, body = await create(client, alice, "t2", overrides={GEN: [named]})
     assert status == 201 and body["config"][GEN][0]["template_path"] == "templates/mine.txt"
     status, body = await create(client, alice, "t3", overrides={GEN: [
-        {"type": "oneshot_qs", "numq": 2, "template_path": "templates/mine.txt"}]})
+        {"type": "oneshot_qs", "model": "m", "numq": 2, "template_path": "templates/mine.txt"}]})
     assert status == 201
     # another content under the same name conflicts; a path naming no file is 422
     status, body = await create(client, alice, "t4", overrides={GEN: [{**named, "template_content": TEMPLATE + "!"}]})
     assert status == 409
     status, body = await create(client, alice, "t5", overrides={GEN: [
-        {"type": "custom", "numq": 2, "template_path": "absent.txt"}]})
+        {"type": "custom", "model": "m", "numq": 2, "template_path": "absent.txt"}]})
     assert status == 422 and "absent.txt" in body["message"]
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from stimserver.app import create_app
 from stimserver.config import Settings
-from stimserver.targetconfig import DEFAULT_BASE_MODEL
+from stimserver.schemas.targets import DEFAULT_BASE_MODEL
 
-from .conftest import MASTER_KEY
+from ..conftest import MASTER_KEY
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from stimserver.app import create_app
 from stimserver.config import Settings
 
-from .conftest import MASTER_KEY
+from ..conftest import MASTER_KEY
 
 ENDPOINTS = [
     ("POST", "/v1/repo", {"repo_name": "r2"}),

@@ -1,0 +1,30 @@
+"""Job answers (API.md §9, §11): a job's status, and one page of its output."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from .base import Answer
+
+__all__ = ["JobStatus", "JobPage", "JOB_STATUSES"]
+
+JOB_STATUSES = ("not_started", "pending", "running", "complete", "failed")
+
+
+class JobStatus(Answer):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    status: str = Field(description=" | ".join(JOB_STATUSES))
+    lines: int | None = Field(None, ge=0, description="committed output lines; null if never run")
+    config: dict[str, Any] | None = Field(None, description="the job's parameters")
+    error: str | None = Field(None, description="why the job failed")
+    job_id: int | None = None
+    progress_percent: float | None = Field(None, ge=0, le=100)
+
+
+class JobPage(JobStatus):
+    output: list[dict[str, Any]] = Field(description="lines [offset, offset + limit) of the output, one object each")
+    offset: int = Field(ge=0)
+    limit: int = Field(ge=1, description="at most max_page_size")
+    has_more: bool
