@@ -112,6 +112,9 @@ class Authenticator:
                 raise Forbidden("only the master key may act as another user (X-User-Id / user_id)")
             return Identity(key_user, key_user, False)
         # The header wins: the official client's generated calls send both, with different values.
+        # The losing user_id must still be a valid name: every parameter is checked.
+        if by_header and by_query:
+            check_name(by_query, "user_id", "query")
         override = by_header or by_query
         if not override or override == key_user:
             return Identity(key_user, key_user, True)
