@@ -140,8 +140,8 @@ def throughput(port: int, token: str, offset: int, limit: int, seconds: float) -
     if shutil.which("wrk"):
         out = subprocess.run(["wrk", "-t2", "-c32", f"-d{max(1, round(seconds))}s", "--timeout", "60s", "-H",
                               f"Authorization: Bearer {token}", url], capture_output=True, text=True).stdout
-        line = next((l for l in out.splitlines() if l.startswith("Requests/sec")), None)
-        non2xx = next((l for l in out.splitlines() if "Non-2xx" in l), None)
+        line = next((r for r in out.splitlines() if r.startswith("Requests/sec")), None)
+        non2xx = next((r for r in out.splitlines() if "Non-2xx" in r), None)
         if non2xx:
             raise SystemExit(f"errors under load: {non2xx}")
         return float(line.split()[1]) if line else 0.0
@@ -210,7 +210,8 @@ def main() -> None:
 
     print(f"\n{total:,} lines, {out_file.stat().st_size / 1e6:.0f} MB; limit 100 unless said; "
           f"wrk -t2 -c32 -d{args.duration:g}s" if shutil.which("wrk") else "(no wrk: one connection)")
-    print("\n| page (limit 100) | stimserver p50 ms | stimserver p99 ms | naive p50 ms | naive p99 ms | naive/stimserver p50 |")
+    print("\n| page (limit 100) | stimserver p50 ms | stimserver p99 ms | naive p50 ms | naive p99 ms "
+          "| naive/stimserver p50 |")
     print("|---|---:|---:|---:|---:|---:|")
     for label in ("first", "middle", "last"):
         s, n = lat["stimserver"][label], lat["naive"][label]

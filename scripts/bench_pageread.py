@@ -7,7 +7,7 @@ The page path reads one byte range per request. aiofiles runs each call in a wor
 thread, which keeps the loop free during a long read but costs a hop (submit, wake,
 callback) on every call. This prints the median cost per read for several sizes, from
 a warm page cache (the steady state of a paging server), so the cut-over size in
-handlers/jobs.py (INLINE_READ_BYTES) rests on a measurement.
+store/output.py (INLINE_READ_BYTES) rests on a measurement.
 """
 from __future__ import annotations
 

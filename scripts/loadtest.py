@@ -118,7 +118,7 @@ class LoadTest:
                 ok = 200 <= r.status < 300
                 self.stats[pattern].add(seconds, str(r.status), ok, len(body))
                 return json.loads(body) if ok else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
             self.stats[pattern].add(time.perf_counter() - started, type(e).__name__, False, 0)
             return None
 
@@ -169,7 +169,7 @@ class LoadTest:
             try:
                 async with session.get(self.output_url, params={"limit": 1}, headers=self.headers) as r:
                     body = await r.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as e:
                 raise Refused(f"probe GET {self.output_url}?limit=1 failed: {type(e).__name__}: {e}") from None
             if r.status != 200:
                 raise Refused(f"probe GET {self.output_url}?limit=1 answered {r.status}: {body[:300]!r}")

@@ -125,8 +125,8 @@ def import_cmd(user: str, repo: str, target: str, file: Path, data_dir: Path, qu
     """Make FILE (JSONL, one object per line) the target's completed stim output."""
     from tqdm import tqdm
 
+    from .schemas.targets import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
     from .store.importer import ImportRefused, import_jsonl
-    from .targetconfig import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
 
     records = _records(data_dir)
     with tqdm(total=file.stat().st_size, unit="B", unit_scale=True, disable=quiet, file=sys.stderr,

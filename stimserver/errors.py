@@ -20,7 +20,7 @@ from .store import errors as store_errors
 __all__ = [
     "ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict",
     "ValidationError", "PayloadTooLarge", "ServiceBusy", "InsufficientStorage", "error_body", "error_middleware",
-    "field_error", "from_store_error",
+    "from_store_error",
 ]
 
 log = logging.getLogger("stimserver.errors")
@@ -106,12 +106,6 @@ def from_store_error(exc: store_errors.StoreError) -> ApiError:
     if isinstance(exc, store_errors.NoSpace):
         return InsufficientStorage(exc.message)
     return ApiError(exc.message)
-
-
-def field_error(loc: list[str | int], msg: str, type_: str = "value_error") -> ValidationError:
-    """A 422 for one bad field: the message names it, the detail locates it."""
-    where = ".".join(str(p) for p in loc[1:]) or str(loc[0])
-    return ValidationError(f"{where}: {msg}", detail=[{"loc": list(loc), "msg": msg, "type": type_}])
 
 
 def error_body(status: int, code: str, message: str, detail: list[dict[str, Any]] | None = None) -> bytes:

@@ -1,7 +1,8 @@
 """JSON in and out: orjson responses, request bodies read and parsed with the schemas."""
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web

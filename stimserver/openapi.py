@@ -207,12 +207,12 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         f"{T}/{kind}": {
             "post": _operation(f"{kind}_run", "Run the target's stim job (idempotent; no body)", "stim",
-                               {200: _ok("JobStatus")}, errors=(404, 409),
+                               {200: _ok("JobResponse")}, errors=(404, 409),
                                description="Queues the job and answers its state at once (complete already, when "
                                            "it finishes within about a second). While a job exists, answers its "
                                            "state and starts no other. 400: the target lacks generators or "
                                            "prompts."),
-            "get": _operation(f"{kind}_get", "Status of the target's stim job", "stim", {200: _ok("JobStatus")},
+            "get": _operation(f"{kind}_get", "Status of the target's stim job", "stim", {200: _ok("JobResponse")},
                               errors=(404,)),
         },
         f"{T}/{kind}/output": {

@@ -15,7 +15,7 @@ is not installed at all.
 from __future__ import annotations
 
 import ipaddress
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -85,11 +85,11 @@ def forwarded_middleware(proxies: TrustedProxies):
     @web.middleware
     async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = request.remote
-        if proxies.trusts(peer):
+        if peer is not None and proxies.trusts(peer):
             headers = request.headers
             forwarded_for = headers.get("X-Forwarded-For")
             if forwarded_for:
-                request[CLIENT_ADDR] = proxies.client(peer, forwarded_for)  # type: ignore[arg-type]
+                request[CLIENT_ADDR] = proxies.client(peer, forwarded_for)
             proto = headers.get("X-Forwarded-Proto", "").strip().lower()
             if proto in ("http", "https"):
                 request[CLIENT_SCHEME] = proto

@@ -1,8 +1,9 @@
 """Shared fixtures: settings on a temp data dir, an in-process client, keys, jobs."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -18,8 +19,8 @@ MASTER_KEY = "test-master-key-0123456789"
 
 def import_jsonl(records: Records, user: str, repo: str, target: str, src: Path, **kwargs: Any) -> int:
     """``store.importer.import_jsonl`` with the defaults ``stimserver import`` passes."""
+    from stimserver.schemas.targets import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
     from stimserver.store import importer
-    from stimserver.targetconfig import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
 
     kwargs.setdefault("default_config", DEFAULT_TARGET_CONFIG)
     kwargs.setdefault("base_model", DEFAULT_BASE_MODEL)

@@ -59,7 +59,7 @@ class ServerProcess:
     def master_key(self) -> str:
         return self.env["STIMSERVER_MASTER_KEY"]
 
-    def start(self, wait: bool = True) -> "ServerProcess":
+    def start(self, wait: bool = True) -> ServerProcess:
         cmd = [sys.executable, "-m", "stimserver", "serve", "--port", str(self.port), "--data", str(self.data_dir),
                "--workers", str(self.workers)]
         with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:

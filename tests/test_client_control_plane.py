@@ -9,7 +9,7 @@ import aibread
 import httpx
 import pytest
 
-from stimserver.targetconfig import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
+from stimserver.schemas.targets import DEFAULT_BASE_MODEL, DEFAULT_TARGET_CONFIG
 
 from .conftest import MASTER_KEY
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stimserver.errors import Conflict, error_middleware, field_error
+from stimserver.errors import Conflict, ValidationError, error_middleware
 
 
 async def app_with(aiohttp_client, handler):
@@ -14,7 +14,9 @@ async def app_with(aiohttp_client, handler):
 
 async def test_api_error_shape(aiohttp_client):
     async def h(request):
-        raise field_error(["body", "generators", 0, "numq"], "must be at least 1")
+        raise ValidationError("generators.0.numq: must be at least 1",
+                              detail=[{"loc": ["body", "generators", 0, "numq"], "msg": "must be at least 1",
+                                       "type": "value_error"}])
 
     client = await app_with(aiohttp_client, h)
     r = await client.get("/x")

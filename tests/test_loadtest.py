@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MASTER_KEY
 from .aibread_server import ServerThread
+from .conftest import MASTER_KEY
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "loadtest.py"
 

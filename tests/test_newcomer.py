@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-GIT = ["git", "-c", "user.name=newcomer", "-c", "user.email=newcomer@example.invalid", "-c", "advice.detachedHead=false"]
+GIT = ["git", "-c", "user.name=newcomer", "-c", "user.email=newcomer@example.invalid",
+       "-c", "advice.detachedHead=false"]
 
 
 def section(title: str) -> str:

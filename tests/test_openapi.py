@@ -40,7 +40,7 @@ async def test_every_route_is_an_operation_and_every_operation_a_route(settings)
     app = create_app(settings)
     doc = build_openapi(settings)
     reached = set()
-    for method, path, op, item in operations(doc):
+    for method, path, _op, item in operations(doc):
         match = await app.router.resolve(make_mocked_request(method, concrete(path), app=app))
         assert not isinstance(match.route, SystemRoute), f"{method} {path} is documented but not routed"
         route = match.route

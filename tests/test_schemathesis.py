@@ -16,13 +16,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                                response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from stimserver.config import Settings
-from tests.conftest import import_jsonl
 from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
+from tests.conftest import import_jsonl
 
 from .aibread_server import ServerThread
 from .conftest import MASTER_KEY

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import import_jsonl
 from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
+from tests.conftest import import_jsonl
 from tests.llm.fake_providers import Slow, openai_server  # noqa: F401  (fixture)
 
 from .serverproc import ServerProcess, create_key, free_port, request, stimserver

@@ -10,7 +10,8 @@ Every repo lives under the caller's user; another user's repo is simply absent (
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 

@@ -20,7 +20,7 @@ between the check and the write (prompt deletion takes the same lock).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol, cast
+from typing import Any
 
 from aiohttp import web
 
@@ -28,8 +28,17 @@ from ..errors import ApiError, Conflict, NotFound, ValidationError
 from ..jsonio import json_response, parse_body, raise_422, read_json_object, same_json, unprocessable
 from ..keys import JOB_CONTROL
 from ..schemas.generators import GeneratorBase, template_files
-from ..schemas.targets import (DEFAULT_TEMPLATE, TargetBatch, TargetConfig, TargetCreate, TargetSet, config_problems,
-                               effective_config, missing_prompts, public_config)
+from ..schemas.targets import (
+    DEFAULT_TEMPLATE,
+    TargetBatch,
+    TargetConfig,
+    TargetCreate,
+    TargetSet,
+    config_problems,
+    effective_config,
+    missing_prompts,
+    public_config,
+)
 from ..schemas.validation import Detail, Invalid, parse, problem
 from ..store.errors import StoreError
 from ..store.paths import JOB_KINDS, check_name, name_problem, template_file_name
@@ -39,12 +48,6 @@ from .context import RepoContext, repo_context, target_context
 routes = web.RouteTableDef()
 
 BASE = "/v1/repo/{repo_name}/targets"
-
-
-class JobControl(Protocol):
-    """What keys.JOB_CONTROL holds (declared there as ``object``)."""
-
-    async def stop(self, user: str, repo: str, target: str) -> None: ...
 
 
 def target_response(record: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +233,7 @@ async def set_target(request: web.Request) -> web.Response:
 @routes.delete(BASE + "/{target_name}")
 async def delete_target(request: web.Request) -> web.Response:
     ctx, name, _ = target_context(request)
-    control = cast("JobControl | None", request.app.get(JOB_CONTROL))
+    control = request.app.get(JOB_CONTROL)
     async with ctx.records.references_locked(ctx.user, ctx.repo):
         if ctx.records.target(ctx.user, ctx.repo, name) is None:
             raise NotFound(f"target '{name}' not found in repo '{ctx.repo}'")

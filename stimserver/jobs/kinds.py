@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 

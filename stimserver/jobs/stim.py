@@ -15,7 +15,8 @@ written, so a resumed job rebuilds byte-identical lines without asking a model a
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from ..llm import LLMError
 from ..schemas.targets import TargetConfig, config_problems, missing_prompts

@@ -14,10 +14,11 @@ import calendar
 import os
 import socket
 import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any
 
 from ..store import jobrecords as jr
 from ..store.datasets import Datasets

@@ -18,7 +18,7 @@ The model rule is ``effective_model``, used at creation and at run time alike.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -145,8 +145,10 @@ class CustomGenerator(GeneratorBase):
         return self
 
 
-Generator = Annotated[Union[OneshotQsGenerator, HardcodedGenerator, PersonaGenerator, FromDatasetGenerator,
-                            CustomGenerator], Field(discriminator="type")]
+Generator = Annotated[
+    OneshotQsGenerator | HardcodedGenerator | PersonaGenerator | FromDatasetGenerator | CustomGenerator,
+    Field(discriminator="type"),
+]
 
 
 def effective_model(gen: GeneratorBase, model_name: str | None) -> str | None:

@@ -5,17 +5,16 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from ..store.jobrecords import JobStatus
 from .base import Answer
 
-__all__ = ["JobStatus", "JobPage", "JOB_STATUSES"]
-
-JOB_STATUSES = ("not_started", "pending", "running", "complete", "failed")
+__all__ = ["JobResponse", "JobPage"]
 
 
-class JobStatus(Answer):
+class JobResponse(Answer):
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
-    status: str = Field(description=" | ".join(JOB_STATUSES))
+    status: JobStatus
     lines: int | None = Field(None, ge=0, description="committed output lines; null if never run")
     config: dict[str, Any] | None = Field(None, description="the job's parameters")
     error: str | None = Field(None, description="why the job failed")
@@ -23,7 +22,7 @@ class JobStatus(Answer):
     progress_percent: float | None = Field(None, ge=0, le=100)
 
 
-class JobPage(JobStatus):
+class JobPage(JobResponse):
     output: list[dict[str, Any]] = Field(description="lines [offset, offset + limit) of the output, one object each")
     offset: int = Field(ge=0)
     limit: int = Field(ge=1, description="at most max_page_size")

@@ -27,7 +27,7 @@ ANSWERS: dict[str, type[BaseModel]] = {
     "PaginatedRepoList": repos.PaginatedRepoList, "RepoTree": repos.RepoTree,
     "PromptResponse": prompts.PromptResponse, "PromptList": prompts.PromptList,
     "TargetResponse": targets.TargetResponse, "TargetList": targets.TargetList,
-    "JobStatus": jobs.JobStatus, "JobPage": jobs.JobPage,
+    "JobResponse": jobs.JobResponse, "JobPage": jobs.JobPage,
 }
 REF_TEMPLATE = "#/components/schemas/{model}"
 

@@ -10,7 +10,8 @@ is planned, so the generator rules run on what is stored, not on a second copy o
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError

@@ -11,7 +11,8 @@ No HTTP here (the job planner uses it too): ``parse`` raises ``Invalid``, which
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError

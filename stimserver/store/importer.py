@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 from .atomic import fsync_dir
+from .jobrecords import JobStatus
 from .lineindex import InvalidLine, parse_line
 from .locks import FileLock
-from .jobrecords import JobStatus
 from .output import OutputWriter, lock_path
 from .records import Records, now_iso
 

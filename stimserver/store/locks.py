@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["FileLock", "try_lock", "is_locked"]
 
@@ -23,7 +23,7 @@ class FileLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, path: Path, *, blocking: bool) -> "FileLock | None":
+    def acquire(cls, path: Path, *, blocking: bool) -> FileLock | None:
         """Lock ``path`` (created if missing); None if held elsewhere and not ``blocking``.
 
         The folder must exist: a lock never recreates a folder that was just removed (a
@@ -45,7 +45,7 @@ class FileLock:
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

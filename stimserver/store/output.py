@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiofiles.os
 import orjson
 
 from . import lineindex
@@ -194,6 +195,12 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
     return found
 
 
+async def _read_off_loop(deferred: _Deferred) -> Page:
+    """A large page's bytes, read on the descriptor already open, in aiofiles' executor thread."""
+    page: Page = await aiofiles.os.wrap(deferred.read)()
+    return page
+
+
 async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: int | None = None) -> Page:
     """``read_page`` for the event loop: inline ``pread`` for ordinary pages, a thread otherwise.
 
@@ -209,7 +216,8 @@ async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: in
         # Already off the loop there, so the page is read in the same thread, whatever its size.
         found = await asyncio.to_thread(_locate, job_dir, offset, limit, None, True)
     if isinstance(found, _Deferred):
-        return await asyncio.to_thread(found.read)
+        page: Page = await _read_off_loop(found)
+        return page
     return found
 
 
@@ -236,7 +244,7 @@ class OutputWriter:
         self.size = size
 
     @classmethod
-    def open(cls, job_dir: Path, lock: FileLock) -> "OutputWriter":
+    def open(cls, job_dir: Path, lock: FileLock) -> OutputWriter:
         """Recover whatever a crash left, then open for appending."""
         if lock.path != lock_path(job_dir):
             raise ValueError("the writer needs this job's own lock")
@@ -279,7 +287,7 @@ class OutputWriter:
                 pass
         self._data_fd = self._idx_fd = -1
 
-    def __enter__(self) -> "OutputWriter":
+    def __enter__(self) -> OutputWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

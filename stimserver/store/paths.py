@@ -16,13 +16,13 @@ filesystem. Handlers never build paths themselves: they ask ``DataPaths``.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 
 from .errors import InvalidName
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_NAME = 128
+_MEMO_SIZE = 8192  # job paths remembered by DataPaths
 RESERVED = frozenset({"batch"})  # collides with the literal …/batch routes (API.md §1)
 JOB_KINDS = ("stim", "rollout")
 TEMPLATE_DIR = "templates"  # a repo's generator templates: <repo>/templates/<file>
@@ -72,6 +72,7 @@ class DataPaths:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._jobs: dict[tuple[str, str, str, str], tuple[Path, Path]] = {}
 
     @property
     def users(self) -> Path:
@@ -110,12 +111,23 @@ class DataPaths:
     def target(self, user: str, repo: str, target: str) -> Path:
         return self.targets(user, repo) / check_name(target, "target_name")
 
-    @lru_cache(maxsize=8192)  # the paging hot path asks for the same few jobs again and again
     def job_dir(self, user: str, repo: str, target: str, kind: str) -> Path:
-        if kind not in JOB_KINDS:
-            raise ValueError(f"unknown job kind {kind!r}")
-        return self.target(user, repo, target) / kind
+        return self._job(user, repo, target, kind)[0]
 
-    @lru_cache(maxsize=8192)
     def job_file(self, user: str, repo: str, target: str, kind: str) -> Path:
-        return self.job_dir(user, repo, target, kind) / "job.json"
+        return self._job(user, repo, target, kind)[1]
+
+    def _job(self, user: str, repo: str, target: str, kind: str) -> tuple[Path, Path]:
+        """(job folder, job.json); the paging hot path asks for the same few jobs again and again,
+        so the paths of up to ``_MEMO_SIZE`` jobs (built from checked names only) are remembered."""
+        key = (user, repo, target, kind)
+        paths = self._jobs.get(key)
+        if paths is None:
+            if kind not in JOB_KINDS:
+                raise ValueError(f"unknown job kind {kind!r}")
+            folder = self.target(user, repo, target) / kind
+            paths = (folder, folder / "job.json")
+            if len(self._jobs) >= _MEMO_SIZE:
+                self._jobs.clear()
+            self._jobs[key] = paths
+        return paths

@@ -18,9 +18,10 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from . import output
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic

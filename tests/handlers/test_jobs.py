@@ -15,9 +15,9 @@ from stimserver.app import create_app
 from stimserver.config import Settings
 from stimserver.handlers import jobs as jobs_handlers
 from stimserver.keys import JOB_CONTROL
+from stimserver.schemas.targets import DEFAULT_TARGET_CONFIG
 from stimserver.store import output
 from stimserver.store.locks import FileLock
-from stimserver.targetconfig import DEFAULT_TARGET_CONFIG
 from tests.jobs.conftest import hardcoded, seed_target, wait_until
 from tests.jobs.test_runner import GateKind
 

@@ -8,9 +8,9 @@ import pytest
 
 from stimserver.app import create_app
 from stimserver.keys import JOB_CONTROL
+from stimserver.schemas.targets import DEFAULT_TARGET_CONFIG
 from stimserver.store import output
 from stimserver.store.locks import FileLock
-from stimserver.schemas.targets import DEFAULT_TARGET_CONFIG
 
 BASE = "/v1/repo/r1/targets"
 HARDCODED = {"type": "hardcoded", "questions": ["Q1?", "Q2?", "Q3?"]}

@@ -4,18 +4,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 import pytest
 
 from stimserver.jobs import JobRef
+from stimserver.schemas.targets import DEFAULT_TARGET_CONFIG
 from stimserver.store import output
 from stimserver.store.atomic import write_json_atomic
 from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
-from stimserver.targetconfig import DEFAULT_TARGET_CONFIG
 from tests.llm.fake_providers import anthropic_server, openai_server  # noqa: F401  (fixtures)
 
 TEACHER = [{"role": "system", "content": "You are a patient maths tutor for children."}]

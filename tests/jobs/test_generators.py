@@ -5,12 +5,11 @@ import random
 
 import pytest
 
-from stimserver.store.datasets import Datasets
 from stimserver.jobs.generators import GENERATORS
-from stimserver.jobs.kinds import JobFailed, JobRun
+from stimserver.jobs.kinds import JobFailed, JobRun, JobSource
 from stimserver.jobs.stim import StimKind
-from stimserver.jobs.kinds import JobSource
 from stimserver.llm import LLMError
+from stimserver.store.datasets import Datasets
 
 from .conftest import StubLLM, asked_count, seed_target
 

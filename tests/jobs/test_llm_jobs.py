@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from stimserver.jobs import JobRef
 from stimserver.config import Settings
+from stimserver.jobs import JobRef
 from stimserver.llm.providers import client_factory
 from tests.llm.fake_providers import TEST_KEY, Fail, Slow
 

@@ -218,7 +218,8 @@ async def test_resubmitting_after_a_failure_starts_afresh(make_runner, paths, re
 async def test_a_job_whose_runner_keeps_dying_is_failed(make_runner, paths, ref):
     runner = await make_runner(start=False)
     job = await submit(runner, paths, ref)
-    jobrecords.write_record(ref.job_dir(paths), {**job, "status": "running", "interruptions": transitions.MAX_INTERRUPTIONS})
+    jobrecords.write_record(ref.job_dir(paths),
+                            {**job, "status": "running", "interruptions": transitions.MAX_INTERRUPTIONS})
     await runner.start()
     record = await done(paths, ref, "failed")
     assert record["error"].startswith(f"the job's runner died {transitions.MAX_INTERRUPTIONS + 1} times")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from stimserver.store.datasets import Datasets
 from stimserver.jobs.kinds import ConfigProblem, JobFailed, JobRun, JobSource
 from stimserver.jobs.stim import StimKind, prompt_text
+from stimserver.store.datasets import Datasets
 
 from .conftest import STUDENT, TEACHER, StubLLM, hardcoded, seed_target
 

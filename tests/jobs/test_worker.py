@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from stimserver.jobs import JobRef, transitions
-from stimserver.store.presence import live_runners
 from stimserver.store import output
 from stimserver.store.locks import is_locked
+from stimserver.store.presence import live_runners
 from tests.llm.fake_providers import Slow
 
 from .conftest import hardcoded, lines_of, numbered_answer, record_of, seed_target, wait_until
@@ -26,7 +26,7 @@ class Worker:
         self.data, self.env, self.log = data, env, log
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> "Worker":
+    async def start(self) -> Worker:
         self._out = open(self.log, "ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "stimserver", "worker", "--data", str(self.data),
@@ -67,8 +67,8 @@ def ended(paths, ref):
 
 
 async def submit(paths, ref, generators):
-    from stimserver.store.datasets import Datasets
     from stimserver.jobs.stim import StimKind
+    from stimserver.store.datasets import Datasets
 
     record = seed_target(paths, generators, target=ref.target)
     return await asyncio.to_thread(transitions.submit, paths, StimKind(), ref, record, Datasets(paths.root))
@@ -89,8 +89,10 @@ def blocking_llm(server, blocked: set[str]):
 async def test_a_killed_worker_is_resumed_without_duplicates(paths, workers, openai_server):
     ref = JobRef("alice", "r1", "t1", "stim")
     gens = [hardcoded(120),
-            {"type": "custom", "model": LOCAL, "numq": 60, "template_content": "A: write exactly ${numq} for ${prompt_u}"},
-            {"type": "custom", "model": LOCAL, "numq": 40, "template_content": "B: write exactly ${numq} for ${prompt_u}"}]
+            {"type": "custom", "model": LOCAL, "numq": 60,
+             "template_content": "A: write exactly ${numq} for ${prompt_u}"},
+            {"type": "custom", "model": LOCAL, "numq": 40,
+             "template_content": "B: write exactly ${numq} for ${prompt_u}"}]
     await submit(paths, ref, gens)
     blocking_llm(openai_server, {"B:"})
     env = {**openai_server.env(), "STIMSERVER_LLM_MAX_RETRIES": "0", "STIMSERVER_LLM_TIMEOUT": "100"}
@@ -119,7 +121,7 @@ async def test_two_workers_racing_run_each_job_once(paths, workers):
     for ref in refs:  # both scan for these every two seconds
         await submit(paths, ref, [hardcoded(400), {"type": "from_dataset", "dataset": "arithmetic", "numq": 150}])
     for ref in refs:
-        record = await wait_until(lambda: ended(paths, ref), f"{ref} to finish", timeout=60)
+        record = await wait_until(lambda ref=ref: ended(paths, ref), f"{ref} to finish", timeout=60)
         assert record["status"] == "complete" and record["attempt"] == 1  # claimed exactly once
         assert ids(paths, ref) == list(range(550))
     assert all(w.proc.returncode is None for w in pair)

@@ -53,7 +53,7 @@ async def write(model: ScriptedModel, numq: int, **options: object) -> list[str]
         "extra_kwargs": None,
         **options,
     }
-    return await write_questions(model, **params)  # type: ignore[arg-type]
+    return await write_questions(model, **params)  # type: ignore[arg-type]  # **options may hold anything
 
 
 # --- templates -----------------------------------------------------------------------------
@@ -217,7 +217,7 @@ async def test_persona_end_to_end_through_the_anthropic_wire(
 ) -> None:
     def answer(body: dict[str, Any]) -> str:
         """Writes as many questions as the prompt asks for, as a JSON array."""
-        count = int(re.search(r"Write exactly (\d+)", body["messages"][0]["content"])[1])  # type: ignore[index]
+        count = int(re.search(r"Write exactly (\d+)", body["messages"][0]["content"])[1])  # type: ignore[index]  # the prompt always says it
         return orjson.dumps([f"Pilot question {i}?" for i in range(count)]).decode()
 
     anthropic_server.script(answer)

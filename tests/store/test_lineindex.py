@@ -129,7 +129,7 @@ def test_read_span_and_entries(files):
     try:
         assert lineindex.count_entries(fd) == 10
         begin, end = lineindex.read_span(fd, 3, 6)
-        assert data.read_bytes()[begin:end] == b"".join(l + b"\n" for l in lines[3:6])
+        assert data.read_bytes()[begin:end] == b"".join(line + b"\n" for line in lines[3:6])
         assert lineindex.read_span(fd, 0, 1) == (0, len(lines[0]) + 1)
         with pytest.raises(EOFError):
             lineindex.read_entry(fd, 10)

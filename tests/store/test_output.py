@@ -56,7 +56,7 @@ def test_writer_rejects_records_that_would_break_lines(job_dir):
                 w.append([bad])
         assert w.lines == 0
     with pytest.raises(TypeError):
-        output.encode([1, 2])  # type: ignore[arg-type]
+        output.encode([1, 2])  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_writer_needs_its_own_lock(job_dir, tmp_path):
@@ -206,14 +206,18 @@ def threads_used(monkeypatch):
     import asyncio
 
     sent: list[tuple[str, object]] = []
-    real = asyncio.to_thread
+    real_to_thread, real_read = asyncio.to_thread, output._read_off_loop
 
     async def to_thread(func, *args):
-        name = getattr(func, "__name__", "")
-        sent.append(("read", func.__self__.span) if name == "read" else (name, args[1]))
-        return await real(func, *args)
+        sent.append((getattr(func, "__name__", ""), args[1]))
+        return await real_to_thread(func, *args)
+
+    async def read_off_loop(deferred):
+        sent.append(("read", deferred.span))
+        return await real_read(deferred)
 
     monkeypatch.setattr(output.asyncio, "to_thread", to_thread)
+    monkeypatch.setattr(output, "_read_off_loop", read_off_loop)
     return sent
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ...llm import write_questions
 from ...schemas.generators import effective_model

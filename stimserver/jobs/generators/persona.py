@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ...store.datasets import DatasetError, load_personas
 from ...llm import DEFAULT_PERSONA_TEMPLATE
+from ...store.datasets import DatasetError, load_personas
 from ..kinds import JobFailed, JobRun
 from .base import Generator, PlanContext
 from .llmwrite import plan_llm_fields, write_chunked
