@@ -3,6 +3,7 @@
 
     python scripts/bench_output.py                  # 2,000,000 lines, the full run
     python scripts/bench_output.py --lines 50000 --duration 2   # a quick look
+    python scripts/bench_output.py --before ../old-checkout     # this code against an older one
 
 It writes a synthetic stim output (stim-shaped lines of ~500 bytes), imports it with
 ``stimserver import`` (building the index), makes a user key with ``stimserver keys
@@ -13,6 +14,10 @@ and scripts/naive_server.py (skips lines up to the offset) side by side, and pri
    middle and last page at limit 100, and the last/first ratio;
 2. requests/s under load (wrk, or a Python load loop where wrk is missing) at limit
    100 and 1000, at the first and the middle page, with stimserver/naive ratios.
+
+With ``--before TREE`` it also serves the same data with the stimserver of another checkout
+(e.g. a ``git worktree`` of an older commit) and prints this code's figures against that
+one's, cell by cell, in the same run.
 
 Machines here are noisy: compare only numbers of the same run.
 """
@@ -89,8 +94,10 @@ def prepare(work: Path, lines: int) -> tuple[Path, str]:
     return out, token
 
 
-def start(cmd: list[str], port: int, token: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+def start(cmd: list[str], port: int, token: str, log: Path, tree: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env, cwd=tree)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -175,6 +182,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10, help="seconds of load per throughput cell")
     ap.add_argument("--reps", type=int, default=1000, help="sequential requests per latency cell")
     ap.add_argument("--naive-reps", type=int, default=5, help="the same for the naive reader's deep pages")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="another checkout whose stimserver is measured in the same run, for a before/after table")
     args = ap.parse_args()
     if args.lines < 2000:
         raise SystemExit("--lines must be at least 2000")
@@ -182,20 +191,22 @@ def main() -> None:
     out_file, token = prepare(args.work, args.lines)
     total = args.lines
     mid, last = total // 2, total - 100
-    p1, p2 = free_port(), free_port()
-    servers = {
-        "stimserver": ([sys.executable, "-m", "stimserver", "serve", "--port", str(p1), "--data",
-                        str(args.work / "data")], p1),
+    p1, p2, p3 = free_port(), free_port(), free_port()
+    serve = [sys.executable, "-m", "stimserver", "serve", "--data", str(args.work / "data"), "--port"]
+    servers: dict[str, tuple[list[str], int, Path | None]] = {
+        "stimserver": ([*serve, str(p1)], p1, None),
         "naive": ([sys.executable, str(HERE / "naive_server.py"), "--port", str(p2), "--file", str(out_file),
-                   "--token", token], p2),
+                   "--token", token], p2, None),
     }
+    if args.before:
+        servers["before"] = ([*serve, str(p3)], p3, args.before.resolve())
     lat: dict[str, dict[str, tuple[float, float]]] = {}
     rps: dict[str, dict[str, float]] = {}
-    for name, (cmd, port) in servers.items():
-        proc = start(cmd, port, token, args.work / f"{name}.log")
+    for name, (cmd, port, tree) in servers.items():
+        proc = start(cmd, port, token, args.work / f"{name}.log", tree)
         try:
             offsets = {"first": 0, "middle": mid, "last": last}
-            reps = {label: args.reps if name == "stimserver" or offset == 0 else args.naive_reps
+            reps = {label: args.naive_reps if name == "naive" and offset else args.reps
                     for label, offset in offsets.items()}
             lat[name] = latency(port, token, offsets, 100, reps)
             rps[name] = {}
@@ -223,6 +234,15 @@ def main() -> None:
     for key in rps["stimserver"]:
         s, n = rps["stimserver"][key], rps["naive"][key]
         print(f"| {key} | {s:,.0f} | {n:,.1f} | {s / n:,.1f}x |" if n else f"| {key} | {s:,.0f} | 0 | - |")
+    if "before" in lat:
+        print(f"\n| cell | before | after (this checkout) | after/before |  (before: {args.before})")
+        print("|---|---:|---:|---:|")
+        for label in ("first", "middle", "last"):
+            b, a = lat["before"][label][0], lat["stimserver"][label][0]
+            print(f"| p50 ms, {label} page | {b:.3f} | {a:.3f} | {a / b:.2f} |")
+        for key in rps["stimserver"]:
+            b, a = rps["before"][key], rps["stimserver"][key]
+            print(f"| req/s, {key} | {b:,.0f} | {a:,.0f} | {a / b:.2f} |")
 
 
 if __name__ == "__main__":
