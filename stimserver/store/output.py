@@ -14,7 +14,9 @@ compact JSON objects, so the page's JSON array is spliced from the raw bytes
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,11 @@ import aiofiles.os
 import orjson
 
 from . import lineindex
+from .atomic import is_no_space
+from .errors import NoSpace
 from .locks import FileLock, try_lock
+
+log = logging.getLogger("stimserver.output")
 
 __all__ = ["OutputWriter", "Page", "read_page", "read_page_async", "splice", "encode", "line_count", "repair",
            "DATA_NAME", "INDEX_NAME", "INLINE_READ_BYTES", "lock_path"]
@@ -92,12 +98,46 @@ def _needs_files(job_dir: Path) -> bool:
     return (job_dir / DATA_NAME).exists() or (job_dir / INDEX_NAME).exists()
 
 
+# A repair that failed (a full disk, say) is not tried again for this long: reads keep
+# serving the committed lines meanwhile instead of each retrying a write that cannot work.
+REPAIR_BACKOFF_SECONDS = 10.0
+_failed_repairs: dict[Path, float] = {}
+
+
 def _repair_if_idle(job_dir: Path) -> bool:
-    """Repair unless a live writer holds the job lock; True if it repaired."""
+    """Repair unless a live writer holds the job lock; True if it repaired.
+
+    Fails quietly: a repair that cannot write (full disk, read-only mount) is logged once
+    per backoff and the reader serves the committed lines as they are.
+    """
+    failed_at = _failed_repairs.get(job_dir)
+    if failed_at is not None and time.monotonic() - failed_at < REPAIR_BACKOFF_SECONDS:
+        return False
     try:
-        return _repair_unlocked(job_dir)
+        repaired = _repair_unlocked(job_dir)
     except FileNotFoundError:
         return False  # the target was removed meanwhile: nothing left to repair
+    except OSError as e:
+        if len(_failed_repairs) > 1024:
+            _failed_repairs.clear()
+        _failed_repairs[job_dir] = time.monotonic()
+        log.warning("could not repair the output of %s (%s); serving its committed lines as they are",
+                    job_dir, e.strerror or e)
+        return False
+    _failed_repairs.pop(job_dir, None)
+    return repaired
+
+
+def _lines_within(idx_fd: int, n: int, data_size: int) -> int:
+    """How many of the first ``n`` (increasing) index entries end within the data: a binary search."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if lineindex.read_entry(idx_fd, mid - 1) <= data_size:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _repair_unlocked(job_dir: Path) -> bool:
@@ -149,6 +189,7 @@ def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repa
         keep_data = False
         try:
             ok, total = _consistent(data_fd, idx_fd)
+            damaged = False
             if not ok:
                 data_size = os.fstat(data_fd).st_size
                 behind = lineindex.read_entry(idx_fd, total - 1) <= data_size
@@ -159,8 +200,9 @@ def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repa
                         return Page(b"[]", 0, total, needs_repair=True)
                     if _repair_if_idle(job_dir):
                         continue
-                if not behind:
-                    return EMPTY  # index ahead of data with a live writer: cannot happen
+                if not behind:  # damage nobody could repair now: serve the lines the data still holds
+                    total = _lines_within(idx_fd, total, data_size)
+                damaged = not behind or os.fstat(idx_fd).st_size % lineindex.ENTRY_SIZE != 0
             if offset >= total:
                 return Page(b"[]", 0, total)
             stop = min(offset + limit, total)
@@ -169,6 +211,8 @@ def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repa
                 keep_data = True
                 return _Deferred(data_fd, (begin, end), stop - offset, total)
             raw = os.pread(data_fd, end - begin, begin)
+            if damaged and raw and (not raw.endswith(b"\n") or (begin and os.pread(data_fd, 1, begin - 1) != b"\n")):
+                return Page(b"[]", 0, total)  # a damaged index points mid-line: serve nothing wrong
         except EOFError:
             continue  # the index was cut under us (a repair elsewhere): look again
         finally:
@@ -248,8 +292,14 @@ class OutputWriter:
         """Recover whatever a crash left, then open for appending."""
         if lock.path != lock_path(job_dir):
             raise ValueError("the writer needs this job's own lock")
-        job_dir.mkdir(parents=True, exist_ok=True)
-        report = repair(job_dir)
+        try:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            report = repair(job_dir)
+        except OSError as e:
+            if is_no_space(e):
+                raise NoSpace("the disk is full: the job's output could not be recovered before resuming "
+                              f"(target '{job_dir.parent.name}'); nothing was changed") from e
+            raise
         data_fd = os.open(job_dir / DATA_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         idx_fd = os.open(job_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         return cls(job_dir, data_fd, idx_fd, report.lines, report.data_size)
@@ -269,15 +319,39 @@ class OutputWriter:
             pos += len(rec) + 1
             ends.append(pos)
         data = b"\n".join(records) + b"\n"
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._data_fd, view):]
-        os.fsync(self._data_fd)
-        lineindex.append_entries(self._idx_fd, ends)
-        os.fsync(self._idx_fd)
+        step = "writing output.jsonl"
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._data_fd, view):]
+            step = "syncing output.jsonl"
+            os.fsync(self._data_fd)
+            step = "appending to output.idx"
+            lineindex.append_entries(self._idx_fd, ends)
+            step = "syncing output.idx"
+            os.fsync(self._idx_fd)
+        except OSError as e:
+            self._roll_back()
+            if is_no_space(e):
+                raise NoSpace(f"the disk is full: the job's output could not be written at line {self.lines} "
+                              f"({step} of target '{self.job_dir.parent.name}'); "
+                              f"{self.lines} lines are committed and kept") from e
+            raise
         self.size = pos
         self.lines += len(records)
         return self.lines
+
+    def _roll_back(self) -> None:
+        """Cut both files back to the committed lines after a failed append (cutting needs no space).
+
+        Readers never saw the uncommitted bytes (the index is the commit), so nothing served
+        changes, and no torn tail is left for a later repair to save as ``*.corrupt-*``.
+        """
+        try:
+            os.ftruncate(self._idx_fd, self.lines * lineindex.ENTRY_SIZE)
+            os.ftruncate(self._data_fd, self.size)
+        except OSError:
+            log.warning("could not cut the torn tail of %s; the next writer's recovery will", self.job_dir)
 
     def close(self) -> None:
         for fd in (self._data_fd, self._idx_fd):
