@@ -154,6 +154,10 @@ class JobRunner:
             raise ConfigProblem(f"this server cannot run {ref.kind} jobs")
         return await asyncio.to_thread(transitions.submit, self.paths, kind, ref, target_record, self.datasets)
 
+    async def discard(self, ref: JobRef) -> bool:
+        """Remove a finished job and its output (``transitions.discard``); ``JobBusy`` while it is active."""
+        return await asyncio.to_thread(transitions.discard, self.paths, ref)
+
     async def settle(self, ref: JobRef, record: dict[str, Any], wait: float) -> dict[str, Any]:
         """Start a pending job here at once if possible, and give it ``wait`` s to finish."""
         if not self.active or record.get("status") not in ACTIVE:
