@@ -238,7 +238,7 @@ def _count_death(record: Record, lines: int) -> Record:
     is right after the previous death; a job that keeps committing is not crash-looping.
     """
     progressed = lines > int(record.get("progress_line") or 0)
-    stalled = 1 if progressed else int(record.get("stalled_deaths") or 0) + 1
+    stalled = 0 if progressed else int(record.get("stalled_deaths") or 0) + 1
     return {**record, "interruptions": int(record.get("interruptions") or 0) + 1, "stalled_deaths": stalled,
             "progress_line": lines}
 

@@ -128,6 +128,11 @@ def _repair_if_idle(job_dir: Path) -> bool:
     return repaired
 
 
+def _whole_lines(data_fd: int, raw: bytes, begin: int) -> bool:
+    """The bytes start just after a newline (or at 0) and end with one: whole lines."""
+    return bool(raw) and raw.endswith(b"\n") and (begin == 0 or os.pread(data_fd, 1, begin - 1) == b"\n")
+
+
 def _lines_within(idx_fd: int, n: int, data_size: int) -> int:
     """How many of the first ``n`` (increasing) index entries end within the data: a binary search."""
     lo, hi = 0, n
@@ -189,29 +194,31 @@ def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repa
         keep_data = False
         try:
             ok, total = _consistent(data_fd, idx_fd)
-            damaged = False
+            damaged = flagged = False
             if not ok:
                 data_size = os.fstat(data_fd).st_size
                 behind = lineindex.read_entry(idx_fd, total - 1) <= data_size
+                damaged = not behind or os.fstat(idx_fd).st_size % lineindex.ENTRY_SIZE != 0
                 # A live writer's data runs ahead of its index between its two appends:
                 # that is normal. Anything else is damage, repaired here if nobody writes.
                 if attempt == 0:
                     if not repair:
-                        return Page(b"[]", 0, total, needs_repair=True)
-                    if _repair_if_idle(job_dir):
+                        if damaged:
+                            return Page(b"[]", 0, total, needs_repair=True)
+                        flagged = True  # the committed lines are served as they are, flagged
+                    elif _repair_if_idle(job_dir):
                         continue
                 if not behind:  # damage nobody could repair now: serve the lines the data still holds
                     total = _lines_within(idx_fd, total, data_size)
-                damaged = not behind or os.fstat(idx_fd).st_size % lineindex.ENTRY_SIZE != 0
             if offset >= total:
-                return Page(b"[]", 0, total)
+                return Page(b"[]", 0, total, needs_repair=flagged)
             stop = min(offset + limit, total)
             begin, end = lineindex.read_span(idx_fd, offset, stop)
             if max_inline is not None and end - begin > max_inline:
                 keep_data = True
                 return _Deferred(data_fd, (begin, end), stop - offset, total)
             raw = os.pread(data_fd, end - begin, begin)
-            if damaged and raw and (not raw.endswith(b"\n") or (begin and os.pread(data_fd, 1, begin - 1) != b"\n")):
+            if damaged and not _whole_lines(data_fd, raw, begin):
                 return Page(b"[]", 0, total)  # a damaged index points mid-line: serve nothing wrong
         except EOFError:
             continue  # the index was cut under us (a repair elsewhere): look again
@@ -219,7 +226,7 @@ def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repa
             if not keep_data:
                 os.close(data_fd)
             os.close(idx_fd)
-        return Page(splice(raw), stop - offset, total, (begin, end))
+        return Page(splice(raw), stop - offset, total, (begin, end), needs_repair=flagged)
     return EMPTY
 
 
@@ -229,8 +236,10 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
 
     A page over ``max_inline`` bytes is not read: ``body`` is None and ``span`` says
     which bytes it would be. Files that disagree are repaired first when no writer is
-    alive; with ``repair=False`` nothing is written and ``needs_repair`` comes back
-    instead. On the event loop use ``read_page_async``, which makes both choices.
+    alive (quietly: a repair that cannot write serves the committed lines as they are);
+    with ``repair=False`` nothing is written and ``needs_repair`` comes back, with the
+    committed lines when the index itself is sound (data ahead of it, as after a kill).
+    On the event loop use ``read_page_async``, which makes both choices.
     """
     found = _locate(job_dir, offset, limit, max_inline, repair)
     if isinstance(found, _Deferred):
