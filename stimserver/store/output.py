@@ -1,9 +1,11 @@
-"""A job's output: ``output.jsonl`` (the truth) + ``output.idx`` (see lineindex).
+"""A job's output: ``output.jsonl`` (the truth) + ``output.idx`` (see lineindex); the read side.
 
-``OutputWriter`` appends whole lines and makes them durable before indexing them:
-write the data, fsync it, append the index entries, fsync the index. The number of
-index entries is therefore the committed line count that readers see; a line a page
-has served is on disk, and ``recover`` rebuilds exactly the same bytes after a crash.
+The writer (``OutputWriter``, in ``store.writer``, re-exported here) makes lines durable
+before indexing them, so the number of index entries is the committed line count that
+readers see; a line a page has served is on disk, and ``recover`` rebuilds exactly the
+same bytes after a crash. Reads write nothing themselves: damage with no live writer gets
+one quiet, lock-holding repair try (with a backoff when it fails), and otherwise the
+committed lines are served as they are.
 
 ``read_page_async`` (the event loop's reader) and ``read_page`` serve lines
 ``[offset, offset+limit)`` with two 8-byte index reads and one data read, whatever the
@@ -19,32 +21,22 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiofiles.os
-import orjson
 
 from . import lineindex
-from .atomic import is_no_space
-from .errors import NoSpace
-from .locks import FileLock, try_lock
+from .locks import try_lock
+from .writer import DATA_NAME, INDEX_NAME, OutputWriter, encode, lock_path, repair
 
 log = logging.getLogger("stimserver.output")
 
 __all__ = ["OutputWriter", "Page", "read_page", "read_page_async", "splice", "encode", "line_count", "repair",
            "DATA_NAME", "INDEX_NAME", "INLINE_READ_BYTES", "lock_path"]
 
-DATA_NAME = "output.jsonl"
-INDEX_NAME = "output.idx"
 # Pages larger than this are read in a worker thread so that one big read never stalls
 # the event loop; smaller ones are a direct pread, cheaper than the thread hop (see
 # scripts/bench_pageread.py for the measurement behind the number).
 INLINE_READ_BYTES = 1 << 20
-
-
-def lock_path(job_dir: Path) -> Path:
-    """The job's writer lock, beside (not inside) its folder so the folder can be swapped."""
-    return job_dir.parent / f"{job_dir.name}.lock"
 
 
 @dataclass
@@ -65,11 +57,6 @@ def splice(raw: bytes) -> bytes:
         return b"[]"
     commas = raw.replace(b"\n", b",")  # the last newline becomes the "]"
     return b"".join((b"[", memoryview(commas)[:-1], b"]"))
-
-
-def repair(job_dir: Path) -> lineindex.RecoveryReport:
-    """Recover the index from the data; the caller holds (or has checked) the job lock."""
-    return lineindex.recover(job_dir / DATA_NAME, job_dir / INDEX_NAME)
 
 
 def _open_pair(job_dir: Path) -> tuple[int, int] | None:
@@ -284,101 +271,3 @@ def line_count(job_dir: Path) -> int:
     finally:
         os.close(pair[0])
         os.close(pair[1])
-
-
-class OutputWriter:
-    """The single appender of one job's output; hold the job lock while it lives."""
-
-    def __init__(self, job_dir: Path, data_fd: int, idx_fd: int, lines: int, size: int) -> None:
-        self.job_dir = job_dir
-        self._data_fd = data_fd
-        self._idx_fd = idx_fd
-        self.lines = lines
-        self.size = size
-
-    @classmethod
-    def open(cls, job_dir: Path, lock: FileLock) -> OutputWriter:
-        """Recover whatever a crash left, then open for appending."""
-        if lock.path != lock_path(job_dir):
-            raise ValueError("the writer needs this job's own lock")
-        try:
-            job_dir.mkdir(parents=True, exist_ok=True)
-            report = repair(job_dir)
-        except OSError as e:
-            if is_no_space(e):
-                raise NoSpace("the disk is full: the job's output could not be recovered before resuming "
-                              f"(target '{job_dir.parent.name}'); nothing was changed") from e
-            raise
-        data_fd = os.open(job_dir / DATA_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        idx_fd = os.open(job_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        return cls(job_dir, data_fd, idx_fd, report.lines, report.data_size)
-
-    def append(self, records: list[bytes]) -> int:
-        """Append serialized JSON objects (one per line), durably; returns the new count.
-
-        Each record must be one compact JSON object without a newline; ``encode`` makes one.
-        """
-        if not records:
-            return self.lines
-        ends = []
-        pos = self.size
-        for rec in records:
-            if b"\n" in rec or not rec.startswith(b"{"):
-                raise ValueError("a record must be one JSON object on one line")
-            pos += len(rec) + 1
-            ends.append(pos)
-        data = b"\n".join(records) + b"\n"
-        step = "writing output.jsonl"
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._data_fd, view):]
-            step = "syncing output.jsonl"
-            os.fsync(self._data_fd)
-            step = "appending to output.idx"
-            lineindex.append_entries(self._idx_fd, ends)
-            step = "syncing output.idx"
-            os.fsync(self._idx_fd)
-        except OSError as e:
-            self._roll_back()
-            if is_no_space(e):
-                raise NoSpace(f"the disk is full: the job's output could not be written at line {self.lines} "
-                              f"({step} of target '{self.job_dir.parent.name}'); "
-                              f"{self.lines} lines are committed and kept") from e
-            raise
-        self.size = pos
-        self.lines += len(records)
-        return self.lines
-
-    def _roll_back(self) -> None:
-        """Cut both files back to the committed lines after a failed append (cutting needs no space).
-
-        Readers never saw the uncommitted bytes (the index is the commit), so nothing served
-        changes, and no torn tail is left for a later repair to save as ``*.corrupt-*``.
-        """
-        try:
-            os.ftruncate(self._idx_fd, self.lines * lineindex.ENTRY_SIZE)
-            os.ftruncate(self._data_fd, self.size)
-        except OSError:
-            log.warning("could not cut the torn tail of %s; the next writer's recovery will", self.job_dir)
-
-    def close(self) -> None:
-        for fd in (self._data_fd, self._idx_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._data_fd = self._idx_fd = -1
-
-    def __enter__(self) -> OutputWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def encode(obj: dict[str, Any]) -> bytes:
-    """One output record as compact JSON (never contains a raw newline)."""
-    if not isinstance(obj, dict):
-        raise TypeError("an output record is a JSON object")
-    return orjson.dumps(obj)
