@@ -23,6 +23,7 @@ from typing import Any
 from ..store import atomic
 from ..store import jobrecords as jr
 from ..store.datasets import Datasets
+from ..store.errors import NoSpace
 from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock
 from ..store.output import line_count
@@ -268,8 +269,16 @@ def observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Reco
     Returns None when a writer holds the job or some runner is alive (it will claim the
     job within its scan interval), the record as it is when it is no longer active.
     Otherwise the job is an orphan: the first read marks it ``pending`` with
-    ``orphaned_at``; a read ``orphan_seconds`` later marks it failed.
+    ``orphaned_at``; a read ``orphan_seconds`` later marks it failed. On a full disk the
+    mark cannot be written: the read then reports the record as it is (never a 507).
     """
+    try:
+        return _observe_orphan(paths, ref, orphan_seconds)
+    except NoSpace:
+        return None
+
+
+def _observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Record | None:
     job_dir = ref.job_dir(paths)
     with locked_record(paths, ref, None) as job:
         if job is None:

@@ -169,3 +169,18 @@ async def test_reads_of_a_damaged_output_on_a_full_disk_serve_the_committed_line
     assert (job_dir / output.DATA_NAME).read_bytes() == data  # the read cut nothing
     assert (job_dir / output.INDEX_NAME).stat().st_size == 30 * 8
     assert leftovers(paths.root) == [] and len(os.listdir(job_dir)) == 3  # no .corrupt-* file, empty or not
+
+
+def test_a_status_read_on_a_full_disk_writes_nothing_and_reports_the_job_as_it_is(paths, ref, disk):
+    """observe_orphan would mark an orphan; on a full disk it cannot, and the read must not fail for it."""
+    from stimserver.jobs import transitions
+    from stimserver.store import jobrecords
+
+    seed_target(paths, [hardcoded(3)])
+    ref.job_dir(paths).mkdir(parents=True)
+    record = {"job_id": 3, "kind": "stim", "status": "running", "expected_lines": 3, "spec": {}, "config": {}}
+    jobrecords.write_record(ref.job_dir(paths), record)
+    disk.fail("temp file")
+    disk.full = True
+    assert transitions.observe_orphan(paths, ref, 30.0) is None  # "as it is": the caller keeps its record
+    assert record_of(paths, ref) == record and disk.failures and leftovers(paths.root) == []
