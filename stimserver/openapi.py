@@ -63,6 +63,7 @@ _ERRORS = {
     413: "Request body larger than the limit (max_body_bytes)",
     422: "Invalid input: each bad field is named in detail",
     500: "Unexpected server error",
+    507: "The disk is full: nothing was stored (x-should-retry: false; free space, then try again)",
 }
 
 
@@ -116,7 +117,7 @@ def _operation(op_id: str, summary: str, tag: str, responses: dict[int, dict[str
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(body)}}}
     all_responses = {str(status): resp for status, resp in responses.items()}
     if not public:
-        for status in sorted({400, 401, 403, 422, 500, *errors, *((413,) if body else ())}):
+        for status in sorted({400, 401, 403, 422, 500, *errors, *((413, 507) if body else ())}):
             all_responses.setdefault(str(status), _error(status))
     op["responses"] = dict(sorted(all_responses.items()))
     if public:
@@ -207,11 +208,12 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         f"{T}/{kind}": {
             "post": _operation(f"{kind}_run", "Run the target's stim job (idempotent; no body)", "stim",
-                               {200: _ok("JobResponse")}, errors=(404, 409),
+                               {200: _ok("JobResponse")}, errors=(404, 409, 507),
                                description="Queues the job and answers its state at once (complete already, when "
                                            "it finishes within about a second). While a job exists, answers its "
-                                           "state and starts no other. 400: the target lacks generators or "
-                                           "prompts."),
+                                           "state and starts no other; a failed job resumes from its committed "
+                                           "lines (same job_id) unless the target now asks for a different job. "
+                                           "400: the target lacks generators or prompts."),
             "get": _operation(f"{kind}_get", "Status of the target's stim job", "stim", {200: _ok("JobResponse")},
                               errors=(404,)),
         },
@@ -220,6 +222,11 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                               query=page_query, errors=(404,),
                               description="Lines [offset, offset + limit). has_more is true while lines follow "
                                           "the page; a page past the end is empty."),
+            "delete": _operation(f"{kind}_delete_output", "Discard the stim job and its output (fresh start)",
+                                 "stim", {200: _ok("JobResponse")}, errors=(404, 409),
+                                 description="Removes a complete or failed job with every line it wrote, so the "
+                                             "next POST starts a new job from line 0; answers not_started. 409 "
+                                             "while the job is pending or running. Not part of the Bread API."),
         },
         # -- the Bread API's rollout, bakes and recipes: not served -------------------------------
         f"{T}/rollout": {

@@ -162,3 +162,18 @@ def test_no_openapi_3_1_leftovers(settings):
     text = orjson.dumps(build_openapi(settings)).decode()
     assert '"const"' not in text and '{"type":"null"}' not in text and "$defs" not in text
     assert '"ge":' not in text and '"le":' not in text  # constraints pydantic could not place
+
+
+def test_writes_document_507_and_the_fresh_start(settings):
+    """A full disk answers 507 on every operation that stores something; DELETE …/stim/output is documented."""
+    doc = build_openapi(settings)
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in ("post", "put") and "requestBody" in op:
+                assert "507" in op["responses"], (method, path)
+    stim = doc["paths"]["/v1/repo/{repo_name}/targets/{target_name}/stim"]
+    assert "507" in stim["post"]["responses"] and "resumes" in stim["post"]["description"]
+    discard = doc["paths"]["/v1/repo/{repo_name}/targets/{target_name}/stim/output"]["delete"]
+    assert set(discard["responses"]) >= {"200", "404", "409"} and "line 0" in discard["description"]
+    assert doc["paths"]["/v1/repo"]["post"]["responses"]["507"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"}

@@ -3,6 +3,7 @@
     POST /v1/repo/{repo}/targets/{target}/stim          run (idempotent); answers the status
     GET  /v1/repo/{repo}/targets/{target}/stim          status only
     GET  /v1/repo/{repo}/targets/{target}/stim/output   status + one page
+    DELETE /v1/repo/{repo}/targets/{target}/stim/output discard a finished job (the explicit fresh start)
 
 A page is parameters → job record (cached) → page (``Records.job_page``, the store's
 async reader) → envelope: this module never builds a path or opens a file. A status
@@ -125,3 +126,15 @@ async def stim_status(request: web.Request) -> web.Response:
 @routes.get("/v1/repo/{repo_name}/targets/{target_name}/stim/output")
 async def stim_output(request: web.Request) -> web.Response:
     return await get_output(request, "stim")
+
+
+@routes.delete("/v1/repo/{repo_name}/targets/{target_name}/stim/output")
+async def stim_discard(request: web.Request) -> web.Response:
+    """Start over only when asked: POST resumes a failed job, this throws its lines away."""
+    ctx, target, _ = target_context(request)
+    ref = JobRef(ctx.user, ctx.repo, target, "stim")
+    try:
+        await request.app[JOB_CONTROL].discard(ref)
+    except JobBusy as e:
+        raise Conflict(str(e)) from None
+    return json_response(status_fields(None, 0))

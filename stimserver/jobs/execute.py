@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..llm import Completer, LLMError
-from ..store import jobrecords
+from ..store import atomic, jobrecords
 from ..store.datasets import Datasets
-from ..store.errors import StoreError
+from ..store.errors import NoSpace, StoreError
 from ..store.jobrecords import JobRef, JobStatus
 from ..store.locks import FileLock
 from ..store.output import OutputWriter, encode
@@ -93,6 +93,7 @@ async def execute(ex: Execution) -> None:
     writer: OutputWriter | None = None
     try:
         try:
+            await asyncio.to_thread(atomic.ensure_reserve, ex.paths.root)  # room to record a full disk
             writer = await asyncio.to_thread(OutputWriter.open, job_dir, ex.lock)
             if writer.lines:
                 log.info("job %s %s resumes at line %d", record["job_id"], ref, writer.lines)
@@ -100,20 +101,20 @@ async def execute(ex: Execution) -> None:
             expected = record.get("expected_lines")
             if writer.lines != expected:
                 raise JobFailed(f"the job produced {writer.lines} lines, expected {expected}")
-            await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.COMPLETE)
+            await asyncio.to_thread(_record_end, ex, transitions.finish, job_dir, record, JobStatus.COMPLETE)
             log.info("job %s %s complete: %d lines", record["job_id"], ref, writer.lines)
         except asyncio.CancelledError:
             if ex.stopping():
-                transitions.finish(job_dir, record, JobStatus.FAILED, STOPPED)
-            else:
-                transitions.requeue(job_dir, record)  # shutdown: the next runner resumes it
+                _record_end(ex, transitions.finish, job_dir, record, JobStatus.FAILED, STOPPED)
+            else:  # shutdown: the next runner resumes it
+                _record_end(ex, transitions.requeue, job_dir, record)
             raise
         except _Stopped:
-            await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.FAILED, STOPPED)
+            await asyncio.to_thread(_record_end, ex, transitions.finish, job_dir, record, JobStatus.FAILED, STOPPED)
         except Exception as exc:
             error = describe(exc, ref, record)
             log.warning("job %s %s failed: %s", record["job_id"], ref, error)
-            await asyncio.to_thread(transitions.finish, job_dir, record, JobStatus.FAILED, error)
+            await asyncio.to_thread(_record_end, ex, transitions.finish, job_dir, record, JobStatus.FAILED, error)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -121,6 +122,22 @@ async def execute(ex: Execution) -> None:
     finally:
         if writer is not None:
             writer.close()
+
+
+def _record_end(ex: Execution, change: Callable[..., object], *args: Any) -> None:
+    """Write how the job ended, even on a full disk: then the data dir's reserve is given up for it.
+
+    The reserve (``atomic.ensure_reserve``) is the room this one small record needs when
+    the job's own output filled the disk; it is taken again when the next job starts.
+    """
+    try:
+        change(*args)
+    except NoSpace:
+        if not atomic.release_reserve(ex.paths.root):
+            raise
+        log.warning("job %s %s: the disk is full; the reserve was released to record its end",
+                    ex.record.get("job_id"), ex.ref)
+        change(*args)
 
 
 async def _write(ex: Execution, writer: OutputWriter) -> None:
@@ -172,12 +189,15 @@ async def _write(ex: Execution, writer: OutputWriter) -> None:
 
 def describe(exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:
     """The ``error`` shown to the user: what went wrong and what to do; no traceback, no secret."""
+    resume = f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to resume it from its committed lines"
+    if isinstance(exc, NoSpace):
+        return f"{exc.message}; free some space in the server's data directory, then {resume}"
     if isinstance(exc, (JobFailed, LLMError, StoreError)):
         return str(exc)
     if isinstance(exc, OSError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return ("the disk is full: the job's output could not be written; free some space, then "
-                    f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to run it again")
+            return (f"the disk is full: the {ref.kind} job of target '{ref.target}' could not write its files; "
+                    f"free some space in the server's data directory, then {resume}")
         return f"storage error while writing the job's output: {exc.strerror or exc}"
     log.error("job %s %s crashed", record.get("job_id"), ref, exc_info=exc)
     return f"internal error while running the job ({type(exc).__name__}); see the server log"

@@ -27,6 +27,7 @@ from typing import Any
 from ..llm import Completer
 from ..store import jobrecords
 from ..store.datasets import Datasets
+from ..store.errors import NoSpace
 from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock, is_locked
 from ..store.output import lock_path
@@ -154,11 +155,18 @@ class JobRunner:
             raise ConfigProblem(f"this server cannot run {ref.kind} jobs")
         return await asyncio.to_thread(transitions.submit, self.paths, kind, ref, target_record, self.datasets)
 
+    async def discard(self, ref: JobRef) -> bool:
+        """Remove a finished job and its output (``transitions.discard``); ``JobBusy`` while it is active."""
+        return await asyncio.to_thread(transitions.discard, self.paths, ref)
+
     async def settle(self, ref: JobRef, record: dict[str, Any], wait: float) -> dict[str, Any]:
         """Start a pending job here at once if possible, and give it ``wait`` s to finish."""
         if not self.active or record.get("status") not in ACTIVE:
             return record
-        running = self._jobs.get(ref) or await self._claim(ref)
+        try:
+            running = self._jobs.get(ref) or await self._claim(ref)
+        except NoSpace:  # queued, but not started here now: a scan claims it once there is room
+            running = None
         if running is None:
             self.wake()
             return record
@@ -198,6 +206,8 @@ class JobRunner:
             self._wake.clear()
             try:
                 await self.scan_once()
+            except NoSpace as e:  # a claim could not write its record: the next scan tries again
+                log.warning("job scan: %s", e)
             except Exception:
                 log.exception("job scan failed")
             await wait_for(self._wake.wait(), self.scan_seconds)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..store import atomic
 from ..store import jobrecords as jr
 from ..store.datasets import Datasets
+from ..store.errors import NoSpace
 from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock
 from ..store.output import line_count
@@ -30,10 +32,10 @@ from ..store.presence import live_runners
 from ..store.records import now_iso
 from .kinds import JobKind, JobSource
 
-__all__ = ["JobBusy", "MAX_INTERRUPTIONS", "Locked", "locked_record", "submit", "claim", "finish", "requeue",
+__all__ = ["JobBusy", "MAX_INTERRUPTIONS", "Locked", "locked_record", "submit", "discard", "claim", "finish", "requeue",
            "requeue_orphan", "observe_orphan", "stop_job", "worker_identity"]
 
-MAX_INTERRUPTIONS = 5  # runner deaths in one job before it is failed instead of resumed again
+MAX_INTERRUPTIONS = 5  # runner deaths in a row without a committed line before the job is failed
 RESUBMIT_LOCK_WAIT = 5.0
 
 Record = dict[str, Any]
@@ -109,7 +111,8 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
     """The job to report after a run request: the current one, or a new pending one.
 
     A pending, running or complete job is returned as it is (runs are idempotent); a
-    failed one, or none, is replaced by a new job (new id, empty output). Raises
+    failed one resumes (same id, its committed lines kept) while the target still asks for
+    the same job; otherwise, or with none, a new job starts (new id, empty output). Raises
     ``ConfigProblem`` if the target cannot run, ``JobBusy`` if a writer will not let go.
     """
     job_dir = ref.job_dir(paths)
@@ -126,17 +129,60 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
             raise JobBusy(f"the previous {ref.kind} job of target '{ref.target}' is still shutting down; "
                           "try again in a moment")
         with lock:
-            jr.reset_output(job_dir)
+            current = jr.read_record(job_dir)  # as it is now that we hold the lock
             jr.stop_marker(job_dir).unlink(missing_ok=True)  # left by a stop that died half-way
+            if current is not None and _resumable(current, plan.spec, plan.config):
+                # A failed job of the same config resumes from its committed lines: same id,
+                # same lines, its crash-loop count reset. Starting over is DELETE …/output.
+                record = {**current, "status": JobStatus.PENDING.value, "error": None, "finished_at": None,
+                          "worker": None, "orphaned_at": None, "stalled_deaths": 0,
+                          "progress_line": line_count(job_dir)}
+                jr.write_record(job_dir, record)
+                return record
             record = {
                 "job_id": jr.next_job_id(paths), "kind": ref.kind, "status": JobStatus.PENDING.value,
                 "config": plan.config, "expected_lines": plan.expected_lines, "error": None,
-                "attempt": 0, "interruptions": 0, "created_at": now_iso(), "started_at": None,
+                "attempt": 0, "interruptions": 0, "stalled_deaths": 0, "progress_line": 0,
+                "created_at": now_iso(), "started_at": None,
                 "finished_at": None, "worker": None, "orphaned_at": None, "spec": plan.spec,
             }
             job_dir.mkdir(exist_ok=True)
-            jr.write_record(job_dir, record)
+            # Staged first: on a full disk nothing (not the old output either) is changed.
+            staged = atomic.stage_json(jr.job_file(job_dir), record, job_dir.parent)
+            try:
+                jr.reset_output(job_dir)
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            atomic.commit_staged(staged, jr.job_file(job_dir))
         return record
+
+
+def _resumable(current: Record, spec: Any, config: Any) -> bool:
+    """A failed job whose target still asks for exactly this job: POST continues it."""
+    return (current.get("status") == JobStatus.FAILED and isinstance(current.get("spec"), dict)
+            and current.get("spec") == spec and current.get("config") == config)
+
+
+def discard(paths: DataPaths, ref: JobRef) -> bool:
+    """Remove a finished job (record, output, checkpoints): the explicit fresh start.
+
+    False when there is none; ``JobBusy`` when it is pending or running (or its lock is held).
+    """
+    job_dir = ref.job_dir(paths)
+    with locked_record(paths, ref, None) as job:
+        if job is None:
+            if jr.read_record(job_dir) is None:
+                return False
+            raise JobBusy(f"the {ref.kind} job of target '{ref.target}' is being written; try again in a moment")
+        if job.record is None:
+            return False
+        if job.status in ACTIVE:
+            raise JobBusy(f"the {ref.kind} job of target '{ref.target}' is {job.status}: wait until it is "
+                          "complete or failed, then delete its output")
+        jr.job_file(job_dir).unlink()  # first: a crash half-way leaves no record, so the rest is leftovers
+        jr.reset_output(job_dir)
+        return True
 
 
 def finish(job_dir: Path, record: Record, status: JobStatus, error: str | None = None) -> Record:
@@ -163,21 +209,39 @@ def claim(paths: DataPaths, ref: JobRef, worker: dict[str, Any]) -> tuple[FileLo
         lines = line_count(job_dir)
         if not isinstance(record.get("spec"), dict):
             finish(job_dir, record, JobStatus.FAILED, "this job cannot be resumed: its record holds no job spec "
-                   f"(written by hand or by an older stimserver); {_run_again(ref)}")
+                   f"(written by hand or by an older stimserver); POST /v1/repo/{ref.repo}/targets/{ref.target}/"
+                   f"{ref.kind} to run it again from the start")
             return None
-        interruptions = int(record.get("interruptions") or 0) + (record["status"] == JobStatus.RUNNING)
-        if interruptions > MAX_INTERRUPTIONS:
-            finish(job_dir, {**record, "interruptions": interruptions}, JobStatus.FAILED,
-                   f"the job's runner died {interruptions} times while running it (last at line {lines} of "
-                   f"{record.get('expected_lines')}); see the runner's log, then {_run_again(ref)}")
+        if record["status"] == JobStatus.RUNNING:  # its last runner died while running it
+            record = _count_death(record, lines)
+        stalled = int(record.get("stalled_deaths") or 0)
+        if stalled > MAX_INTERRUPTIONS:
+            last = record.get("worker") or {}
+            finish(job_dir, record, JobStatus.FAILED,
+                   f"the job's runner died {stalled} times in a row without committing a line: each run stopped "
+                   f"at line {lines} of {record.get('expected_lines')}, so producing line {lines} (0-based) kills "
+                   f"it (last runner: pid {last.get('pid')} on {last.get('host')}; look in its log for the cause, "
+                   f"e.g. an out-of-memory kill); the {lines} committed lines are kept: {_run_again(ref)}")
             return None
         attempt = int(record.get("attempt") or 0) + 1
         record = job.write({**record, "status": JobStatus.RUNNING.value, "attempt": attempt,
-                            "interruptions": interruptions, "started_at": record.get("started_at") or now_iso(),
+                            "started_at": record.get("started_at") or now_iso(),
                             "resumed_at": now_iso() if attempt > 1 else None,
-                            "resumed_from_line": lines if attempt > 1 else None,
+                            "resumed_from_line": lines if attempt > 1 else None, "progress_line": lines,
                             "worker": worker, "orphaned_at": None})
         return job.hand_over(), record
+
+
+def _count_death(record: Record, lines: int) -> Record:
+    """Count one runner death: against the limit only when no line was committed since the last one.
+
+    ``progress_line`` is the committed count when the job was last claimed (or resumed), that
+    is right after the previous death; a job that keeps committing is not crash-looping.
+    """
+    progressed = lines > int(record.get("progress_line") or 0)
+    stalled = 0 if progressed else int(record.get("stalled_deaths") or 0) + 1
+    return {**record, "interruptions": int(record.get("interruptions") or 0) + 1, "stalled_deaths": stalled,
+            "progress_line": lines}
 
 
 def requeue_orphan(paths: DataPaths, ref: JobRef) -> bool:
@@ -185,13 +249,14 @@ def requeue_orphan(paths: DataPaths, ref: JobRef) -> bool:
     with locked_record(paths, ref, (JobStatus.RUNNING,)) as job:
         if job is None or job.record is None:
             return False
-        job.write({**job.record, "status": JobStatus.PENDING.value, "worker": None,
-                   "interruptions": int(job.record.get("interruptions") or 0) + 1})
+        job.write({**_count_death(job.record, line_count(ref.job_dir(paths))), "status": JobStatus.PENDING.value,
+                   "worker": None})
         return True
 
 
 def _run_again(ref: JobRef) -> str:
-    return f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to run it again"
+    return (f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to resume it from its committed lines "
+            f"(or DELETE …/{ref.kind}/output first to start over)")
 
 
 def _epoch(iso: str) -> float:
@@ -204,8 +269,16 @@ def observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Reco
     Returns None when a writer holds the job or some runner is alive (it will claim the
     job within its scan interval), the record as it is when it is no longer active.
     Otherwise the job is an orphan: the first read marks it ``pending`` with
-    ``orphaned_at``; a read ``orphan_seconds`` later marks it failed.
+    ``orphaned_at``; a read ``orphan_seconds`` later marks it failed. On a full disk the
+    mark cannot be written: the read then reports the record as it is (never a 507).
     """
+    try:
+        return _observe_orphan(paths, ref, orphan_seconds)
+    except NoSpace:
+        return None
+
+
+def _observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Record | None:
     job_dir = ref.job_dir(paths)
     with locked_record(paths, ref, None) as job:
         if job is None:
@@ -217,8 +290,9 @@ def observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Reco
             return None
         now = time.time()
         if record.get("orphaned_at") is None:
-            record = {**record, "status": JobStatus.PENDING.value, "worker": None, "orphaned_at": now_iso(),
-                      "interruptions": int(record.get("interruptions") or 0) + (record["status"] == JobStatus.RUNNING)}
+            if record["status"] == JobStatus.RUNNING:
+                record = _count_death(record, line_count(job_dir))
+            record = {**record, "status": JobStatus.PENDING.value, "worker": None, "orphaned_at": now_iso()}
             if orphan_seconds > 0:
                 return job.write(record)
         if now - _epoch(record["orphaned_at"]) >= orphan_seconds:

@@ -7,14 +7,46 @@ leftovers of a crash from records.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
-__all__ = ["write_atomic", "write_json_atomic", "create_json_exclusive", "fsync_dir", "sweep_temp_files"]
+from .errors import NoSpace
+
+__all__ = ["write_atomic", "write_json_atomic", "create_json_exclusive", "fsync_dir", "sweep_temp_files",
+           "no_space", "is_no_space", "stage_json", "commit_staged", "RESERVE_NAME", "ensure_reserve",
+           "release_reserve"]
+
+T = TypeVar("T")
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 1 << 20
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT: the disk or the quota is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(what: str) -> NoSpace:
+    """The one wording of a full disk; ``what`` names the file by its record name, never a server path."""
+    return NoSpace(f"the disk is full: {what} could not be stored; nothing was changed. "
+                   "Free some space in the server's data directory, then try again")
+
+
+def _guarded(path: Path, fn: Callable[[], T]) -> T:
+    """``fn()``, with a full disk turned into ``NoSpace`` naming ``path``'s file."""
+    try:
+        return fn()
+    except OSError as e:
+        if is_no_space(e):
+            raise no_space(path.name) from e
+        raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -26,8 +58,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
+    """The data in a durable temp file beside ``path``; on any failure no temp file is left."""
+    return _guarded(path, lambda: _write_temp_raw(path, data))
+
+
+def _write_temp_raw(path: Path, data: bytes, folder: Path | None = None) -> Path:
+    folder = path.parent if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{path.name}.tmp-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
@@ -46,11 +84,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     tmp = _write_temp(path, data)
     try:
-        os.replace(tmp, path)
+        _guarded(path, lambda: os.replace(tmp, path))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    _guarded(path, lambda: fsync_dir(path.parent))
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
@@ -65,13 +103,71 @@ def create_json_exclusive(path: Path, obj: object) -> bool:
     """
     tmp = _write_temp(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
     try:
-        os.link(tmp, path)
+        _guarded(path, lambda: os.link(tmp, path))
     except FileExistsError:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    _guarded(path, lambda: fsync_dir(path.parent))
     return True
+
+
+def stage_json(path: Path, obj: object, folder: Path) -> Path:
+    """A durable temp file in ``folder`` (same filesystem) that ``commit_staged`` renames onto ``path``.
+
+    For a change that must first succeed in writing (a full disk changes nothing) and
+    only then remove other files.
+    """
+    data = orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
+    return _guarded(path, lambda: _write_temp_raw(path, data, folder))
+
+
+def commit_staged(tmp: Path, path: Path) -> None:
+    try:
+        _guarded(path, lambda: os.replace(tmp, path))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _guarded(path, lambda: fsync_dir(path.parent))
+
+
+def ensure_reserve(root: Path) -> bool:
+    """Keep ``RESERVE_BYTES`` of real blocks in ``root/.reserve``; False if there is no room now.
+
+    A job whose writer hits a full disk releases it to record its own failure (a few
+    KB): without it, the very write that says "the disk is full" would fail too.
+    """
+    path = root / RESERVE_NAME
+    try:
+        if path.stat().st_size >= RESERVE_BYTES:
+            return True
+    except FileNotFoundError:
+        pass
+    tmp = root / f".{RESERVE_NAME}.tmp-{secrets.token_hex(6)}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            block = bytes(1 << 16)
+            for _ in range(RESERVE_BYTES // len(block)):  # written, not sparse: the blocks are really taken
+                os.write(fd, block)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def release_reserve(root: Path) -> bool:
+    """Give the reserve's blocks back to the filesystem; True if there was one."""
+    try:
+        (root / RESERVE_NAME).unlink()
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def sweep_temp_files(root: Path, older_than: float = 3600.0) -> int:

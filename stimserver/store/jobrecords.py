@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from .atomic import fsync_dir, write_json_atomic
+from .atomic import fsync_dir, is_no_space, no_space, write_json_atomic
 from .locks import FileLock
 from .output import INDEX_NAME, lock_path
 from .paths import JOB_KINDS, DataPaths
@@ -128,9 +128,17 @@ def next_job_id(paths: DataPaths) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX)
         raw = os.pread(fd, 32, 0).strip()
         value = int(raw) + 1 if raw.isdigit() else 1
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{value}\n".encode(), 0)
-        os.fsync(fd)
+        text = f"{value}\n".encode()
+        try:
+            # Overwrite in place, then cut: a failed write leaves the old number (never an
+            # empty file, which would hand out job 1 again).
+            os.pwrite(fd, text, 0)
+            os.ftruncate(fd, len(text))
+            os.fsync(fd)
+        except OSError as e:
+            if is_no_space(e):
+                raise no_space("the job counter") from e
+            raise
         return value
     finally:
         os.close(fd)

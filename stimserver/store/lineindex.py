@@ -135,6 +135,34 @@ def parse_line(line: bytes, number: int) -> dict[str, Any]:
     return value
 
 
+def _save_cut(data_path: str, raw: bytes) -> str:
+    """Keep cut bytes in a new ``<data>.corrupt-<time>-<pid>[-n]`` file; its name.
+
+    Never overwrites an earlier one, and never leaves an empty or partial file: when the
+    bytes cannot be saved (a full disk) the file goes and the error propagates, so the
+    caller cuts nothing.
+    """
+    base = f"{data_path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    for n in range(1000):
+        name = base if n == 0 else f"{base}-{n}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        os.close(fd)
+        return name
+    raise FileExistsError(f"{base}: too many saved tails")
+
+
 def recover(data_path: str | os.PathLike[str], idx_path: str | os.PathLike[str]) -> RecoveryReport:
     """Make ``output.idx`` agree with ``output.jsonl``; call only while no writer runs."""
     data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -176,11 +204,7 @@ def recover(data_path: str | os.PathLike[str], idx_path: str | os.PathLike[str])
         cut = data_size - pos
         saved = None
         if cut > 0:
-            saved = f"{os.fspath(data_path)}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-            with open(saved, "wb") as f:
-                f.write(os.pread(data_fd, cut, pos))
-                f.flush()
-                os.fsync(f.fileno())
+            saved = _save_cut(os.fspath(data_path), os.pread(data_fd, cut, pos))
             os.ftruncate(data_fd, pos)
         os.fsync(data_fd)
         os.fsync(idx_fd)

@@ -1,9 +1,11 @@
-"""A job's output: ``output.jsonl`` (the truth) + ``output.idx`` (see lineindex).
+"""A job's output: ``output.jsonl`` (the truth) + ``output.idx`` (see lineindex); the read side.
 
-``OutputWriter`` appends whole lines and makes them durable before indexing them:
-write the data, fsync it, append the index entries, fsync the index. The number of
-index entries is therefore the committed line count that readers see; a line a page
-has served is on disk, and ``recover`` rebuilds exactly the same bytes after a crash.
+The writer (``OutputWriter``, in ``store.writer``, re-exported here) makes lines durable
+before indexing them, so the number of index entries is the committed line count that
+readers see; a line a page has served is on disk, and ``recover`` rebuilds exactly the
+same bytes after a crash. Reads write nothing themselves: damage with no live writer gets
+one quiet, lock-holding repair try (with a backoff when it fails), and otherwise the
+committed lines are served as they are.
 
 ``read_page_async`` (the event loop's reader) and ``read_page`` serve lines
 ``[offset, offset+limit)`` with two 8-byte index reads and one data read, whatever the
@@ -14,31 +16,27 @@ compact JSON objects, so the page's JSON array is spliced from the raw bytes
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiofiles.os
-import orjson
 
 from . import lineindex
-from .locks import FileLock, try_lock
+from .locks import try_lock
+from .writer import DATA_NAME, INDEX_NAME, OutputWriter, encode, lock_path, repair
+
+log = logging.getLogger("stimserver.output")
 
 __all__ = ["OutputWriter", "Page", "read_page", "read_page_async", "splice", "encode", "line_count", "repair",
            "DATA_NAME", "INDEX_NAME", "INLINE_READ_BYTES", "lock_path"]
 
-DATA_NAME = "output.jsonl"
-INDEX_NAME = "output.idx"
 # Pages larger than this are read in a worker thread so that one big read never stalls
 # the event loop; smaller ones are a direct pread, cheaper than the thread hop (see
 # scripts/bench_pageread.py for the measurement behind the number).
 INLINE_READ_BYTES = 1 << 20
-
-
-def lock_path(job_dir: Path) -> Path:
-    """The job's writer lock, beside (not inside) its folder so the folder can be swapped."""
-    return job_dir.parent / f"{job_dir.name}.lock"
 
 
 @dataclass
@@ -59,11 +57,6 @@ def splice(raw: bytes) -> bytes:
         return b"[]"
     commas = raw.replace(b"\n", b",")  # the last newline becomes the "]"
     return b"".join((b"[", memoryview(commas)[:-1], b"]"))
-
-
-def repair(job_dir: Path) -> lineindex.RecoveryReport:
-    """Recover the index from the data; the caller holds (or has checked) the job lock."""
-    return lineindex.recover(job_dir / DATA_NAME, job_dir / INDEX_NAME)
 
 
 def _open_pair(job_dir: Path) -> tuple[int, int] | None:
@@ -92,12 +85,51 @@ def _needs_files(job_dir: Path) -> bool:
     return (job_dir / DATA_NAME).exists() or (job_dir / INDEX_NAME).exists()
 
 
+# A repair that failed (a full disk, say) is not tried again for this long: reads keep
+# serving the committed lines meanwhile instead of each retrying a write that cannot work.
+REPAIR_BACKOFF_SECONDS = 10.0
+_failed_repairs: dict[Path, float] = {}
+
+
 def _repair_if_idle(job_dir: Path) -> bool:
-    """Repair unless a live writer holds the job lock; True if it repaired."""
+    """Repair unless a live writer holds the job lock; True if it repaired.
+
+    Fails quietly: a repair that cannot write (full disk, read-only mount) is logged once
+    per backoff and the reader serves the committed lines as they are.
+    """
+    failed_at = _failed_repairs.get(job_dir)
+    if failed_at is not None and time.monotonic() - failed_at < REPAIR_BACKOFF_SECONDS:
+        return False
     try:
-        return _repair_unlocked(job_dir)
+        repaired = _repair_unlocked(job_dir)
     except FileNotFoundError:
         return False  # the target was removed meanwhile: nothing left to repair
+    except OSError as e:
+        if len(_failed_repairs) > 1024:
+            _failed_repairs.clear()
+        _failed_repairs[job_dir] = time.monotonic()
+        log.warning("could not repair the output of %s (%s); serving its committed lines as they are",
+                    job_dir, e.strerror or e)
+        return False
+    _failed_repairs.pop(job_dir, None)
+    return repaired
+
+
+def _whole_lines(data_fd: int, raw: bytes, begin: int) -> bool:
+    """The bytes start just after a newline (or at 0) and end with one: whole lines."""
+    return bool(raw) and raw.endswith(b"\n") and (begin == 0 or os.pread(data_fd, 1, begin - 1) == b"\n")
+
+
+def _lines_within(idx_fd: int, n: int, data_size: int) -> int:
+    """How many of the first ``n`` (increasing) index entries end within the data: a binary search."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if lineindex.read_entry(idx_fd, mid - 1) <= data_size:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _repair_unlocked(job_dir: Path) -> bool:
@@ -149,33 +181,39 @@ def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repa
         keep_data = False
         try:
             ok, total = _consistent(data_fd, idx_fd)
+            damaged = flagged = False
             if not ok:
                 data_size = os.fstat(data_fd).st_size
                 behind = lineindex.read_entry(idx_fd, total - 1) <= data_size
+                damaged = not behind or os.fstat(idx_fd).st_size % lineindex.ENTRY_SIZE != 0
                 # A live writer's data runs ahead of its index between its two appends:
                 # that is normal. Anything else is damage, repaired here if nobody writes.
                 if attempt == 0:
                     if not repair:
-                        return Page(b"[]", 0, total, needs_repair=True)
-                    if _repair_if_idle(job_dir):
+                        if damaged:
+                            return Page(b"[]", 0, total, needs_repair=True)
+                        flagged = True  # the committed lines are served as they are, flagged
+                    elif _repair_if_idle(job_dir):
                         continue
-                if not behind:
-                    return EMPTY  # index ahead of data with a live writer: cannot happen
+                if not behind:  # damage nobody could repair now: serve the lines the data still holds
+                    total = _lines_within(idx_fd, total, data_size)
             if offset >= total:
-                return Page(b"[]", 0, total)
+                return Page(b"[]", 0, total, needs_repair=flagged)
             stop = min(offset + limit, total)
             begin, end = lineindex.read_span(idx_fd, offset, stop)
             if max_inline is not None and end - begin > max_inline:
                 keep_data = True
                 return _Deferred(data_fd, (begin, end), stop - offset, total)
             raw = os.pread(data_fd, end - begin, begin)
+            if damaged and not _whole_lines(data_fd, raw, begin):
+                return Page(b"[]", 0, total)  # a damaged index points mid-line: serve nothing wrong
         except EOFError:
             continue  # the index was cut under us (a repair elsewhere): look again
         finally:
             if not keep_data:
                 os.close(data_fd)
             os.close(idx_fd)
-        return Page(splice(raw), stop - offset, total, (begin, end))
+        return Page(splice(raw), stop - offset, total, (begin, end), needs_repair=flagged)
     return EMPTY
 
 
@@ -185,8 +223,10 @@ def read_page(job_dir: Path, offset: int, limit: int, max_inline: int | None = N
 
     A page over ``max_inline`` bytes is not read: ``body`` is None and ``span`` says
     which bytes it would be. Files that disagree are repaired first when no writer is
-    alive; with ``repair=False`` nothing is written and ``needs_repair`` comes back
-    instead. On the event loop use ``read_page_async``, which makes both choices.
+    alive (quietly: a repair that cannot write serves the committed lines as they are);
+    with ``repair=False`` nothing is written and ``needs_repair`` comes back, with the
+    committed lines when the index itself is sound (data ahead of it, as after a kill).
+    On the event loop use ``read_page_async``, which makes both choices.
     """
     found = _locate(job_dir, offset, limit, max_inline, repair)
     if isinstance(found, _Deferred):
@@ -231,71 +271,3 @@ def line_count(job_dir: Path) -> int:
     finally:
         os.close(pair[0])
         os.close(pair[1])
-
-
-class OutputWriter:
-    """The single appender of one job's output; hold the job lock while it lives."""
-
-    def __init__(self, job_dir: Path, data_fd: int, idx_fd: int, lines: int, size: int) -> None:
-        self.job_dir = job_dir
-        self._data_fd = data_fd
-        self._idx_fd = idx_fd
-        self.lines = lines
-        self.size = size
-
-    @classmethod
-    def open(cls, job_dir: Path, lock: FileLock) -> OutputWriter:
-        """Recover whatever a crash left, then open for appending."""
-        if lock.path != lock_path(job_dir):
-            raise ValueError("the writer needs this job's own lock")
-        job_dir.mkdir(parents=True, exist_ok=True)
-        report = repair(job_dir)
-        data_fd = os.open(job_dir / DATA_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        idx_fd = os.open(job_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        return cls(job_dir, data_fd, idx_fd, report.lines, report.data_size)
-
-    def append(self, records: list[bytes]) -> int:
-        """Append serialized JSON objects (one per line), durably; returns the new count.
-
-        Each record must be one compact JSON object without a newline; ``encode`` makes one.
-        """
-        if not records:
-            return self.lines
-        ends = []
-        pos = self.size
-        for rec in records:
-            if b"\n" in rec or not rec.startswith(b"{"):
-                raise ValueError("a record must be one JSON object on one line")
-            pos += len(rec) + 1
-            ends.append(pos)
-        data = b"\n".join(records) + b"\n"
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._data_fd, view):]
-        os.fsync(self._data_fd)
-        lineindex.append_entries(self._idx_fd, ends)
-        os.fsync(self._idx_fd)
-        self.size = pos
-        self.lines += len(records)
-        return self.lines
-
-    def close(self) -> None:
-        for fd in (self._data_fd, self._idx_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._data_fd = self._idx_fd = -1
-
-    def __enter__(self) -> OutputWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def encode(obj: dict[str, Any]) -> bytes:
-    """One output record as compact JSON (never contains a raw newline)."""
-    if not isinstance(obj, dict):
-        raise TypeError("an output record is a JSON object")
-    return orjson.dumps(obj)

@@ -278,7 +278,8 @@ async def test_post_is_idempotent_while_a_job_exists(client, alice, paths, gate,
     assert after == done and after["job_id"] == first["job_id"]
 
 
-async def test_post_after_a_failure_starts_a_new_job(client, alice, paths, gate, monkeypatch):
+async def test_post_after_a_failure_resumes_the_same_job(client, alice, paths, gate, monkeypatch):
+    """A failed job's committed lines are kept: POST continues it; only DELETE …/output starts over."""
     monkeypatch.setattr(jobs_handlers, "POST_WAIT_SECONDS", 0.0)
     gate.total, gate.fail_at = 10, 6
     seed_target(paths, [hardcoded(1)])
@@ -290,7 +291,28 @@ async def test_post_after_a_failure_starts_a_new_job(client, alice, paths, gate,
     assert [line["stimulus_id"] for line in page["output"]] == list(range(6))
     gate.fail_at = None
     _, second = await call(client, "POST", STIM, alice)
-    assert second["job_id"] > first["job_id"] and second["status"] in ("pending", "running", "complete")
+    assert second["job_id"] == first["job_id"] and second["status"] in ("pending", "running", "complete")
+    assert second["error"] is None
+    gate.release(10)
+    assert (await status_of(client, alice, "complete"))["lines"] == 10
+    _, after = await call(client, "GET", STIM + "/output", alice)
+    assert after["output"][:6] == page["output"] and [x["stimulus_id"] for x in after["output"]] == list(range(10))
+    _, gone = await call(client, "DELETE", STIM + "/output", alice)  # the explicit fresh start
+    assert gone["status"] == "not_started" and gone["job_id"] is None
+    _, third = await call(client, "POST", STIM, alice)
+    assert third["job_id"] > first["job_id"]
+    gate.release(10)
+    assert (await status_of(client, alice, "complete"))["lines"] == 10
+
+
+async def test_discarding_an_active_job_is_refused(client, alice, paths, gate, monkeypatch):
+    monkeypatch.setattr(jobs_handlers, "POST_WAIT_SECONDS", 0.0)
+    gate.total = 10
+    seed_target(paths, [hardcoded(1)])
+    await call(client, "POST", STIM, alice)
+    resp = await client.delete(STIM + "/output", headers=alice)
+    assert resp.status == 409 and (await resp.json())["code"] == "RESOURCE_CONFLICT"
+    gate.release(10)
     assert (await status_of(client, alice, "complete"))["lines"] == 10
 
 

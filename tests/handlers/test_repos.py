@@ -175,7 +175,7 @@ async def test_crash_mid_write_leaves_no_record(client, alice, records, monkeypa
 
     monkeypatch.setattr(os, "link", crash)
     status, body, _ = await post_repo(client, alice, repo_name="r1")
-    assert status == 500 and body["code"] == "INTERNAL_ERROR"
+    assert status == 507 and body["code"] == "INSUFFICIENT_STORAGE"  # a full disk is the user's 507, not a 500
     monkeypatch.setattr(os, "link", real_link)
     folder = records.paths.repo("alice", "r1")
     assert not (folder / "repo.json").exists() and list(folder.iterdir()) == []

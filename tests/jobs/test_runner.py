@@ -218,11 +218,14 @@ async def test_resubmitting_after_a_failure_starts_afresh(make_runner, paths, re
 async def test_a_job_whose_runner_keeps_dying_is_failed(make_runner, paths, ref):
     runner = await make_runner(start=False)
     job = await submit(runner, paths, ref)
-    jobrecords.write_record(ref.job_dir(paths),
-                            {**job, "status": "running", "interruptions": transitions.MAX_INTERRUPTIONS})
+    jobrecords.write_record(ref.job_dir(paths),  # died MAX times in a row at line 0; now once more
+                            {**job, "status": "running", "stalled_deaths": transitions.MAX_INTERRUPTIONS,
+                             "interruptions": transitions.MAX_INTERRUPTIONS, "progress_line": 0})
     await runner.start()
     record = await done(paths, ref, "failed")
-    assert record["error"].startswith(f"the job's runner died {transitions.MAX_INTERRUPTIONS + 1} times")
+    assert record["error"].startswith(f"the job's runner died {transitions.MAX_INTERRUPTIONS + 1} times in a row "
+                                      "without committing a line: each run stopped at line 0")
+    assert record["interruptions"] == transitions.MAX_INTERRUPTIONS + 1
 
 
 async def test_a_record_without_a_spec_is_failed_not_resumed(make_runner, paths, ref):

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from stimserver.store import atomic
+from stimserver.store.errors import NoSpace
 
 
 def test_write_json_atomic_replaces_whole_file(tmp_path):
@@ -46,7 +47,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(NoSpace, match="the disk is full: rec.json could not be stored"):
         atomic.write_json_atomic(path, {"v": 2})
     assert orjson.loads(path.read_bytes()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["rec.json"]

@@ -141,3 +141,39 @@ def test_empty_files(files):
     data, idx = files
     report = lineindex.recover(data, idx)
     assert report.lines == 0 and data.exists() and idx.exists()
+
+
+def test_a_tail_that_cannot_be_saved_is_not_cut_and_leaves_no_empty_file(files, monkeypatch):
+    """On a full disk the cut bytes cannot be kept: then nothing is cut, and no empty .corrupt-* stays."""
+    import errno
+
+    data, idx = files
+    write_lines(data, 3)
+    with open(data, "ab") as f:
+        f.write(b'{"torn')
+    before = data.read_bytes()
+    real_write = os.write
+
+    def write(fd, buf):
+        if ".corrupt-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, buf)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError) as caught:
+        lineindex.recover(data, idx)
+    assert caught.value.errno == errno.ENOSPC
+    assert data.read_bytes() == before and not list(data.parent.glob("*.corrupt-*"))
+    monkeypatch.setattr(os, "write", real_write)
+    assert lineindex.recover(data, idx).lines == 3  # space back: the repair completes
+
+
+def test_saved_tails_never_overwrite_each_other(files):
+    data, idx = files
+    for tail in (b'{"first', b'{"second'):
+        write_lines(data, 1)
+        with open(data, "ab") as f:
+            f.write(tail)
+        lineindex.recover(data, idx)
+    saved = sorted(p.read_bytes() for p in data.parent.glob("*.corrupt-*"))
+    assert saved == [b'{"first', b'{"second']
