@@ -33,7 +33,7 @@ from ..store.locks import FileLock, is_locked
 from ..store.output import lock_path
 from ..store.paths import DataPaths
 from ..store.presence import Presence
-from . import transitions
+from . import liveness, transitions
 from .execute import Execution, JobLLM, execute, wait_for
 from .kinds import ConfigProblem, JobFailed, JobKind
 from .scan import find_active, scan_cache
@@ -174,12 +174,12 @@ class JobRunner:
         return await asyncio.to_thread(jobrecords.read_record, ref.job_dir(self.paths)) or record
 
     async def observe(self, ref: JobRef, record: dict[str, Any]) -> dict[str, Any]:
-        """What a status read should report for an active job (bounded liveness, see state)."""
+        """What a status read should report for an active job (bounded liveness, see jobs.liveness)."""
         if ref in self._jobs or is_locked(lock_path(ref.job_dir(self.paths))):
             return record  # a writer holds it: running (or just being claimed)
         if self.active and len(self._jobs) < self.max_jobs:
             self.wake()  # a runner with room may claim it now; a full one would only rescan
-        seen = await asyncio.to_thread(transitions.observe_orphan, self.paths, ref, self.orphan_seconds)
+        seen = await asyncio.to_thread(liveness.observe_orphan, self.paths, ref, self.orphan_seconds)
         return record if seen is None else seen
 
     async def stop(self, user: str, repo: str, target: str) -> None:
@@ -195,7 +195,7 @@ class JobRunner:
                 running.stopping = True
                 running.task.cancel()
                 await asyncio.gather(running.task, return_exceptions=True)
-            if not await asyncio.to_thread(transitions.stop_job, self.paths, ref, STOP_TIMEOUT):
+            if not await asyncio.to_thread(liveness.stop_job, self.paths, ref, STOP_TIMEOUT):
                 log.warning("the %s job of %s/%s/%s did not stop within %g s", kind, user, repo, target,
                             STOP_TIMEOUT)
 
@@ -221,7 +221,7 @@ class JobRunner:
                 continue
             if len(self._jobs) >= self.max_jobs:
                 if status == JobStatus.RUNNING:  # no room: at least stop it looking like it runs
-                    await asyncio.to_thread(transitions.requeue_orphan, self.paths, ref)
+                    await asyncio.to_thread(liveness.requeue_orphan, self.paths, ref)
                 continue
             if await self._claim(ref) is not None:
                 started += 1

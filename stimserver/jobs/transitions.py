@@ -10,10 +10,8 @@ record; the files themselves belong to ``store.jobrecords``.
 """
 from __future__ import annotations
 
-import calendar
 import os
 import socket
-import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,17 +21,15 @@ from typing import Any
 from ..store import atomic
 from ..store import jobrecords as jr
 from ..store.datasets import Datasets
-from ..store.errors import NoSpace
 from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock
 from ..store.output import line_count
 from ..store.paths import DataPaths
-from ..store.presence import live_runners
 from ..store.records import now_iso
 from .kinds import JobKind, JobSource
 
 __all__ = ["JobBusy", "MAX_INTERRUPTIONS", "Locked", "locked_record", "submit", "discard", "claim", "finish", "requeue",
-           "requeue_orphan", "observe_orphan", "stop_job", "worker_identity"]
+           "count_death", "resume_hint", "worker_identity"]
 
 MAX_INTERRUPTIONS = 5  # runner deaths in a row without a committed line before the job is failed
 RESUBMIT_LOCK_WAIT = 5.0
@@ -213,7 +209,7 @@ def claim(paths: DataPaths, ref: JobRef, worker: dict[str, Any]) -> tuple[FileLo
                    f"{ref.kind} to run it again from the start")
             return None
         if record["status"] == JobStatus.RUNNING:  # its last runner died while running it
-            record = _count_death(record, lines)
+            record = count_death(record, lines)
         stalled = int(record.get("stalled_deaths") or 0)
         if stalled > MAX_INTERRUPTIONS:
             last = record.get("worker") or {}
@@ -221,7 +217,7 @@ def claim(paths: DataPaths, ref: JobRef, worker: dict[str, Any]) -> tuple[FileLo
                    f"the job's runner died {stalled} times in a row without committing a line: each run stopped "
                    f"at line {lines} of {record.get('expected_lines')}, so producing line {lines} (0-based) kills "
                    f"it (last runner: pid {last.get('pid')} on {last.get('host')}; look in its log for the cause, "
-                   f"e.g. an out-of-memory kill); the {lines} committed lines are kept: {_run_again(ref)}")
+                   f"e.g. an out-of-memory kill); the {lines} committed lines are kept: {resume_hint(ref)}")
             return None
         attempt = int(record.get("attempt") or 0) + 1
         record = job.write({**record, "status": JobStatus.RUNNING.value, "attempt": attempt,
@@ -232,7 +228,7 @@ def claim(paths: DataPaths, ref: JobRef, worker: dict[str, Any]) -> tuple[FileLo
         return job.hand_over(), record
 
 
-def _count_death(record: Record, lines: int) -> Record:
+def count_death(record: Record, lines: int) -> Record:
     """Count one runner death: against the limit only when no line was committed since the last one.
 
     ``progress_line`` is the committed count when the job was last claimed (or resumed), that
@@ -244,96 +240,6 @@ def _count_death(record: Record, lines: int) -> Record:
             "progress_line": lines}
 
 
-def requeue_orphan(paths: DataPaths, ref: JobRef) -> bool:
-    """A ``running`` job without a writer becomes ``pending`` (counted as an interruption)."""
-    with locked_record(paths, ref, (JobStatus.RUNNING,)) as job:
-        if job is None or job.record is None:
-            return False
-        job.write({**_count_death(job.record, line_count(ref.job_dir(paths))), "status": JobStatus.PENDING.value,
-                   "worker": None})
-        return True
-
-
-def _run_again(ref: JobRef) -> str:
+def resume_hint(ref: JobRef) -> str:
     return (f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to resume it from its committed lines "
             f"(or DELETE …/{ref.kind}/output first to start over)")
-
-
-def _epoch(iso: str) -> float:
-    return float(calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
-
-
-def observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Record | None:
-    """For a status read of an active job: what to report if nobody runs it.
-
-    Returns None when a writer holds the job or some runner is alive (it will claim the
-    job within its scan interval), the record as it is when it is no longer active.
-    Otherwise the job is an orphan: the first read marks it ``pending`` with
-    ``orphaned_at``; a read ``orphan_seconds`` later marks it failed. On a full disk the
-    mark cannot be written: the read then reports the record as it is (never a 507).
-    """
-    try:
-        return _observe_orphan(paths, ref, orphan_seconds)
-    except NoSpace:
-        return None
-
-
-def _observe_orphan(paths: DataPaths, ref: JobRef, orphan_seconds: float) -> Record | None:
-    job_dir = ref.job_dir(paths)
-    with locked_record(paths, ref, None) as job:
-        if job is None:
-            return None
-        record = job.record
-        if record is None or record.get("status") not in ACTIVE:
-            return record
-        if live_runners(paths) > 0:
-            return None
-        now = time.time()
-        if record.get("orphaned_at") is None:
-            if record["status"] == JobStatus.RUNNING:
-                record = _count_death(record, line_count(job_dir))
-            record = {**record, "status": JobStatus.PENDING.value, "worker": None, "orphaned_at": now_iso()}
-            if orphan_seconds > 0:
-                return job.write(record)
-        if now - _epoch(record["orphaned_at"]) >= orphan_seconds:
-            lines = line_count(job_dir)
-            record = finish(job_dir, record, JobStatus.FAILED,
-                            f"no job runner took this job up within {orphan_seconds:g} s (it stopped at line "
-                            f"{lines} of {record.get('expected_lines')}): start `stimserver serve` with jobs "
-                            f"enabled or `stimserver worker` on this data directory, then {_run_again(ref)}")
-        return record
-
-
-def stop_job(paths: DataPaths, ref: JobRef, timeout: float) -> bool:
-    """Stop the job wherever it runs and wait for its writer to let go; False on timeout.
-
-    Only a pending or running job is stopped: a stop marker asks its writer in another
-    process to stop (writers look for it at least twice a second), and once the lock is
-    ours the record is marked failed so that nobody resumes it. A lock held for anything
-    else (an import) is not waited for.
-    """
-    job_dir = ref.job_dir(paths)
-    record = jr.read_record(job_dir)
-    if record is None or record.get("status") not in ACTIVE:
-        return True
-    marker = jr.stop_marker(job_dir)
-    try:
-        marker.touch()
-    except FileNotFoundError:
-        return True  # the target is gone
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with locked_record(paths, ref, None) as job:
-                if job is not None:
-                    if job.record is not None and job.status in ACTIVE:
-                        finish(job_dir, job.record, JobStatus.FAILED, f"stopped: the {ref.kind} job was stopped "
-                               f"(e.g. its target was deleted) at line {line_count(job_dir)}")
-                    return True
-            if not job_dir.parent.is_dir():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-    finally:
-        marker.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from stimserver.jobs import JobRef, transitions
+from stimserver.jobs import JobRef, liveness, transitions
 from stimserver.jobs.stim import StimKind
 from stimserver.store import output
 from stimserver.store.datasets import Datasets
@@ -163,11 +163,11 @@ def test_a_job_that_keeps_committing_is_not_a_crash_loop(paths, ref):
 def test_an_orphan_death_counts_the_same_way(paths, ref):
     submit(paths, ref)
     run_and_die(paths, ref)  # died at line 0
-    assert transitions.requeue_orphan(paths, ref)
+    assert liveness.requeue_orphan(paths, ref)
     record = record_of(paths, ref)
     assert record["status"] == "pending" and record["interruptions"] == 1 and record["stalled_deaths"] == 1
     run_and_die(paths, ref, commit=5)
-    assert transitions.requeue_orphan(paths, ref)
+    assert liveness.requeue_orphan(paths, ref)
     assert record_of(paths, ref)["stalled_deaths"] == 0  # 5 lines since the previous death
 
 

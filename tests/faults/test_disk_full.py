@@ -173,7 +173,7 @@ async def test_reads_of_a_damaged_output_on_a_full_disk_serve_the_committed_line
 
 def test_a_status_read_on_a_full_disk_writes_nothing_and_reports_the_job_as_it_is(paths, ref, disk):
     """observe_orphan would mark an orphan; on a full disk it cannot, and the read must not fail for it."""
-    from stimserver.jobs import transitions
+    from stimserver.jobs import liveness
     from stimserver.store import jobrecords
 
     seed_target(paths, [hardcoded(3)])
@@ -182,5 +182,5 @@ def test_a_status_read_on_a_full_disk_writes_nothing_and_reports_the_job_as_it_i
     jobrecords.write_record(ref.job_dir(paths), record)
     disk.fail("temp file")
     disk.full = True
-    assert transitions.observe_orphan(paths, ref, 30.0) is None  # "as it is": the caller keeps its record
+    assert liveness.observe_orphan(paths, ref, 30.0) is None  # "as it is": the caller keeps its record
     assert record_of(paths, ref) == record and disk.failures and leftovers(paths.root) == []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from stimserver.jobs import transitions
+from stimserver.jobs import liveness, transitions
 from stimserver.jobs.transitions import locked_record
 from stimserver.store import jobrecords
 from stimserver.store.jobrecords import JobStatus
@@ -101,10 +101,11 @@ def test_every_transition_goes_through_locked_record(paths, ref, job, monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(transitions, "locked_record", counting)
+    monkeypatch.setattr(liveness, "locked_record", counting)
     claimed = transitions.claim(paths, ref, {"pid": 1})
     assert claimed is not None
     claimed[0].release()
-    assert transitions.requeue_orphan(paths, ref) is True
-    assert transitions.observe_orphan(paths, ref, 3600) is not None
-    assert transitions.stop_job(paths, ref, 5) is True
+    assert liveness.requeue_orphan(paths, ref) is True
+    assert liveness.observe_orphan(paths, ref, 3600) is not None
+    assert liveness.stop_job(paths, ref, 5) is True
     assert len(calls) == 4 and jobrecords.read_record(ref.job_dir(paths))["status"] == "failed"
