@@ -19,6 +19,7 @@ target, a shutdown), at once — the answers logged so far are kept for the resu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = ["JobLLM", "AnswerStream", "USAGE_SAVE_SECONDS"]
 USAGE_SAVE_SECONDS = 1.0
 
 Send = Callable[[int], Awaitable[Any]]
+
+log = logging.getLogger("stimserver.jobs")
 
 
 class JobLLM:
@@ -50,6 +53,7 @@ class JobLLM:
         self._job_dir: Path | None = None
         self._saved_at = 0.0
         self._saving: asyncio.Lock | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     async def attach(self, job_dir: Path) -> None:
         if self._job_dir != job_dir:
@@ -57,6 +61,8 @@ class JobLLM:
             self.usage = Usage.from_dict(await asyncio.to_thread(read_usage, job_dir))
 
     async def save(self, force: bool = False) -> None:
+        if force and self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._job_dir is None or (not force and time.monotonic() - self._saved_at < USAGE_SAVE_SECONDS):
             return
         if not any(self.usage.as_dict().values()):
@@ -64,7 +70,10 @@ class JobLLM:
         self._saving = self._saving or asyncio.Lock()
         async with self._saving:
             self._saved_at = time.monotonic()
-            await asyncio.to_thread(write_usage, self._job_dir, self.usage.as_dict())
+            try:
+                await asyncio.to_thread(write_usage, self._job_dir, self.usage.as_dict())
+            except OSError as e:  # usage is a report, not the output: never fail a job for it
+                log.warning("could not save the usage of the job in %s: %s", self._job_dir.name, e.strerror or e)
 
     async def ask(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
                   extra_kwargs: dict[str, Any] | None) -> Answer:
@@ -78,7 +87,11 @@ class JobLLM:
                 answer = Answer(await client.complete(model=model, prompt=prompt, temperature=temperature,
                                                       max_tokens=max_tokens, extra_kwargs=extra_kwargs))
                 self.usage.requests += 1
-        await self.save()
+        # Not awaited: between an answer and its log line there must be no await a
+        # shutdown's cancellation could land on, or an answered request would be lost.
+        task = asyncio.ensure_future(self.save())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return answer
 
     async def complete(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,

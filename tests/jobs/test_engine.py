@@ -150,7 +150,7 @@ async def test_sigterm_hands_back_the_job_with_its_answers(make_runner, paths, s
     record = await wait_until(lambda: ended(paths, ref), "the next runner to finish")
     assert record["status"] == "complete", record["error"]
     assert len(server.received) == 10 + (asked - done)
-    assert usage_of(paths, ref)["requests"] == 10  # usage survived the hand-back
+    assert usage_of(paths, ref)["requests"] == 10  # usage survived the hand-back; no answer was lost
 
 
 @pytest.mark.parametrize("server", ["anthropic", "openai"], indirect=True)
