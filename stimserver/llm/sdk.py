@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from types import ModuleType
 from typing import Any
 
-__all__ = ["anthropic", "openai"]
+__all__ = ["anthropic", "openai", "preload"]
 
 
 class _LazyModule:
@@ -20,6 +21,14 @@ class _LazyModule:
         self._name = name
         self._module: ModuleType | None = None
 
+    @property
+    def loaded(self) -> bool:
+        return self._module is not None
+
+    def load(self) -> None:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+
     def __getattr__(self, attr: str) -> Any:
         if self._module is None:
             self._module = importlib.import_module(self._name)
@@ -27,3 +36,10 @@ class _LazyModule:
 
 anthropic: Any = _LazyModule("anthropic")
 openai: Any = _LazyModule("openai")
+
+
+async def preload(provider: str) -> None:
+    """Import the provider's SDK in a thread: on the event loop it would stall every request for ~0.5 s."""
+    module = anthropic if provider == "anthropic" else openai
+    if not module.loaded:
+        await asyncio.to_thread(module.load)
