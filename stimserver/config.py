@@ -89,7 +89,15 @@ SETTINGS: tuple[Setting, ...] = (
             "OpenAI-compatible base URL, e.g. a local vLLM or Ollama (default: https://api.openai.com/v1)"),
     Setting("llm_timeout", "STIMSERVER_LLM_TIMEOUT", 120.0, "seconds one LLM request may take", float),
     Setting("llm_max_retries", "STIMSERVER_LLM_MAX_RETRIES", 4,
-            "retries of a failed LLM request (the SDKs back off between them)", int),
+            "retries of a failed LLM request (connection, timeout, 408/409/429/5xx), with backoff and retry-after",
+            int),
+    Setting("llm_max_concurrent", "STIMSERVER_LLM_MAX_CONCURRENT", 64,
+            "LLM requests in flight at once per provider (base URL + key), across all jobs of a process", int, 1,
+            10_000),
+    Setting("llm_requests_per_minute", "STIMSERVER_LLM_REQUESTS_PER_MINUTE", 0,
+            "requests per minute per provider and process (0: no limit)", int, 0),
+    Setting("llm_tokens_per_minute", "STIMSERVER_LLM_TOKENS_PER_MINUTE", 0,
+            "input + output tokens per minute per provider and process (0: no limit)", int, 0),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -172,6 +180,9 @@ class Settings:
     openai_base_url: str | None = None
     llm_timeout: float = 120.0
     llm_max_retries: int = 4
+    llm_max_concurrent: int = 64
+    llm_requests_per_minute: int = 0
+    llm_tokens_per_minute: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

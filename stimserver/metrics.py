@@ -7,6 +7,8 @@ Series (all prefixed ``stimserver_``)::
     http_response_bytes_total{route}                    response body bytes served
     jobs{kind, status}                                  job records on disk by state
     lines_generated_total{kind}                         output lines committed by job runners
+    llm_requests_total{provider, model, outcome}        LLM request attempts (ok, rate_limited, retried, failed)
+    llm_tokens_total{provider, model, direction}        tokens the providers counted (input, output)
     build_info{version}                                 always 1
 
 ``route`` is the route template (``/v1/repo/{repo_name}/...``), never the raw path, so
@@ -34,6 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import __version__
 from .keys import METRICS
+from .llm.limiter import LISTENERS
 from .store.cache import FileCache
 from .store.jobrecords import JobStatus, job_files
 from .store.paths import JOB_KINDS, DataPaths
@@ -69,6 +72,33 @@ def count_lines_generated(lines: int, kind: str = "stim") -> None:
     """For job runners: ``lines`` more output lines of a ``kind`` job are committed."""
     if lines > 0:
         _lines_counter().labels(kind).inc(lines)
+
+
+_llm: tuple[Counter, Counter] | None = None
+
+
+def _llm_counters() -> tuple[Counter, Counter]:
+    global _llm
+    if _llm is None:
+        _llm = (Counter("stimserver_llm_requests", "LLM request attempts by provider, model and outcome",
+                        ["provider", "model", "outcome"], registry=None),
+                Counter("stimserver_llm_tokens", "Tokens the LLM providers counted, by direction",
+                        ["provider", "model", "direction"], registry=None))
+    return _llm
+
+
+def count_llm_request(provider: str, model: str, outcome: str, input_tokens: int, output_tokens: int) -> None:
+    """For ``llm.limiter``: one attempt ended with ``outcome``, and the tokens its answer counted."""
+    requests, tokens = _llm_counters()
+    requests.labels(provider, model, outcome).inc()
+    if input_tokens:
+        tokens.labels(provider, model, "input").inc(input_tokens)
+    if output_tokens:
+        tokens.labels(provider, model, "output").inc(output_tokens)
+
+
+if count_llm_request not in LISTENERS:
+    LISTENERS.append(count_llm_request)
 
 
 class JobStates:
@@ -123,6 +153,8 @@ class _Static:
 class _Lines:
     def collect(self) -> Iterator[Metric]:
         yield from _lines_counter().collect()
+        for counter in _llm_counters():
+            yield from counter.collect()
 
 
 class Metrics:

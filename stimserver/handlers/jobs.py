@@ -36,11 +36,17 @@ POST_WAIT_SECONDS = 1.0
 Record = dict[str, Any]
 
 
-def status_fields(job: Record | None, lines: int) -> dict[str, Any]:
-    """The StimResponse fields for a job record (None: never run) and its committed lines."""
+USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited")
+
+
+def status_fields(job: Record | None, lines: int, usage: Record | None = None) -> dict[str, Any]:
+    """The StimResponse fields for a job record (None: never run), its committed lines and LLM usage.
+
+    ``usage`` is the job's usage file (``Records.job_usage``); a job that asked no model shows zeros.
+    """
     if job is None:
         return {"status": JobStatus.NOT_STARTED.value, "lines": None, "config": None, "error": None,
-                "job_id": None, "progress_percent": None}
+                "job_id": None, "progress_percent": None, "usage": None}
     status = job.get("status", JobStatus.FAILED.value)
     expected = job.get("expected_lines")
     if status == JobStatus.COMPLETE:
@@ -50,7 +56,8 @@ def status_fields(job: Record | None, lines: int) -> dict[str, Any]:
     else:
         progress = 0.0 if status in ACTIVE else None
     return {"status": status, "lines": lines, "config": job.get("config"), "error": job.get("error"),
-            "job_id": job.get("job_id"), "progress_percent": progress}
+            "job_id": job.get("job_id"), "progress_percent": progress,
+            "usage": {k: int((usage or {}).get(k) or 0) for k in USAGE_FIELDS}}
 
 
 def _ref(request: web.Request, kind: str) -> JobRef:
@@ -86,14 +93,17 @@ async def run_job(request: web.Request, kind: str) -> web.Response:
     except JobBusy as e:  # the previous job's writer has not let go yet
         raise Conflict(str(e)) from None
     job = await control.settle(ref, job, POST_WAIT_SECONDS)
-    return json_response(status_fields(job, ctx.records.job_lines(ctx.user, ctx.repo, target, kind)))
+    return json_response(status_fields(job, ctx.records.job_lines(ctx.user, ctx.repo, target, kind),
+                                       ctx.records.job_usage(ctx.user, ctx.repo, target, kind)))
 
 
 async def get_status(request: web.Request, kind: str) -> web.Response:
     ref = _ref(request, kind)
     job = await _live(request, ref, _load(request, ref))
-    lines = request.app[RECORDS].job_lines(ref.user, ref.repo, ref.target, kind) if job is not None else 0
-    return json_response(status_fields(job, lines))
+    records = request.app[RECORDS]
+    lines = records.job_lines(ref.user, ref.repo, ref.target, kind) if job is not None else 0
+    usage = records.job_usage(ref.user, ref.repo, ref.target, kind) if job is not None else None
+    return json_response(status_fields(job, lines, usage))
 
 
 async def get_output(request: web.Request, kind: str) -> web.Response:
@@ -107,7 +117,8 @@ async def get_output(request: web.Request, kind: str) -> web.Response:
         page = await request.app[RECORDS].job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
     meta = orjson.dumps({
         "offset": offset, "limit": limit, "has_more": offset + page.count < page.total,
-        **status_fields(job, page.total),
+        **status_fields(job, page.total, None if job is None else
+                        request.app[RECORDS].job_usage(ref.user, ref.repo, ref.target, kind)),
     })
     body = page.body if page.body is not None else b"[]"
     return raw_json_response(b"".join((b'{"output":', body, b",", memoryview(meta)[1:])))

@@ -25,6 +25,7 @@ from ..store.locks import FileLock
 from ..store.output import OutputWriter, encode
 from ..store.paths import DataPaths
 from . import transitions
+from .engine import JobLLM
 from .kinds import JobFailed, JobKind, JobRun
 
 __all__ = ["Execution", "JobLLM", "execute", "describe", "wait_for"]
@@ -52,21 +53,6 @@ async def wait_for(aw: Awaitable[T], seconds: float) -> T | None:
 
 class _Stopped(Exception):
     """The job was asked to stop (its target is being deleted)."""
-
-
-class JobLLM:
-    """The completer one job uses: a shared client, at most ``limit`` calls in flight."""
-
-    def __init__(self, client: Callable[[], Completer], limit: int) -> None:
-        self._client = client
-        self._sem = asyncio.Semaphore(limit)
-
-    async def complete(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
-                       extra_kwargs: dict[str, Any] | None) -> str:
-        client = self._client()
-        async with self._sem:
-            return await client.complete(model=model, prompt=prompt, temperature=temperature,
-                                         max_tokens=max_tokens, extra_kwargs=extra_kwargs)
 
 
 @dataclass
@@ -145,6 +131,8 @@ async def _write(ex: Execution, writer: OutputWriter) -> None:
     marker = jobrecords.stop_marker(job_dir)
     run = JobRun(job_id=ex.record["job_id"], job_dir=job_dir, spec=ex.record["spec"], start=writer.lines,
                  llm=ex.llm, datasets=ex.datasets, data_root=ex.paths.root)
+    if isinstance(ex.llm, JobLLM):  # usage continues what an earlier run of this job saved
+        await ex.llm.attach(job_dir)
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=ex.flush_lines * 4)
 
     async def pump() -> None:
@@ -185,6 +173,8 @@ async def _write(ex: Execution, writer: OutputWriter) -> None:
     finally:
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)
+        if isinstance(ex.llm, JobLLM):
+            await asyncio.shield(ex.llm.save(force=True))  # also on a cancellation: keep the totals
 
 
 def describe(exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:

@@ -9,7 +9,10 @@ resumed after a crash or a restart runs against exactly what was submitted.
 ``produce`` yields one JSON object per output line, in order, starting at line
 ``run.start`` (the lines already committed). It must produce the same line for the same
 number on every run: deterministic where it can be, and checkpointing anything that
-is not (an LLM's answers) with ``checkpointed`` before yielding lines that depend on it.
+is not before yielding lines that depend on it — LLM answers request by request through
+``engine.AnswerStream`` (what a rollout kind uses too), anything else whole with
+``checkpointed``. ``run.llm`` is the job's ``engine.JobLLM``: its cap, usage and the
+provider's shared limiter.
 """
 from __future__ import annotations
 

@@ -8,13 +8,15 @@ order) is::
      "conditioned_stimulus":   {"messages": [<student prompt messages>, {"role": "user", "content": "..."}]},
      "trajectory_override_stimulus": {...}}   # = conditioned_stimulus, only with rollout_with_conditioned
 
-plus ``"tools"`` inside a stimulus when its prompt has tools. Each generator's
-question list is checkpointed (``questions-<i>.json``) before its first line is
-written, so a resumed job rebuilds byte-identical lines without asking a model again.
+plus ``"tools"`` inside a stimulus when its prompt has tools. Generators run one after
+the other, in order. An LLM generator's answers are logged request by request
+(``answers-<i>.jsonl``, see ``jobs.engine``) and its lines are yielded as soon as the
+request prefix they come from is answered; any other generator's question list is
+checkpointed (``questions-<i>.json``) before its first line. Either way a resumed job
+rebuilds byte-identical lines without asking a model again for what was answered.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -125,33 +127,28 @@ class StimKind(JobKind):
     async def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
         gens = run.spec["generators"]
         bases = [sum(g["numq"] for g in gens[:i]) for i in range(len(gens))]
-        todo = [i for i, g in enumerate(gens) if bases[i] + g["numq"] > run.start]
-        # Every unfinished generator's questions are fetched at once (LLM requests are
-        # capped by the job's completer); lines are still emitted in generator order.
-        fetches = {i: asyncio.ensure_future(self._questions(i, gens[i], run)) for i in todo}
-        try:
-            for i in todo:
-                questions = await fetches[i]
-                for j in range(max(run.start - bases[i], 0), gens[i]["numq"]):
-                    yield stim_line(bases[i] + j, questions[j], gens[i], run.spec)
-        finally:
-            pending = [t for t in fetches.values() if not t.done()]
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*fetches.values(), return_exceptions=True)
-
-    async def _questions(self, i: int, gen: dict[str, Any], run: JobRun) -> list[str]:
-        impl = GENERATORS[gen["type"]]
-
-        async def make() -> list[str]:
+        for i, gen in enumerate(gens):
+            if bases[i] + gen["numq"] <= run.start:
+                continue  # every line of this generator is committed
+            j, skip = 0, max(run.start - bases[i], 0)
             try:
-                questions = await impl.questions(gen, run)
+                async for batch in self._batches(i, gen, run):
+                    for question in batch:
+                        if j >= gen["numq"]:
+                            break
+                        if j >= skip:
+                            yield stim_line(bases[i] + j, question, gen, run.spec)
+                        j += 1
             except (JobFailed, LLMError) as e:
                 raise JobFailed(f"generators[{i}] ({gen['type']}): {e}") from None
-            if len(questions) != gen["numq"]:
-                raise JobFailed(f"generators[{i}] ({gen['type']}) produced {len(questions)} questions, "
-                                f"expected {gen['numq']}")
-            return questions
+            if j != gen["numq"]:
+                raise JobFailed(f"generators[{i}] ({gen['type']}) produced {j} questions, expected {gen['numq']}")
 
-        return await checkpointed(run, f"questions-{i}", make)
-
+    async def _batches(self, i: int, gen: dict[str, Any], run: JobRun) -> AsyncIterator[list[str]]:
+        """Generator ``i``'s questions in order: streamed from its answer log, or one checkpointed list."""
+        impl = GENERATORS[gen["type"]]
+        if impl.streams:
+            async for batch in impl.stream(gen, run, i):
+                yield batch
+        else:
+            yield await checkpointed(run, f"questions-{i}", lambda: impl.questions(gen, run))

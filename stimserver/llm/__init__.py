@@ -1,5 +1,7 @@
 """The LLM layer stim generators call: provider clients and question writing."""
 
+from .errors import Answer
+from .limiter import Usage
 from .providers import DEFAULT_MAX_TOKENS, LLMClient, LLMConfig, LLMError
 from .questions import (
     MAX_TEMPLATE_BYTES,
@@ -12,6 +14,8 @@ from .questions import (
 from .templates import DEFAULT_ONESHOT_TEMPLATE, DEFAULT_PERSONA_TEMPLATE
 
 __all__ = [
+    "Answer",
+    "Usage",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_ONESHOT_TEMPLATE",
     "DEFAULT_PERSONA_TEMPLATE",

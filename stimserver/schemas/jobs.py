@@ -8,7 +8,19 @@ from pydantic import ConfigDict, Field
 from ..store.jobrecords import JobStatus
 from .base import Answer
 
-__all__ = ["JobResponse", "JobPage"]
+__all__ = ["JobResponse", "JobPage", "JobUsage"]
+
+
+class JobUsage(Answer):
+    """What a job's LLM requests cost, as the providers reported it (0 for a job that asked no model)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    requests: int = Field(0, ge=0, description="answered LLM requests")
+    input_tokens: int = Field(0, ge=0, description="prompt tokens, as the providers counted them")
+    output_tokens: int = Field(0, ge=0, description="completion tokens, as the providers counted them")
+    retries: int = Field(0, ge=0, description="failed attempts that were tried again")
+    rate_limited: int = Field(0, ge=0, description="attempts answered 429 or 529")
 
 
 class JobResponse(Answer):
@@ -20,6 +32,7 @@ class JobResponse(Answer):
     error: str | None = Field(None, description="why the job failed")
     job_id: int | None = None
     progress_percent: float | None = Field(None, ge=0, le=100)
+    usage: JobUsage | None = Field(None, description="LLM usage of the job; null if never run")
 
 
 class JobPage(JobResponse):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import output
+from .answers import USAGE_FILE
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
 from .cache import FileCache
 from .errors import Busy
@@ -66,6 +67,10 @@ class Records:
     def job_lines(self, user: str, repo: str, target: str, kind: str) -> int:
         """Committed lines of a job's output (0 when it has none)."""
         return output.line_count(self.paths.job_dir(user, repo, target, kind))
+
+    def job_usage(self, user: str, repo: str, target: str, kind: str) -> Record | None:
+        """A job's LLM usage totals (``store.answers``), cached; None when it asked no model."""
+        return self.cache.read(self.paths.job_dir(user, repo, target, kind) / USAGE_FILE)
 
     async def job_page(self, user: str, repo: str, target: str, kind: str, offset: int, limit: int) -> output.Page:
         """Lines ``[offset, offset+limit)`` of a job's output (see ``output.read_page_async``)."""

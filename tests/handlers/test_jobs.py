@@ -22,7 +22,7 @@ from tests.jobs.conftest import hardcoded, seed_target, wait_until
 from tests.jobs.test_runner import GateKind
 
 BASE = "/v1/repo/repo1/targets/t1/stim"
-FIELDS = {"status", "lines", "config", "error", "job_id", "progress_percent"}
+FIELDS = {"status", "lines", "config", "error", "job_id", "progress_percent", "usage"}
 PAGE_FIELDS = FIELDS | {"output", "offset", "limit", "has_more"}
 
 
@@ -107,7 +107,7 @@ async def test_not_started(client, make_job, alice, records):
                    {"target_name": "t1", "config": DEFAULT_TARGET_CONFIG})
     status, body = await get(client, BASE, alice)
     assert status == 200 and body == {"status": "not_started", "lines": None, "config": None, "error": None,
-                                      "job_id": None, "progress_percent": None}
+                                      "job_id": None, "progress_percent": None, "usage": None}
     status, body = await get(client, BASE + "/output?offset=3", alice)
     assert status == 200
     assert body["output"] == [] and body["has_more"] is False and body["lines"] is None

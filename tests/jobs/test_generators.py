@@ -1,6 +1,7 @@
 """Each generator on its own: determinism, chunking, de-duplication, never padding, concurrency."""
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -8,7 +9,6 @@ import pytest
 from stimserver.jobs.generators import GENERATORS
 from stimserver.jobs.kinds import JobFailed, JobRun, JobSource
 from stimserver.jobs.stim import StimKind
-from stimserver.llm import LLMError
 from stimserver.store.datasets import Datasets
 
 from .conftest import StubLLM, asked_count, seed_target
@@ -20,14 +20,22 @@ def planned(paths, gen, **config):
 
 
 def run_for(paths, tmp_path, spec, llm):
-    (tmp_path / "job").mkdir(exist_ok=True)
-    return JobRun(1, tmp_path / "job", spec, 0, llm, Datasets(paths.root), paths.root)
+    job_dir = tmp_path / f"job-{next(_runs)}"  # a fresh job each time: an answer log would be reused
+    job_dir.mkdir()
+    return JobRun(1, job_dir, spec, 0, llm, Datasets(paths.root), paths.root)
+
+
+_runs = itertools.count()
 
 
 async def questions(paths, tmp_path, gen, llm=None, **config):
+    """A generator's questions: its list, or its stream's batches joined (LLM generators)."""
     spec = planned(paths, gen, **config)
     g = spec["generators"][0]
-    return await GENERATORS[g["type"]].questions(g, run_for(paths, tmp_path, spec, llm or StubLLM()))
+    impl, run = GENERATORS[g["type"]], run_for(paths, tmp_path, spec, llm or StubLLM())
+    if not impl.streams:
+        return await impl.questions(g, run)
+    return [q async for batch in impl.stream(g, run, 0) for q in batch]
 
 
 async def test_hardcoded_takes_the_first_numq(paths, tmp_path):
@@ -67,8 +75,10 @@ async def test_duplicates_are_dropped_and_asked_for_again(paths, tmp_path):
 
 async def test_never_pads_when_the_model_falls_short(paths, tmp_path):
     llm = StubLLM(lambda prompt: "1. The only question?")
-    with pytest.raises(LLMError, match="only 1 of 4 distinct questions"):
+    # One planned request, then three top-up rounds asking for the 3 missing: never a repeat.
+    with pytest.raises(JobFailed, match=r"only 1 distinct questions of the 4 asked for \(4 requests\)"):
         await questions(paths, tmp_path, {"type": "oneshot_qs", "numq": 4, "model": "m"}, llm)
+    assert [asked_count(p) for p in llm.prompts] == [4, 3, 3, 3]
 
 
 async def test_chunks_that_repeat_each_other_are_topped_up_then_fail(paths, tmp_path):

@@ -157,7 +157,8 @@ async def test_max_concurrency_caps_llm_requests(make_runner, paths, ref):
 
 FAILURES = {
     "model-short": ([hardcoded(60), {"type": "oneshot_qs", "numq": 3, "model": "m"}],
-                    lambda prompt: "Just one?", "generators[1] (oneshot_qs): model produced only 1 of 3"),
+                    lambda prompt: "Just one?",
+                    "generators[1] (oneshot_qs): the model wrote only 1 distinct questions of the 3"),
 }
 
 
@@ -165,8 +166,9 @@ async def test_a_failing_generator_fails_the_job_and_keeps_committed_lines(make_
     runner = await make_runner(llm_factory=lambda: StubLLM(lambda prompt: "Just one?"))
     await submit(runner, paths, ref, [hardcoded(60), {"type": "oneshot_qs", "numq": 3, "model": "m"}])
     record = await done(paths, ref, "failed")
-    assert record["error"].startswith("generators[1] (oneshot_qs): model produced only 1 of 3 distinct questions")
-    assert ids(paths, ref) == list(range(60))
+    assert record["error"].startswith(
+        "generators[1] (oneshot_qs): the model wrote only 1 distinct questions of the 3 asked for")
+    assert ids(paths, ref) == list(range(61))  # the one question the model did write is committed too
 
 
 async def test_full_disk_fails_with_an_actionable_error(make_runner, paths, ref, monkeypatch):

@@ -3,7 +3,12 @@
 They speak the real wire formats (paths, auth headers, success and error bodies), so the
 official SDKs run unmodified against them, retries included. Each test scripts the answers
 (text, `Reply`, `Fail`, `Slow`, `Raw`, or a callable of the request body) and reads back what
-arrived in `received`. With the script empty they answer "ok".
+arrived in `received`. With the script empty they answer `default` ("ok", or a callable).
+
+For load-like tests: `latency` delays every answer, `fail_every = (n, Fail(429, ...))` answers
+every n-th request with that failure, and `arrivals`, `in_flight`/`max_in_flight` record when
+requests came and how many were open at once. Success bodies carry `usage` token counts
+(words of the prompt and of the answer), like the real APIs.
 """
 
 from __future__ import annotations
@@ -80,6 +85,12 @@ class FakeProvider(ABC):
         self.received: list[Received] = []
         self.url = ""
         self._script: deque[Script] = deque()
+        self.default: Script = "ok"
+        self.latency = 0.0
+        self.fail_every: tuple[int, Fail] | None = None
+        self.arrivals: list[float] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -102,17 +113,33 @@ class FakeProvider(ABC):
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.json()
         headers = {name.lower(): value for name, value in request.headers.items()}
         self.received.append(Received(headers, body))
+        self.arrivals.append(asyncio.get_running_loop().time())
+        if self.fail_every is not None and len(self.received) % self.fail_every[0] == 0:
+            return self._error(self.fail_every[1])
         rejected = self._reject(headers, body)
         if rejected is not None:
             return self._error(rejected)
         if self.models is not None and body.get("model") not in self.models:
             return self._error(Fail(404, self._unknown_model_message(body.get("model"))))
-        answer = self._script.popleft() if self._script else "ok"
+        answer = self._script.popleft() if self._script else self.default
         if callable(answer):
             answer = answer(body)
+        if self.latency:
+            try:
+                await asyncio.wait_for(self._closing.wait(), self.latency)
+            except TimeoutError:
+                pass
         if isinstance(answer, Slow):
             try:
                 await asyncio.wait_for(self._closing.wait(), answer.seconds)
@@ -192,7 +219,7 @@ class FakeAnthropic(FakeProvider):
             "content": [{"type": "text", "text": reply.text}] if reply.text else [],
             "stop_reason": reply.stop or "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": len(reply.text.split())},
+            "usage": {"input_tokens": _words(body), "output_tokens": len(reply.text.split())},
         }
 
     def _error_body(self, fail: Fail) -> dict[str, Any]:
@@ -240,12 +267,18 @@ class FakeOpenAI(FakeProvider):
                     "finish_reason": reply.stop or "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            "usage": {"prompt_tokens": _words(body), "completion_tokens": len(reply.text.split()),
+                      "total_tokens": _words(body) + len(reply.text.split())},
         }
 
     def _error_body(self, fail: Fail) -> dict[str, Any]:
         kind, code = self._ERRORS.get(fail.status, ("server_error", None))
         return {"error": {"message": fail.message or kind, "type": kind, "param": None, "code": code}}
+
+
+def _words(body: dict[str, Any]) -> int:
+    """A stand-in token count of a request: the words of its messages."""
+    return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []) if isinstance(m, dict))
 
 
 @pytest.fixture

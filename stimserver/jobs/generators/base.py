@@ -4,12 +4,15 @@ A generator is planned once, when the job is submitted. The stored generator has
 been parsed by ``schemas.generators`` (the same rules as at creation, run again on what
 is stored); ``plan`` adds only the facts of the moment — template text read from the
 repo, the dataset's size, the persona list — and returns a JSON-able spec frozen in the
-job record. At run time ``questions`` turns that spec into exactly ``numq`` questions;
-the stim kind saves the list as a checkpoint before any of its lines are written.
+job record. At run time a generator either returns its whole list from ``questions`` (the stim kind
+saves it as a checkpoint before any of its lines are written), or — an LLM generator,
+``streams = True`` — yields its questions in order, batch by batch, from ``stream``, each
+batch already durable in the job's answer log (``jobs.engine``).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,6 +47,12 @@ class Generator(ABC):
     def plan_fields(self, ctx: PlanContext) -> dict[str, Any]:
         """This generator's run-time facts; must include ``numq``."""
 
-    @abstractmethod
+    streams: ClassVar[bool] = False
+
     async def questions(self, spec: dict[str, Any], run: JobRun) -> list[str]:
-        """Exactly ``spec['numq']`` questions, or raise ``JobFailed``/``LLMError``."""
+        """Exactly ``spec['numq']`` questions, or raise ``JobFailed``/``LLMError`` (non-streaming generators)."""
+        raise NotImplementedError
+
+    def stream(self, spec: dict[str, Any], run: JobRun, index: int) -> AsyncIterator[list[str]]:
+        """The questions in order, in durable batches (``streams = True``); ``index`` names the answer log."""
+        raise NotImplementedError

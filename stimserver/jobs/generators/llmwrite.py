@@ -3,29 +3,32 @@
 The model and template rules are those of ``schemas.generators`` (``effective_model``,
 ``check_template_text``), applied again here to the stored config and the files of now.
 
-Large ``numq`` values are split into chunks written concurrently (each one request, plus
-the top-up rounds ``write_questions`` makes when a model under-delivers); how many
-requests are in flight at once is capped by the target's ``max_concurrency`` (the
-job's completer holds the semaphore). Questions are de-duplicated across chunks; what
-duplicates remove is asked for again a bounded number of times, and the job fails
-rather than repeat a question to reach ``numq``.
+Large ``numq`` values are split into chunks, one request each, sent concurrently through
+the job's answer stream (``jobs.engine``): at most the target's ``max_concurrency`` in
+flight, every answer logged before it is used, answers used in request order as soon as
+their prefix is known. Questions are de-duplicated across chunks; what duplicates or
+short answers leave missing is asked for by top-up requests after the planned ones, a
+bounded number of rounds, and the job fails rather than repeat a question to reach ``numq``.
 """
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ...llm import write_questions
+from ...llm import parse_questions, render_template
+from ...llm.templates import AVOID_REPEATS_NOTE
 from ...schemas.generators import effective_model
 from ...store.paths import template_file_name
+from ..engine import AnswerStream
 from ..kinds import JobFailed, JobRun
 from .base import PlanContext
 
-__all__ = ["plan_llm_fields", "write_chunked", "gather_or_cancel"]
+__all__ = ["plan_llm_fields", "stream_chunked", "gather_or_cancel"]
 
-TOP_UP_CALLS = 3
+TOP_UP_ROUNDS = 3
+MAX_LISTED_REPEATS = 200  # top-up prompts list earlier questions; cap the prompt's cost
 
 
 def _template(ctx: PlanContext, default: str | None) -> str:
@@ -83,39 +86,77 @@ def _key(question: str) -> str:
     return " ".join(question.casefold().split())
 
 
-async def write_chunked(spec: dict[str, Any], run: JobRun, *, chunk: int,
-                        template_vars: Callable[[int], dict[str, object]] | None = None) -> list[str]:
-    """``spec['numq']`` distinct questions, asked for in chunks of at most ``chunk``.
+class _Kept:
+    """The distinct questions so far, in request order: what the generator's lines are."""
 
-    ``template_vars(i)`` supplies extra template values for request ``i`` (e.g. a persona).
+    def __init__(self, numq: int) -> None:
+        self.numq = numq
+        self.questions: list[str] = []
+        self._seen: set[str] = set()
+
+    def merge(self, parsed: list[str], count: int) -> list[str]:
+        """Keep the first ``count`` distinct questions of one answer that are new; return them."""
+        mine: list[str] = []
+        for q in parsed:
+            if len(mine) >= count or len(self.questions) >= self.numq:
+                break
+            if _key(q) not in self._seen:
+                self._seen.add(_key(q))
+                mine.append(q)
+                self.questions.append(q)
+        return mine
+
+
+async def stream_chunked(spec: dict[str, Any], run: JobRun, index: int, *, chunk: int,
+                         template_vars: Callable[[int], dict[str, object]] | None = None
+                         ) -> AsyncIterator[list[str]]:
+    """``spec['numq']`` distinct questions, yielded answer by answer as the request prefix completes.
+
+    The planned requests ask for chunks of at most ``chunk``; each answer is logged in the
+    job's ``answers-<index>.jsonl`` as its parsed questions. A question is kept at its first
+    place in request order. What duplicates or a short answer left missing is asked for by
+    top-up requests after the planned ones (numbered on, at most ``TOP_UP_ROUNDS`` rounds),
+    which list the questions already kept. ``template_vars(n)`` supplies extra template values
+    for request ``n`` (e.g. a persona).
     """
     numq = spec["numq"]
-
-    async def ask(i: int, count: int) -> list[str]:
-        return await write_questions(
-            run.llm, model=spec["model"], template_text=spec["template"], numq=count,
-            prompt_u=run.spec["prompt_u"], temperature=spec["temperature"], max_tokens=spec["max_tokens"],
-            extra_kwargs=spec["extra_kwargs"], template_vars=template_vars(i) if template_vars else None)
-
     sizes = [min(chunk, numq - k * chunk) for k in range(math.ceil(numq / chunk))]
-    results = await gather_or_cancel([ask(i, n) for i, n in enumerate(sizes)])
-    questions: list[str] = []
-    seen: set[str] = set()
+    kept = _Kept(numq)
+    counts: dict[int, int] = dict(enumerate(sizes))
+    avoid: dict[int, list[str]] = {}
 
-    def merge(batch: list[str]) -> None:
-        for q in batch:
-            if _key(q) not in seen:
-                seen.add(_key(q))
-                questions.append(q)
+    async def send(n: int) -> dict[str, Any]:
+        prompt = render_template(spec["template"], numq=counts[n], prompt_u=run.spec["prompt_u"],
+                                 **(template_vars(n) if template_vars else {}))
+        if n in avoid:
+            prompt += AVOID_REPEATS_NOTE + "\n".join(avoid[n][-MAX_LISTED_REPEATS:])
+        text = await run.llm.complete(model=spec["model"], prompt=prompt, temperature=spec["temperature"],
+                                      max_tokens=spec["max_tokens"], extra_kwargs=spec["extra_kwargs"])
+        return {"questions": parse_questions(text)}
 
-    for batch in results:
-        merge(batch)
-    calls = len(sizes)
-    while len(questions) < numq and calls < len(sizes) + TOP_UP_CALLS:
-        merge(await ask(calls, numq - len(questions)))
-        calls += 1
-    if len(questions) < numq:
-        raise JobFailed(f"the model wrote only {len(questions)} distinct questions of the {numq} asked for "
-                        f"({calls} requests); stimserver does not repeat questions to pad the output — "
+    window = 4 * max(1, int(run.spec.get("max_concurrency") or 10))
+    async with AnswerStream(run.job_dir, str(index), window=window) as stream:
+        n = 0
+        async for answer in stream.ordered(0, len(sizes), send):
+            yield kept.merge(_questions_of(answer), sizes[n])
+            n += 1
+        for _ in range(TOP_UP_ROUNDS):
+            missing = numq - len(kept.questions)
+            if missing <= 0:
+                break
+            extra = [min(chunk, missing - k * chunk) for k in range(math.ceil(missing / chunk))]
+            for k, size in enumerate(extra):
+                counts[n + k] = size
+                avoid[n + k] = list(kept.questions)
+            async for answer in stream.ordered(n, len(extra), send):
+                yield kept.merge(_questions_of(answer), counts[n])
+                n += 1
+    if len(kept.questions) < numq:
+        raise JobFailed(f"the model wrote only {len(kept.questions)} distinct questions of the {numq} asked for "
+                        f"({n} requests); stimserver does not repeat questions to pad the output — "
                         "try another model, a higher max_tokens or a smaller numq")
-    return questions[:numq]
+
+
+def _questions_of(answer: Any) -> list[str]:
+    qs = answer.get("questions") if isinstance(answer, dict) else None
+    return [q for q in qs if isinstance(q, str)] if isinstance(qs, list) else []

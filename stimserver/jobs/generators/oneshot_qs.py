@@ -5,12 +5,13 @@ The prompt is the built-in default template, or the generator's ``template_conte
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ...llm import DEFAULT_ONESHOT_TEMPLATE
 from ..kinds import JobRun
 from .base import Generator, PlanContext
-from .llmwrite import plan_llm_fields, write_chunked
+from .llmwrite import plan_llm_fields, stream_chunked
 
 CHUNK = 50  # questions asked for per request
 
@@ -22,5 +23,7 @@ class OneshotQs(Generator):
     def plan_fields(self, ctx: PlanContext) -> dict[str, Any]:
         return plan_llm_fields(ctx, default_template=self.default_template)
 
-    async def questions(self, spec: dict[str, Any], run: JobRun) -> list[str]:
-        return await write_chunked(spec, run, chunk=CHUNK)
+    streams = True
+
+    def stream(self, spec: dict[str, Any], run: JobRun, index: int) -> AsyncIterator[list[str]]:
+        return stream_chunked(spec, run, index, chunk=CHUNK)

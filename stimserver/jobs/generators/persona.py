@@ -7,13 +7,14 @@ there are more requests than personas. Templates may use ``${persona}``.
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ...llm import DEFAULT_PERSONA_TEMPLATE
 from ...store.datasets import DatasetError, load_personas
 from ..kinds import JobFailed, JobRun
 from .base import Generator, PlanContext
-from .llmwrite import plan_llm_fields, write_chunked
+from .llmwrite import plan_llm_fields, stream_chunked
 
 CHUNK = 5  # questions per persona and request
 
@@ -30,10 +31,12 @@ class Persona(Generator):
             raise ctx.problem(str(e)) from None
         return {**fields, "seed": seed, "personas": personas}
 
-    async def questions(self, spec: dict[str, Any], run: JobRun) -> list[str]:
+    streams = True
+
+    def stream(self, spec: dict[str, Any], run: JobRun, index: int) -> AsyncIterator[list[str]]:
         personas = list(spec["personas"])
         if not personas:
             raise JobFailed("the persona list is empty")
         random.Random(spec["seed"]).shuffle(personas)
-        return await write_chunked(spec, run, chunk=CHUNK,
-                                   template_vars=lambda i: {"persona": personas[i % len(personas)]})
+        return stream_chunked(spec, run, index, chunk=CHUNK,
+                              template_vars=lambda i: {"persona": personas[i % len(personas)]})

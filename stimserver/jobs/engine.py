@@ -1,0 +1,164 @@
+"""The engine every LLM job kind shares: a job's request cap and usage, and ordered answers.
+
+A kind plans its requests as numbers ``0, 1, 2, …`` (a stim generator's chunks; a rollout's
+trajectories) and gives ``AnswerStream.ordered`` a function that sends request ``n`` and
+returns the JSON it keeps of the answer. The stream
+
+* skips every request the job's answer log already holds (``store.answers``): after a
+  crash only the requests that were in flight are sent again;
+* sends the rest at most ``JobLLM``'s limit at once, under the provider's shared limiter
+  (``llm.limiter``), and no further ahead than ``window`` requests past the first
+  unanswered one (a bounded reorder buffer);
+* appends each answer to the log (fsync) before anything else may use it;
+* yields the answers in request order as soon as their prefix is complete, so lines built
+  from them are committed while later requests are still out.
+
+The first failure cancels the requests in flight; so does a cancellation (a deleted
+target, a shutdown), at once — the answers logged so far are kept for the resume.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ..llm import Answer, Completer, Usage
+from ..store.answers import AnswerLog, read_usage, write_usage
+
+__all__ = ["JobLLM", "AnswerStream", "USAGE_SAVE_SECONDS"]
+
+USAGE_SAVE_SECONDS = 1.0
+
+Send = Callable[[int], Awaitable[Any]]
+
+log = logging.getLogger("stimserver.jobs")
+
+
+class JobLLM:
+    """The completer one job uses: a shared client, at most ``limit`` calls in flight, and usage.
+
+    ``usage`` adds up the job's requests; ``attach`` makes it continue the totals a previous
+    run of the job saved, and ``save`` writes them (at most every ``USAGE_SAVE_SECONDS``
+    unless forced), so ``GET …/stim`` shows them and they survive a restart.
+    """
+
+    def __init__(self, client: Callable[[], Completer], limit: int) -> None:
+        self._client = client
+        self._sem = asyncio.Semaphore(limit)
+        self.limit = limit
+        self.usage = Usage()
+        self._job_dir: Path | None = None
+        self._saved_at = 0.0
+        self._saving: asyncio.Lock | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def attach(self, job_dir: Path) -> None:
+        if self._job_dir != job_dir:
+            self._job_dir = job_dir
+            self.usage = Usage.from_dict(await asyncio.to_thread(read_usage, job_dir))
+
+    async def save(self, force: bool = False) -> None:
+        if force and self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._job_dir is None or (not force and time.monotonic() - self._saved_at < USAGE_SAVE_SECONDS):
+            return
+        if not any(self.usage.as_dict().values()):
+            return  # a job that asked no model keeps no usage file
+        self._saving = self._saving or asyncio.Lock()
+        async with self._saving:
+            self._saved_at = time.monotonic()
+            try:
+                await asyncio.to_thread(write_usage, self._job_dir, self.usage.as_dict())
+            except OSError as e:  # usage is a report, not the output: never fail a job for it
+                log.warning("could not save the usage of the job in %s: %s", self._job_dir.name, e.strerror or e)
+
+    async def ask(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
+                  extra_kwargs: dict[str, Any] | None) -> Answer:
+        client = self._client()
+        async with self._sem:
+            ask = getattr(client, "ask", None)
+            if ask is not None:  # an LLMClient: retries and usage through the provider's limiter
+                answer: Answer = await ask(model=model, prompt=prompt, temperature=temperature,
+                                           max_tokens=max_tokens, extra_kwargs=extra_kwargs, usage=self.usage)
+            else:  # a plain completer (tests): text only
+                answer = Answer(await client.complete(model=model, prompt=prompt, temperature=temperature,
+                                                      max_tokens=max_tokens, extra_kwargs=extra_kwargs))
+                self.usage.requests += 1
+        # Not awaited: between an answer and its log line there must be no await a
+        # shutdown's cancellation could land on, or an answered request would be lost.
+        task = asyncio.ensure_future(self.save())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return answer
+
+    async def complete(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
+                       extra_kwargs: dict[str, Any] | None) -> str:
+        answer = await self.ask(model=model, prompt=prompt, temperature=temperature, max_tokens=max_tokens,
+                                extra_kwargs=extra_kwargs)
+        return answer.text
+
+
+class AnswerStream:
+    """The answer log ``name`` of a job, and requests sent through it in order."""
+
+    def __init__(self, job_dir: Path, name: str, *, window: int) -> None:
+        self.job_dir = job_dir
+        self.name = name
+        self.window = max(1, window)
+        self._log: AnswerLog | None = None
+
+    async def __aenter__(self) -> AnswerStream:
+        self._log = await asyncio.to_thread(AnswerLog.open, self.job_dir, self.name)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def log(self) -> AnswerLog:
+        if self._log is None:
+            raise RuntimeError("AnswerStream used outside `async with`")
+        return self._log
+
+    async def one(self, request: int, send: Send) -> Any:
+        """Request ``request``'s answer: from the log, or sent now and logged."""
+        if request in self.log.done:
+            return self.log.done[request]
+        answer = await send(request)
+        await asyncio.to_thread(self.log.append, request, answer)
+        return answer
+
+    async def ordered(self, first: int, count: int, send: Send) -> AsyncIterator[Any]:
+        """The answers of requests ``first … first+count-1``, in that order, sent concurrently."""
+        end = first + count
+        tasks: dict[int, asyncio.Task[Any]] = {}
+        following = first  # the next request to start
+        try:
+            for n in range(first, end):
+                while following < end and following < n + self.window:
+                    if following not in self.log.done:
+                        tasks[following] = asyncio.ensure_future(self.one(following, send))
+                    following += 1
+                task = tasks.get(n)
+                if task is None:
+                    yield self.log.done[n]
+                    continue
+                waiting = {task, *tasks.values()}
+                while not task.done():  # the head, unless a later request fails first
+                    done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    for t in done:
+                        if not t.cancelled() and t.exception() is not None:
+                            t.result()
+                del tasks[n]
+                yield task.result()
+        finally:
+            for t in tasks.values():
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks.values(), return_exceptions=True)
+

@@ -1,0 +1,35 @@
+"""What a provider call gives back: an ``Answer`` with its token counts, or an ``LLMError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Answer", "LLMError", "TRANSIENT_STATUSES", "RATE_LIMIT_STATUSES"]
+
+RATE_LIMIT_STATUSES = frozenset({429, 529})
+"""Answers that mean "the provider is saturated": they slow every job using it."""
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class LLMError(Exception):
+    """A failed completion; the message is meant for the user and never holds a key or traceback.
+
+    ``status`` is the HTTP status when the provider answered; ``transient`` says a retry may
+    succeed (connection, timeout, 408/409/429/5xx); ``retry_after`` is the provider's hint.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A completion's text and the tokens the provider says it counted (0 when it says nothing)."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0

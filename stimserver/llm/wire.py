@@ -1,0 +1,132 @@
+"""The wire side of one request: building the SDK call, reading the answer's text and usage.
+
+Split from ``providers`` (which picks the backend and owns the clients) to keep both short.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .describe import clip
+from .errors import Answer, LLMError
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+
+__all__ = ["DEFAULT_MAX_TOKENS", "create_message", "create_chat_completion", "message_answer",
+           "chat_completion_answer"]
+
+DEFAULT_MAX_TOKENS = 4096
+"""Sent to Anthropic when the caller gives no max_tokens: the Messages API requires one."""
+
+# The SDK's default Messages API version (2026-10-21) rejects sampling parameters outright;
+# 2023-06-01 still accepts them for models that support them.
+_SAMPLING_API_VERSION = "2023-06-01"
+# The Messages API default, so leaving it out changes nothing and keeps models that reject
+# sampling parameters working with the targets' default temperature.
+_DEFAULT_TEMPERATURE = 1.0
+_RESERVED_KWARGS = {
+    "model": "the model comes from the target or generator",
+    "messages": "the messages are built from the prompt",
+    "stream": "streaming is not supported",
+    "temperature": "use the temperature field",
+    "max_tokens": "use the max_tokens field",
+}
+
+
+async def create_message(
+    client: anthropic.AsyncAnthropic,
+    model: str,
+    prompt: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    extra_kwargs: dict[str, Any] | None,
+) -> Any:
+    kwargs = _checked_kwargs(extra_kwargs, client.messages.create, "Anthropic")
+    if temperature is not None and temperature != _DEFAULT_TEMPERATURE:
+        # The SDK no longer takes sampling parameters, so they travel in the raw body.
+        kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "temperature": temperature}
+        kwargs["extra_headers"] = {"anthropic-version": _SAMPLING_API_VERSION, **(kwargs.get("extra_headers") or {})}
+    return await client.messages.create(
+        model=model,
+        max_tokens=DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+        messages=[{"role": "user", "content": prompt}],
+        **kwargs,
+    )
+
+
+async def create_chat_completion(
+    client: openai.AsyncOpenAI,
+    model: str,
+    prompt: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    extra_kwargs: dict[str, Any] | None,
+) -> Any:
+    kwargs = _checked_kwargs(extra_kwargs, client.chat.completions.create, "OpenAI")
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
+    return await client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], **kwargs)
+
+
+def _tokens(usage: Any, name: str) -> int:
+    value = getattr(usage, name, None)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def message_answer(message: Any, model: str) -> Answer:
+    # Typed Any: a server that is not the real API can send anything, and the SDK does not validate.
+    if message.stop_reason == "refusal":
+        raise LLMError(f"model {model!r} refused the request")
+    text = "".join(block.text for block in message.content if block.type == "text")
+    usage = getattr(message, "usage", None)
+    return Answer(_nonempty(text, model, message.stop_reason), _tokens(usage, "input_tokens"),
+                  _tokens(usage, "output_tokens"))
+
+
+def chat_completion_answer(completion: Any, model: str) -> Answer:
+    usage = getattr(completion, "usage", None)
+    return Answer(_chat_completion_text(completion, model), _tokens(usage, "prompt_tokens"),
+                  _tokens(usage, "completion_tokens"))
+
+
+def _chat_completion_text(completion: Any, model: str) -> str:
+    choices = completion.choices
+    if isinstance(choices, list) and not choices:
+        raise LLMError(f"model {model!r} returned no completion")
+    choice = choices[0]
+    if choice.message.refusal:
+        raise LLMError(f"model {model!r} refused the request: {clip(choice.message.refusal)}")
+    if choice.finish_reason == "content_filter":
+        raise LLMError(f"model {model!r} refused the request (content filter)")
+    return _nonempty(choice.message.content or "", model, choice.finish_reason)
+
+
+def _checked_kwargs(extra: object, create: Callable[..., Any], sdk: str) -> dict[str, Any]:
+    """Copy `extra_kwargs`, refusing what would clash with our own arguments or the SDK would reject."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise LLMError(f"extra_kwargs must be an object, not {type(extra).__name__}")
+    for key in extra:
+        if key in _RESERVED_KWARGS:
+            raise LLMError(f"extra_kwargs may not set {key!r}: {_RESERVED_KWARGS[key]}")
+    accepted = inspect.signature(create).parameters
+    unknown = sorted(str(key) for key in extra if key not in accepted)
+    if unknown:
+        raise LLMError(
+            f"extra_kwargs {', '.join(map(repr, unknown))} not accepted by the {sdk} SDK; "
+            "put server-specific parameters under 'extra_body'"
+        )
+    return dict(extra)
+
+
+def _nonempty(text: str, model: str, stop_reason: str | None) -> str:
+    if not text.strip():
+        raise LLMError(f"model {model!r} returned an empty completion (stop reason: {stop_reason})")
+    return text

@@ -1,0 +1,101 @@
+"""A job's LLM answer logs and its usage file. Blocking.
+
+Files of one job (beside ``job.json``)::
+
+    answers-<name>.jsonl   one JSON object per answered request, appended and fsync'd
+    usage.json             the job's running usage totals, replaced atomically
+
+An answer log line is ``{"request": <n>, "answer": <JSON>}``: request ``n`` of the log's
+plan (e.g. generator 2's chunk 7), and what the kind kept of its answer (for a stim
+generator, the parsed questions). A request counts as done once its line is durable;
+lines may be in any order, and a request appears at most once (a later line for the
+same ``n``, which a caller never writes, would be ignored). A torn last line — the
+process died mid-write — is cut off when the log is opened, so only requests that were
+in flight are asked again.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .atomic import fsync_dir, write_json_atomic
+
+__all__ = ["AnswerLog", "USAGE_FILE", "answer_log_path", "read_usage", "write_usage"]
+
+USAGE_FILE = "usage.json"
+
+
+def answer_log_path(job_dir: Path, name: str) -> Path:
+    return job_dir / f"answers-{name}.jsonl"
+
+
+class AnswerLog:
+    """One append-only answer log, open for appending by the job's writer (who holds its lock)."""
+
+    def __init__(self, path: Path, done: dict[int, Any], fd: int) -> None:
+        self.path = path
+        self.done = done        # request number -> its answer, as logged
+        self._fd = fd
+
+    @classmethod
+    def open(cls, job_dir: Path, name: str) -> AnswerLog:
+        """Read what is logged (cutting a torn tail) and open the log for appending."""
+        path = answer_log_path(job_dir, name)
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            data = _read_all(fd)
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # a torn write: the request was in flight, so it is asked again
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+            done: dict[int, Any] = {}
+            for raw in data[:end].splitlines():
+                try:
+                    entry = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # cannot happen short of a disk fault; the request is asked again
+                if isinstance(entry, dict) and isinstance(entry.get("request"), int):
+                    done.setdefault(entry["request"], entry.get("answer"))
+            if created:
+                fsync_dir(job_dir)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, done, fd)
+
+    def append(self, request: int, answer: Any) -> None:
+        """Log request ``request``'s answer durably (one write, then fsync) before anyone uses it."""
+        line = orjson.dumps({"request": request, "answer": answer}) + b"\n"
+        written = os.write(self._fd, line)
+        if written != len(line):  # O_APPEND writes of a few KiB are whole unless the disk is full
+            raise OSError(f"short write to {self.path.name}")
+        os.fsync(self._fd)
+        self.done[request] = answer
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""
+
+
+def write_usage(job_dir: Path, usage: dict[str, int]) -> None:
+    write_json_atomic(job_dir / USAGE_FILE, usage)
+
+
+def read_usage(job_dir: Path) -> dict[str, Any] | None:
+    """The usage file's content, or None when the job has none (yet)."""
+    try:
+        raw = (job_dir / USAGE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    value = orjson.loads(raw)
+    return value if isinstance(value, dict) else None
