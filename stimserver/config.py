@@ -90,6 +90,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("llm_timeout", "STIMSERVER_LLM_TIMEOUT", 120.0, "seconds one LLM request may take", float),
     Setting("llm_max_retries", "STIMSERVER_LLM_MAX_RETRIES", 4,
             "retries of a failed LLM request (the SDKs back off between them)", int),
+    Setting("search_scan_bytes", "STIMSERVER_SEARCH_SCAN_BYTES", 64 * 1024 * 1024,
+            "output bytes one search request scans at most (the client continues from next_offset)", int, 4096),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -172,6 +174,7 @@ class Settings:
     openai_base_url: str | None = None
     llm_timeout: float = 120.0
     llm_max_retries: int = 4
+    search_scan_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
