@@ -131,19 +131,23 @@ def search(job_dir: Path, pattern: Pattern, path: tuple[str, ...] | None, offset
             chunk = os.pread(snap.data_fd, min(CHUNK, room) if room > 0 else CHUNK, read_pos)
             if not chunk:
                 break  # the output was cut under us: stop at what was read
+            buf_start = read_pos - len(tail)
             read_pos += len(chunk)
             buf = tail + chunk
-            cut = buf.rfind(b"\n") + 1
-            tail = buf[cut:]
+            over = read_pos >= budget_end
+            # past the budget: lines up to the one holding its last byte, no more
+            cut = buf.find(b"\n", max(budget_end - buf_start - 1, 0)) + 1 if over else buf.rfind(b"\n") + 1
             if not cut:
+                tail = buf
                 continue
+            tail = buf[cut:]
             whole = buf[:cut]
             done = _scan_chunk(whole, pattern, path, line_no, limit, result)
             used = done if done is not None else len(whole)
             result.scanned_bytes += used
             line_no += whole.count(b"\n", 0, used)
             result.scanned_lines = line_no - offset
-            if done is not None or pos + result.scanned_bytes >= budget_end:
+            if done is not None or over:
                 break
         result.next_offset = line_no if line_no < snap.lines else None
         return result

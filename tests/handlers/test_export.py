@@ -7,8 +7,7 @@ import os
 import orjson
 import pytest
 
-from stimserver.handlers.export import parse_range
-from stimserver.handlers.export import RangeNotSatisfiable
+from stimserver.handlers.export import RangeNotSatisfiable, parse_range
 from stimserver.store import formats, output
 from stimserver.store.locks import FileLock
 from stimserver.store.paths import DataPaths
