@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..store.jobrecords import JobStatus
 from .base import Answer
@@ -72,5 +72,5 @@ class StatsAnswer(Answer):
     status: JobStatus
 
 
-OUTPUT_ANSWERS = {"OutputLine": OutputLine, "SearchAnswer": SearchAnswer, "SampleAnswer": SampleAnswer,
-                  "StatsAnswer": StatsAnswer}
+OUTPUT_ANSWERS: dict[str, type[BaseModel]] = {
+    "OutputLine": OutputLine, "SearchAnswer": SearchAnswer, "SampleAnswer": SampleAnswer, "StatsAnswer": StatsAnswer}
