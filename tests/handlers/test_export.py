@@ -232,3 +232,29 @@ def test_sft_rows_from_a_rollout_fixture(paths, records, make_job):
     with pytest.raises(ValueError, match="raw, sft"):
         formats.converter("questions", "rollout")
 
+
+
+async def test_raw_export_goes_by_sendfile(client, make_job, alice, paths, monkeypatch):
+    """The stored bytes go by the kernel's sendfile; where the transport cannot, by chunked reads."""
+    import asyncio
+
+    make_job(lines=500)
+    calls = []
+    loop = asyncio.get_running_loop()
+    real = loop.sendfile
+
+    async def spy(transport, file, offset=0, count=None, **kw):
+        calls.append((offset, count))
+        return await real(transport, file, offset, count, **kw)
+
+    monkeypatch.setattr(loop, "sendfile", spy)
+    r = await client.get(BASE + "/export", headers={**alice, "Range": "bytes=100-"})
+    assert await r.read() == stored(paths)[100:]
+    assert calls == [(100, len(stored(paths)) - 100)]
+
+    async def unsupported(*args, **kw):
+        raise NotImplementedError
+
+    monkeypatch.setattr(loop, "sendfile", unsupported)
+    r = await client.get(BASE + "/export", headers=alice)
+    assert await r.read() == stored(paths)
