@@ -140,11 +140,14 @@ async def export(request: web.Request, kind: str) -> web.StreamResponse:
         if request.method == "HEAD" or snap.size == 0 and not gzip:
             await resp.write_eof()
             return resp
-        if convert is None and not gzip:
-            await _sendfile(request, resp, snap, begin, end)
-        else:
-            await _gzip_or_plain(resp, _read(snap, begin, end, convert), gzip)
-        await resp.write_eof()
+        try:
+            if convert is None and not gzip:
+                await _sendfile(request, resp, snap, begin, end)
+            else:
+                await _gzip_or_plain(resp, _read(snap, begin, end, convert), gzip)
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the client went away mid-download (it resumes with Range): nothing to answer
         return resp
     finally:
         if snap.data_fd >= 0:

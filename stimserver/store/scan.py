@@ -86,7 +86,8 @@ def compile_pattern(query: str | None, regex: str | None) -> Pattern:
     if len(text) > MAX_PATTERN:
         raise BadPattern(f"is longer than {MAX_PATTERN} characters")
     literal = regex is None
-    return Pattern(_compile(text, literal, True), _compile(text, literal, False), text)
+    value = _compile(text, literal, False)  # first: its errors quote the pattern as the user wrote it
+    return Pattern(_compile(text, literal, True), value, text)
 
 
 def field_value(row: object, path: tuple[str, ...]) -> bytes | None:
