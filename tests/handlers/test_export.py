@@ -258,3 +258,27 @@ async def test_raw_export_goes_by_sendfile(client, make_job, alice, paths, monke
     monkeypatch.setattr(loop, "sendfile", unsupported)
     r = await client.get(BASE + "/export", headers=alice)
     assert await r.read() == stored(paths)
+
+
+async def test_the_access_log_counts_the_bytes_sent(client, make_job, alice, paths, monkeypatch):
+    """sendfile bypasses aiohttp's writer; the export counts what it sent, so the access log's bytes are true."""
+    import asyncio
+
+    from aiohttp import web
+
+    seen: list[int] = []
+    real = web.StreamResponse.write_eof
+
+    async def write_eof(self, data=b""):
+        await real(self, data)
+        seen.append(self.body_length)  # what the access logger reads
+
+    monkeypatch.setattr(web.StreamResponse, "write_eof", write_eof)
+    make_job(lines=300)
+    r = await client.get(BASE + "/export", headers=alice)
+    assert await r.read() == stored(paths)
+    for _ in range(500):  # the handler finishes just after the client has the last byte
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    assert len(stored(paths)) <= seen[-1] < len(stored(paths)) + 2000  # aiohttp counts the headers too
