@@ -8,8 +8,8 @@ It builds the same synthetic stim output as scripts/bench_output.py (with ``stim
 import``) in its own work folder, starts ``stimserver serve`` (auth and access log on,
 as deployed) and prints one Markdown table:
 
-1. export: GET …/stim/export read to the end, in MB/s, against ``cat FILE > /dev/null``
-   of the same file (page cache warm for both);
+1. export: GET …/stim/export read to the end (by http.client, and by curl when it is
+   installed), in MB/s, against ``cat FILE > /dev/null`` of the same file (page cache warm);
 2. search: a case-insensitive substring over the whole output, following ``next_offset``
    to the end, in MB/s, against ``grep -c -i`` of the same text;
 3. sample: latency of GET …/output/sample?n=1000 (median of 20, new seed each time);
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,7 +77,14 @@ def main() -> None:
         t_cat, _ = timed(lambda: subprocess.run(f"cat '{out_file}' > /dev/null", shell=True, check=True))
         t_exp, (status, _, got) = timed(lambda: fetch(port, token, BASE + "/export", sink=True))
         assert status == 200 and got == size, (status, got, size)
-        rows.append(("export (MB/s)", f"{mb / t_exp:,.0f}", f"cat: {mb / t_cat:,.0f}", f"{t_cat / t_exp:.2f}"))
+        rows.append(("export, read by Python's http.client (MB/s)", f"{mb / t_exp:,.0f}", f"cat: {mb / t_cat:,.0f}",
+                     f"{t_cat / t_exp:.2f}"))
+        if shutil.which("curl"):  # a client that is not itself the bottleneck
+            t_curl, _ = timed(lambda: subprocess.run(
+                ["curl", "-sS", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}",
+                 f"http://127.0.0.1:{port}{BASE}/export"], check=True))
+            rows.append(("export, read by curl (MB/s)", f"{mb / t_curl:,.0f}", f"cat: {mb / t_cat:,.0f}",
+                         f"{t_cat / t_curl:.2f}"))
 
         t_grep, grep = timed(lambda: subprocess.run(["grep", "-c", "-i", "-F", NEEDLE, str(out_file)],
                                                     capture_output=True, text=True))
