@@ -10,8 +10,8 @@ job, fewer lines, an index entry that is not the cached size — is scanned from
 
 Entry ``i`` of ``stats.qhash`` is a function of the output alone, so a writer that appends
 and a crash that leaves extra entries past ``qhash_count`` can never make it wrong; one
-updater at a time holds ``stats.lock`` and a caller that finds it held answers without
-saving. Blocking: call it off the event loop.
+updater at a time holds ``stats.lock``; a caller that finds it held waits, then reads
+what the updater saved. Blocking: call it off the event loop.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from .atomic import write_json_atomic
-from .locks import try_lock
+from .locks import FileLock
 from .snapshot import CHUNK, Snapshot, take
 
 __all__ = ["STATS_NAME", "QHASH_NAME", "VERSION", "empty", "stats", "summary"]
@@ -162,10 +162,17 @@ def stats(job_dir: Path, key: str) -> dict[str, Any]:
         state = _load(job_dir, key)
         if state is not None and _still_prefix(state, snap) and state["lines"] == snap.lines:
             return summary(state)  # the O(1) path: nothing new
-        with try_lock(job_dir / LOCK_NAME) as lock:
-            state = _load(job_dir, key)  # another updater may have finished meanwhile
+        # One updater at a time; the others wait and then find its work in the cache.
+        try:
+            lock = FileLock.acquire(job_dir / LOCK_NAME, blocking=True)
+        except FileNotFoundError:
+            lock = None  # the job folder went away meanwhile (target deleted): answer, cache nothing
+        try:
+            state = _load(job_dir, key)
             seen: set[int] = set()
             if state is not None and _still_prefix(state, snap):
+                if state["lines"] == snap.lines:
+                    return summary(state)  # another caller has just done it
                 try:
                     seen = _hashes(job_dir, state["qhash_count"])
                 except (OSError, ValueError):
@@ -178,5 +185,11 @@ def stats(job_dir: Path, key: str) -> dict[str, Any]:
             new_hashes: list[int] = []
             _scan(state, snap, seen, new_hashes)
             if lock is not None:
-                _save(job_dir, state, start, new_hashes)
+                try:
+                    _save(job_dir, state, start, new_hashes)
+                except FileNotFoundError:
+                    pass  # deleted while it was counted: nothing to cache
             return summary(state)
+        finally:
+            if lock is not None:
+                lock.release()

@@ -166,3 +166,15 @@ async def test_another_users_output_is_never_searched(client, make_job, master_h
         assert status == 403
     status, body = await get(client, f"{BASE}/search?q=secret", {**master_headers, "X-User-Id": "carol"})
     assert status == 404
+
+
+async def test_the_new_routes_are_counted_by_route_template(client, make_job, alice):
+    make_job(lines=5)
+    for what in ("output/search?q=Question", "output/sample", "output/stats", "export"):
+        r = await client.get(f"/v1/repo/repo1/targets/t1/stim/{what}", headers=alice)
+        assert r.status == 200
+        await r.read()
+    text = await (await client.get("/metrics")).text()
+    for what in ("output/search", "output/sample", "output/stats", "export"):
+        route = f"/v1/repo/{{repo_name}}/targets/{{target_name}}/stim/{what}"
+        assert any(route in line and 'status="200"' in line for line in text.splitlines()), what

@@ -116,3 +116,19 @@ def test_a_cache_that_does_not_check_out_is_rebuilt(tmp_path, damage):
     else:
         (job / stats.STATS_NAME).write_bytes(b"{not json")
         assert stats.stats(job, "k")["distinct_questions"] == 50
+
+
+def test_a_job_folder_deleted_meanwhile_answers_without_caching(tmp_path, monkeypatch):
+    import shutil
+
+    job = tmp_path / "stim"
+    write(job, [{"stimulus_id": i, "question": f"q{i}"} for i in range(30)])
+    real = stats._load
+
+    def vanish(job_dir, key):
+        shutil.rmtree(job_dir, ignore_errors=True)  # the target is deleted while the scan starts
+        return real(job_dir, key)
+
+    monkeypatch.setattr(stats, "_load", vanish)
+    assert stats.stats(job, "k")["lines"] == 30
+    assert not job.exists()
