@@ -178,3 +178,34 @@ async def test_the_new_routes_are_counted_by_route_template(client, make_job, al
     for what in ("output/search", "output/sample", "output/stats", "export"):
         route = f"/v1/repo/{{repo_name}}/targets/{{target_name}}/stim/{what}"
         assert any(route in line and 'status="200"' in line for line in text.splitlines()), what
+
+
+async def test_a_scan_under_way_blocks_no_other_request(client, make_job, alice, monkeypatch):
+    """The scan runs in its own threads: while one is held mid-scan, pages, stats and samples still answer."""
+    import asyncio
+    import threading
+
+    from stimserver.store import scan
+
+    make_job(lines=20)
+    entered, release = threading.Event(), threading.Event()
+    real = scan.search
+
+    def held(*args):
+        entered.set()
+        release.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(scan, "search", held)
+    searching = asyncio.ensure_future(client.get(f"{BASE}/search?q=Question", headers=alice))
+    try:
+        await asyncio.to_thread(entered.wait, 30)
+        assert entered.is_set() and not searching.done()
+        status, page = await get(client, "/v1/repo/repo1/targets/t1/stim/output?limit=5", alice)
+        assert status == 200 and len(page["output"]) == 5
+        status, _ = await get(client, f"{BASE}/sample?n=3", alice)
+        assert status == 200
+    finally:
+        release.set()
+    r = await searching
+    assert r.status == 200 and len((await r.json())["matches"]) == 20
