@@ -90,7 +90,7 @@ async def _sendfile(request: web.Request, resp: web.StreamResponse, writer: Abst
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("connection lost")
-    with open(snap.data_fd, "rb", closefd=False) as f:
+    with snap.file() as f:
         try:
             sent = await asyncio.get_running_loop().sendfile(transport, f, begin, end - begin)
             writer.output_size += sent  # past aiohttp's writer: counted here so the access log shows it

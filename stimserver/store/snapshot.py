@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from . import lineindex
 from .output import DATA_NAME, INDEX_NAME, _repair_if_idle
@@ -51,6 +52,11 @@ class Snapshot:
                 raise EOFError("the output was cut while it was read")
             pos += len(raw)
             yield raw
+
+    def file(self) -> BinaryIO:
+        """The data as a file object on the same descriptor (for ``loop.sendfile``); closing it leaves
+        the snapshot open."""
+        return open(self.data_fd, "rb", closefd=False)
 
     def close(self) -> None:
         for fd in (self.data_fd, self.idx_fd):
