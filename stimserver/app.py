@@ -6,7 +6,7 @@ from aiohttp import web
 from .auth import Authenticator, KeyStore, auth_middleware
 from .config import Settings
 from .errors import error_middleware
-from .handlers import health, jobs, prompts, repos, targets, unserved
+from .handlers import export, health, jobs, prompts, repos, search, targets, unserved
 from .jobs import JobRunner
 from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
 from .llm.providers import client_factory
@@ -22,7 +22,8 @@ from .store.records import Records
 
 __all__ = ["create_app"]
 
-ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, unserved.routes)
+ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, unserved.routes,
+                export.routes, search.routes)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -138,6 +138,55 @@ def import_cmd(user: str, repo: str, target: str, file: Path, data_dir: Path, qu
         except ImportRefused as e:
             raise click.ClickException(f"{e}; nothing was written") from None
     click.echo(f"imported {lines} lines into {user}/{repo}/{target} (stim, complete)")
+
+
+@main.command("export")
+@click.option("--user", required=True, help="the user owning the repo")
+@click.option("--repo", required=True, help="the repo")
+@click.option("--target", required=True, help="the target")
+@click.option("--kind", default="stim", show_default=True, type=click.Choice(["stim", "rollout"]),
+              help="the job whose output to export")
+@click.option("--format", "fmt", default="raw", show_default=True, type=click.Choice(["raw", "questions", "sft"]),
+              help="raw: the stored lines; questions (stim): {stimulus_id, question}; sft (rollout): chat rows")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="file to write (default: standard output)")
+@DATA_OPTION
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def export_cmd(user: str, repo: str, target: str, kind: str, fmt: str, out: Path | None, data_dir: Path,
+               quiet: bool) -> None:
+    """Write a job's committed output as JSON lines, as GET …/{kind}/export does."""
+    from tqdm import tqdm
+
+    from .store import formats, snapshot
+
+    records = _records(data_dir)
+    try:
+        convert = formats.converter(fmt, kind)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if _cli_errors(lambda: records.target(user, repo, target)) is None:
+        raise click.ClickException(f"no target {target!r} in repo {repo!r} of user {user!r}")
+    snap = snapshot.take(records.paths.job_dir(user, repo, target, kind))
+    if snap is None:
+        snap = snapshot.Snapshot(-1, -1, 0, 0)
+    sink = open(out, "wb") if out is not None else click.get_binary_stream("stdout")  # noqa: SIM115
+    try:
+        with tqdm(total=snap.size, unit="B", unit_scale=True, disable=quiet, file=sys.stderr,
+                  desc=f"{repo}/{target}/{kind}") as bar:
+            def read() -> Iterator[bytes]:
+                for chunk in snap.chunks(0, snap.size):
+                    bar.update(len(chunk))
+                    yield chunk
+
+            for part in read() if convert is None else formats.convert_chunks(read(), convert):
+                sink.write(part)
+    finally:
+        if snap.data_fd >= 0:
+            snap.close()
+        if out is not None:
+            sink.close()
+    if out is not None:
+        click.echo(f"exported {snap.lines} lines of {user}/{repo}/{target} ({kind}, {fmt}) to {out}", err=True)
 
 
 @main.command()

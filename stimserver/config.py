@@ -98,6 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
             "requests per minute per provider and process (0: no limit)", int, 0),
     Setting("llm_tokens_per_minute", "STIMSERVER_LLM_TOKENS_PER_MINUTE", 0,
             "input + output tokens per minute per provider and process (0: no limit)", int, 0),
+    Setting("search_scan_bytes", "STIMSERVER_SEARCH_SCAN_BYTES", 64 * 1024 * 1024,
+            "output bytes one search request scans at most (the client continues from next_offset)", int, 4096),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -183,6 +185,7 @@ class Settings:
     llm_max_concurrent: int = 64
     llm_requests_per_minute: int = 0
     llm_tokens_per_minute: int = 0
+    search_scan_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

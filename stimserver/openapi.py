@@ -51,7 +51,9 @@ NAME = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
-    return component_schemas(max_page_size=settings.max_page_size)
+    from .openapi_outputs import output_schemas  # issue 11's operations, in a module of their own
+
+    return {**component_schemas(max_page_size=settings.max_page_size), **output_schemas()}
 
 
 _ERRORS = {
@@ -258,6 +260,9 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": _not_served("recipes_get_recreation_plan", "Recipe recreation plan",
                                "model training is out of scope")},
     }
+    from .openapi_outputs import output_paths
+
+    paths |= output_paths(kind)  # export, search, sample, stats (rollout: one more call once it is served)
     for path, item in paths.items():
         names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
         if names:
