@@ -3,20 +3,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import Authenticator, KeyStore, auth_middleware
+from .auth import Authenticator, KeyStore
 from .config import Settings
-from .errors import error_middleware
 from .handlers import health, jobs, prompts, repos, targets, unserved
 from .jobs import JobRunner
 from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
 from .llm.providers import client_factory
-from .logs import flush_on_cleanup, request_id_middleware
+from .logs import flush_on_cleanup
 from .masterkey import load_master_key
-from .metrics import Metrics, count_lines_generated, metrics_middleware
+from .metrics import Metrics, count_lines_generated
 from .metrics import routes as metrics_routes
 from .openapi import openapi_bytes
 from .openapi import routes as openapi_routes
-from .proxy import TrustedProxies, forwarded_middleware
+from .pipeline import request_middleware
+from .proxy import TrustedProxies
 from .store.paths import DataPaths
 from .store.records import Records
 
@@ -26,19 +26,18 @@ ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, target
 
 
 def create_app(settings: Settings) -> web.Application:
-    proxies = TrustedProxies(settings.trusted_proxies)
-    app = web.Application(
-        middlewares=[*((forwarded_middleware(proxies),) if proxies else ()), metrics_middleware,
-                     request_id_middleware, error_middleware, auth_middleware],
-        client_max_size=settings.max_body_bytes,
-    )
     paths = DataPaths(settings.data_dir)
+    metrics = Metrics(paths)
+    auth = Authenticator(load_master_key(settings), settings.master_user, KeyStore(paths.keys_file))
+    # One middleware runs forwarded → metrics → request id → errors → auth (pipeline.py).
+    app = web.Application(middlewares=[request_middleware(auth, metrics, TrustedProxies(settings.trusted_proxies))],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[PATHS] = paths
     app[RECORDS] = Records(paths)
-    app[METRICS] = Metrics(paths)
+    app[METRICS] = metrics
     app[OPENAPI] = openapi_bytes(settings)
-    app[AUTH] = Authenticator(load_master_key(settings), settings.master_user, KeyStore(paths.keys_file))
+    app[AUTH] = auth
     runner = JobRunner(paths, llm_factory=client_factory(settings), max_jobs=settings.max_jobs,
                        orphan_seconds=settings.job_orphan_seconds, on_lines=count_lines_generated)
     app[JOB_CONTROL] = runner  # run/stop requests work even when this process runs no jobs

@@ -23,7 +23,6 @@ from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
 from ..jsonio import json_response, raw_json_response
 from ..keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..paging import page_params
-from ..store import output
 from .context import target_context
 
 routes = web.RouteTableDef()
@@ -95,21 +94,34 @@ async def get_status(request: web.Request, kind: str) -> web.Response:
     return json_response(status_fields(job, lines))
 
 
+def _envelope(items: bytes | memoryview, job: Record | None, offset: int, limit: int, count: int,
+              total: int) -> web.Response:
+    """The page answer, built in one buffer: prefix, the stored lines, the rest of the fields."""
+    meta = orjson.dumps({
+        "offset": offset, "limit": limit, "has_more": offset + count < total,
+        **status_fields(job, total),
+    })
+    return raw_json_response(b"".join((b'{"output":[', items, b"],", memoryview(meta)[1:])))
+
+
 async def get_output(request: web.Request, kind: str) -> web.Response:
     settings = request.app[SETTINGS]
     offset, limit = page_params(request.query, settings.default_page_size, settings.max_page_size)
     ref = _ref(request, kind)
-    job = await _live(request, ref, _load(request, ref))
+    records = request.app[RECORDS]
+    job, version = records.job_versioned(ref.user, ref.repo, ref.target, kind)
     if job is None:
-        page = output.EMPTY
-    else:
-        page = await request.app[RECORDS].job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
-    meta = orjson.dumps({
-        "offset": offset, "limit": limit, "has_more": offset + page.count < page.total,
-        **status_fields(job, page.total),
-    })
+        target_context(request)  # raises the right 404 (or the 422 of a bad name)
+        return _envelope(b"", None, offset, limit, 0, 0)
+    if job.get("status") == JobStatus.COMPLETE and version is not None:
+        # Fast path (issue 13): a complete job's output is read from files kept open.
+        lines = records.complete_lines(ref.user, ref.repo, ref.target, kind, version, offset, limit)
+        if lines is not None:
+            return _envelope(lines.items, job, offset, limit, lines.count, lines.total)
+    job = await _live(request, ref, job)
+    page = await records.job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
     body = page.body if page.body is not None else b"[]"
-    return raw_json_response(b"".join((b'{"output":', body, b",", memoryview(meta)[1:])))
+    return _envelope(memoryview(body)[1:-1], job, offset, limit, page.count, page.total)
 
 
 @routes.post("/v1/repo/{repo_name}/targets/{target_name}/stim")
