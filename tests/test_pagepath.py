@@ -153,3 +153,15 @@ def _closed(fd: int) -> bool:
     except OSError:
         return True
     return False
+
+
+@pytest.mark.parametrize("offset, limit", [(0, 100), (0, 7), (3, 7), (19, 5), (20, 5), (999, 1)])
+async def test_the_fast_page_is_the_ordinary_page(client, make_job, alice, monkeypatch, offset, limit):
+    """Byte for byte what the ordinary reader's envelope says, for any offset."""
+    make_job(lines=20)
+    r = await client.get(f"{BASE}?offset={offset}&limit={limit}", headers=alice)
+    fast = await r.read()
+    assert len(served(client).outputs) == 1
+    monkeypatch.setattr(Records, "complete_lines", lambda self, *args: None)
+    r = await client.get(f"{BASE}?offset={offset}&limit={limit}", headers=alice)
+    assert await r.read() == fast

@@ -104,6 +104,24 @@ def _envelope(items: bytes | memoryview, job: Record | None, offset: int, limit:
     return raw_json_response(b"".join((b'{"output":[', items, b"],", memoryview(meta)[1:])))
 
 
+# The status part of complete jobs' pages, serialised once per record version and line
+# count (it holds the config, the costliest part to serialise); bounded, keyed by the folder.
+_STATUS_BYTES: dict[tuple[Any, ...], bytes] = {}
+_STATUS_BYTES_SIZE = 256
+
+
+def _complete_envelope(key: tuple[Any, ...], items: memoryview, job: Record, offset: int, limit: int, count: int,
+                       total: int) -> web.Response:
+    """``_envelope`` for a complete job, its status fields taken from ``_STATUS_BYTES``."""
+    status = _STATUS_BYTES.get(key)
+    if status is None:
+        if len(_STATUS_BYTES) >= _STATUS_BYTES_SIZE:
+            _STATUS_BYTES.clear()
+        status = _STATUS_BYTES[key] = orjson.dumps(status_fields(job, total))[1:]
+    head = b'],"offset":%d,"limit":%d,"has_more":%s,' % (offset, limit, b"true" if offset + count < total else b"false")
+    return raw_json_response(b"".join((b'{"output":[', items, head, status)))
+
+
 async def get_output(request: web.Request, kind: str) -> web.Response:
     settings = request.app[SETTINGS]
     offset, limit = page_params(request.query, settings.default_page_size, settings.max_page_size)
@@ -117,7 +135,8 @@ async def get_output(request: web.Request, kind: str) -> web.Response:
         # Fast path (issue 13): a complete job's output is read from files kept open.
         lines = records.complete_lines(ref.user, ref.repo, ref.target, kind, version, offset, limit)
         if lines is not None:
-            return _envelope(lines.items, job, offset, limit, lines.count, lines.total)
+            key = (records.paths.root, ref, version, lines.total)
+            return _complete_envelope(key, lines.items, job, offset, limit, lines.count, lines.total)
     job = await _live(request, ref, job)
     page = await records.job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
     body = page.body if page.body is not None else b"[]"

@@ -67,6 +67,18 @@ def _unchanged(fd: int, size: int) -> bool:
     return st.st_size == size and st.st_nlink > 0
 
 
+def _span(idx_fd: int, start: int, stop: int) -> tuple[int, int]:
+    """``lineindex.read_span`` in one ``pread`` (the entries before and at the page's end are adjacent)."""
+    if start == 0:
+        return 0, lineindex.read_entry(idx_fd, stop - 1)
+    want = (stop - start + 1) * lineindex.ENTRY_SIZE
+    raw = os.pread(idx_fd, want, (start - 1) * lineindex.ENTRY_SIZE)
+    if len(raw) != want:
+        raise EOFError("the index is shorter than it was")
+    size = lineindex.ENTRY_SIZE
+    return int.from_bytes(raw[:size], "little"), int.from_bytes(raw[-size:], "little")
+
+
 def _open(job_dir: Path, version: Identity) -> _Open | None:
     """Both files of a complete job's output, if they exist and agree; else None."""
     try:
@@ -138,7 +150,7 @@ class OpenOutputs:
         stop = min(offset + limit, total)
         if stop <= offset:
             return Lines(memoryview(b""), 0, total)
-        begin, end = lineindex.read_span(entry.idx_fd, offset, stop)
+        begin, end = _span(entry.idx_fd, offset, stop)
         if end - begin > output.INLINE_READ_BYTES:  # read at call time: one setting for both paths
             return None
         raw = os.pread(entry.data_fd, end - begin, begin)
