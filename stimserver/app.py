@@ -1,6 +1,8 @@
 """create_app(settings): the only factory. Wiring only — no logic lives here."""
 from __future__ import annotations
 
+import gc
+
 from aiohttp import web
 
 from .auth import Authenticator, KeyStore
@@ -47,5 +49,22 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(table)
     app.add_routes(openapi_routes)
     app.add_routes(metrics_routes)
-    app.on_cleanup.append(flush_on_cleanup)  # requests drained at shutdown get their access-log lines
+    app.on_startup.append(_freeze_startup_objects)
+    app.on_cleanup.append(flush_on_cleanup)
+    app.on_cleanup.append(_unfreeze)  # requests drained at shutdown get their access-log lines
     return app
+
+
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Move what startup built (schemas, routes, modules) out of the collector's sight.
+
+    A full collection under load otherwise walks those ~55,000 objects every few seconds,
+    a 30 ms stall that shows in p99 (issue 13); they live as long as the process anyway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+async def _unfreeze(app: web.Application) -> None:
+    """Back to ordinary collection when the app stops (tests start many apps in one process)."""
+    gc.unfreeze()
