@@ -3,7 +3,9 @@
 Each record is one small JSON file, written with ``atomic.write_json_atomic`` (or
 ``create_json_exclusive`` when two creators may race). Reads go through a cache
 keyed by the file's identity (inode, size, mtime), so the hot paging path re-reads
-``job.json`` only when it has changed — also when another process changed it.
+``job.json`` only when it has changed — also when another process changed it. Pages of
+complete jobs come from ``opencache.OpenOutputs`` (files kept open, keyed by that record's
+identity), so a page costs one ``stat`` of ``job.json`` and no open.
 
 Listings read the folders: a name counts only if it is a valid name and its record
 file exists, so temp files and trash a crash left behind never show up. Changes that
