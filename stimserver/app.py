@@ -51,7 +51,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(metrics_routes)
     app.on_startup.append(_freeze_startup_objects)
     app.on_cleanup.append(flush_on_cleanup)
-    app.on_cleanup.append(_unfreeze)  # requests drained at shutdown get their access-log lines
+    app.on_cleanup.append(_unfreeze)
+    app.on_cleanup.append(_close_outputs)  # requests drained at shutdown get their access-log lines
     return app
 
 
@@ -68,3 +69,8 @@ async def _freeze_startup_objects(app: web.Application) -> None:
 async def _unfreeze(app: web.Application) -> None:
     """Back to ordinary collection when the app stops (tests start many apps in one process)."""
     gc.unfreeze()
+
+
+async def _close_outputs(app: web.Application) -> None:
+    """Close the output files the page fast path kept open (store/opencache.py)."""
+    app[RECORDS].outputs.close()

@@ -165,3 +165,15 @@ async def test_the_fast_page_is_the_ordinary_page(client, make_job, alice, monke
     monkeypatch.setattr(Records, "complete_lines", lambda self, *args: None)
     r = await client.get(f"{BASE}?offset={offset}&limit={limit}", headers=alice)
     assert await r.read() == fast
+
+
+async def test_the_open_files_are_closed_when_the_app_stops(aiohttp_client, settings, make_job, master_headers):
+    from stimserver.app import create_app
+
+    make_job(lines=3)
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    assert (await page(client, {**master_headers, "X-User-Id": "alice"}))[0] == 200
+    entry = next(iter(app[RECORDS].outputs._items.values()))
+    await client.close()
+    assert len(app[RECORDS].outputs) == 0 and _closed(entry.data_fd) and _closed(entry.idx_fd)
