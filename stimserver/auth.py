@@ -30,7 +30,7 @@ from .store.cache import FileCache
 from .store.keys import KeyFile
 from .store.paths import check_name
 
-__all__ = ["Identity", "Authenticator", "KeyStore", "auth_middleware", "hash_token",
+__all__ = ["Identity", "Authenticator", "KeyStore", "auth_middleware", "authenticate", "hash_token",
            "generate_master_key", "PUBLIC_PATHS"]
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/metrics"})
@@ -126,9 +126,14 @@ class Authenticator:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def authenticate(request: web.Request, auth: Authenticator) -> None:
+    """Set the request's ``IDENTITY`` unless its path is public; raises 401/403/422 as ``identify``."""
+    if request.path not in PUBLIC_PATHS:
+        request[IDENTITY] = auth.identify(request)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
-        return await handler(request)
-    request[IDENTITY] = request.app[AUTH].identify(request)
+    """``authenticate`` as a middleware of its own (the app runs it inside ``pipeline``)."""
+    authenticate(request, request.app[AUTH])
     return await handler(request)

@@ -20,7 +20,7 @@ from .store import errors as store_errors
 __all__ = [
     "ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict",
     "ValidationError", "PayloadTooLarge", "ServiceBusy", "InsufficientStorage", "error_body", "error_middleware",
-    "from_store_error",
+    "from_store_error", "error_response",
 ]
 
 log = logging.getLogger("stimserver.errors")
@@ -151,30 +151,39 @@ async def _allowed_methods(request: web.Request, given: str) -> str:
     return ",".join(sorted(best[1])) if best is not None else given
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as e:
-        return _json_error(e.status, e.code, e.message, e.detail, e.headers)
-    except store_errors.StoreError as e:
-        api = from_store_error(e)
+async def error_response(request: web.Request, exc: Exception) -> web.Response | None:
+    """The JSON error answer for ``exc``; None for an HTTP exception below 400 (let it through)."""
+    if isinstance(exc, ApiError):
+        return _json_error(exc.status, exc.code, exc.message, exc.detail, exc.headers)
+    if isinstance(exc, store_errors.StoreError):
+        api = from_store_error(exc)
         return _json_error(api.status, api.code, api.message, api.detail, api.headers)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise  # redirects and the like pass through untouched
-        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow",)}
-        if e.status == 405:
-            headers = {"Allow": await _allowed_methods(request, e.headers.get("Allow", ""))}
-        if e.status == 404:
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return None  # redirects and the like pass through untouched
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
+        if exc.status == 405:
+            headers = {"Allow": await _allowed_methods(request, exc.headers.get("Allow", ""))}
+        if exc.status == 404:
             message = f"no such endpoint: {request.method} {request.path}"
-        elif e.status == 405:
+        elif exc.status == 405:
             message = f"method {request.method} is not allowed on {request.path}"
-        elif e.status == 413:
+        elif exc.status == 413:
             message = "request body too large"
         else:
-            message = e.reason
-        return _json_error(e.status, _HTTP_CODES.get(e.status, "HTTP_ERROR"), message, headers=headers)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return _json_error(500, "INTERNAL_ERROR", "internal server error")
+            message = exc.reason
+        return _json_error(exc.status, _HTTP_CODES.get(exc.status, "HTTP_ERROR"), message, headers=headers)
+    log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return _json_error(500, "INTERNAL_ERROR", "internal server error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every exception → the one JSON error shape (the app runs ``error_response`` in ``pipeline``)."""
+    try:
+        return await handler(request)
+    except Exception as e:
+        response = await error_response(request, e)
+        if response is None:
+            raise
+        return response

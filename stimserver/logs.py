@@ -38,7 +38,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from .keys import CLIENT_ADDR, IDENTITY, REQUEST_ID
 
-__all__ = ["request_id_middleware", "new_request_id", "JsonAccessLogger", "REQUEST_ERROR",
+__all__ = ["request_id_middleware", "request_id_of", "new_request_id", "JsonAccessLogger", "REQUEST_ERROR",
            "flush_access_log", "flush_on_cleanup"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -75,7 +75,8 @@ class _RequestIds:
 new_request_id = _RequestIds()
 
 
-def _request_id(request: web.Request) -> str:
+def request_id_of(request: web.Request) -> str:
+    """The request's id: a sane incoming ``X-Request-Id``, else a new one."""
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and all(c in _ID_CHARS for c in given):
         return given
@@ -84,7 +85,7 @@ def _request_id(request: web.Request) -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request[REQUEST_ID] = _request_id(request)
+    rid = request[REQUEST_ID] = request_id_of(request)
     response = await handler(request)
     response.headers["X-Request-Id"] = rid
     return response

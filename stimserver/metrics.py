@@ -41,7 +41,7 @@ from .store.cache import FileCache
 from .store.jobrecords import JobStatus, job_files
 from .store.paths import JOB_KINDS, DataPaths
 
-__all__ = ["Metrics", "metrics_middleware", "routes", "count_lines_generated", "multiprocess_dir",
+__all__ = ["Metrics", "metrics_middleware", "observe_request", "routes", "count_lines_generated", "multiprocess_dir",
            "JOB_STATES"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -206,17 +206,24 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
+def observe_request(metrics: Metrics, request: web.Request, started: float,
+                    response: web.StreamResponse | None = None, status: int = 0) -> None:
+    """Count one answered request (``response``, or a bare ``status`` for a passing HTTP exception)."""
+    body = response.body if isinstance(response, web.Response) else None
+    metrics.observe(_route(request), request.method, response.status if response is not None else status,
+                    time.perf_counter() - started, len(body) if isinstance(body, (bytes, bytearray)) else 0)
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``observe_request`` as a middleware of its own (the app runs it inside ``pipeline``)."""
     started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as e:  # only redirects and the like get past the error middleware
-        request.app[METRICS].observe(_route(request), request.method, e.status, time.perf_counter() - started, 0)
+        observe_request(request.app[METRICS], request, started, status=e.status)
         raise
-    body = response.body if isinstance(response, web.Response) else None
-    request.app[METRICS].observe(_route(request), request.method, response.status, time.perf_counter() - started,
-                                 len(body) if isinstance(body, (bytes, bytearray)) else 0)
+    observe_request(request.app[METRICS], request, started, response)
     return response
 
 

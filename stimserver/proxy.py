@@ -21,7 +21,7 @@ from aiohttp import web
 
 from .keys import CLIENT_ADDR, CLIENT_SCHEME
 
-__all__ = ["TrustedProxies", "forwarded_middleware", "client_address"]
+__all__ = ["TrustedProxies", "forwarded_middleware", "note_forwarded", "client_address"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -79,20 +79,28 @@ class TrustedProxies:
         return client
 
 
-def forwarded_middleware(proxies: TrustedProxies):
-    """A middleware recording the real client of requests that come through ``proxies``."""
+def note_forwarded(request: web.Request, proxies: TrustedProxies) -> None:
+    """Record the real client and scheme of a request that came through one of ``proxies``."""
+    peer = request.remote
+    if peer is not None and proxies.trusts(peer):
+        headers = request.headers
+        forwarded_for = headers.get("X-Forwarded-For")
+        if forwarded_for:
+            request[CLIENT_ADDR] = proxies.client(peer, forwarded_for)
+        proto = headers.get("X-Forwarded-Proto", "").strip().lower()
+        if proto in ("http", "https"):
+            request[CLIENT_SCHEME] = proto
+
+
+def forwarded_middleware(proxies: TrustedProxies) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """A middleware recording the real client of requests that come through ``proxies``.
+
+    The app itself runs ``note_forwarded`` inside its one middleware (``pipeline.py``).
+    """
 
     @web.middleware
     async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-        peer = request.remote
-        if peer is not None and proxies.trusts(peer):
-            headers = request.headers
-            forwarded_for = headers.get("X-Forwarded-For")
-            if forwarded_for:
-                request[CLIENT_ADDR] = proxies.client(peer, forwarded_for)
-            proto = headers.get("X-Forwarded-Proto", "").strip().lower()
-            if proto in ("http", "https"):
-                request[CLIENT_SCHEME] = proto
+        note_forwarded(request, proxies)
         return await handler(request)
 
     return forwarded

@@ -78,10 +78,19 @@ async def test_middleware(aiohttp_client, spec, headers, expected):
     assert await (await client.get("/", headers=headers)).json() == expected
 
 
-def test_no_trusted_proxy_no_middleware(settings):
-    plain = create_app(settings)
-    behind = create_app(Settings.build(data_dir=settings.data_dir, master_key=MASTER_KEY, trusted_proxies="127.0.0.1"))
-    assert len(behind.middlewares) == len(plain.middlewares) + 1
+async def test_no_trusted_proxy_no_forwarded_step(aiohttp_client, settings, monkeypatch):
+    """The app's one middleware (pipeline.py) consults forwarded headers only when proxies are trusted."""
+    import stimserver.pipeline as pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "note_forwarded", lambda request, proxies: calls.append(proxies))
+    plain = await aiohttp_client(create_app(settings))
+    assert (await plain.get("/v1/health", headers={"X-Forwarded-For": "203.0.113.9"})).status == 200
+    assert calls == []
+    behind = await aiohttp_client(create_app(Settings.build(data_dir=settings.data_dir, master_key=MASTER_KEY,
+                                                            trusted_proxies="127.0.0.1")))
+    assert (await behind.get("/v1/health")).status == 200
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("trusted, remote, via", [("127.0.0.1", "203.0.113.9", "127.0.0.1"),

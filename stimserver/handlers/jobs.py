@@ -14,6 +14,7 @@ serialised with orjson. Every field is always present.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,7 +25,6 @@ from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
 from ..jsonio import json_response, raw_json_response
 from ..keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..paging import page_params
-from ..store import output
 from .context import target_context
 
 routes = web.RouteTableDef()
@@ -106,22 +106,59 @@ async def get_status(request: web.Request, kind: str) -> web.Response:
     return json_response(status_fields(job, lines, usage))
 
 
+def _envelope(items: bytes | memoryview, job: Record | None, offset: int, limit: int, count: int,
+              total: int, usage: dict[str, int] | None = None) -> web.Response:
+    """The page answer, built in one buffer: prefix, the stored lines, the rest of the fields."""
+    meta = orjson.dumps({
+        "offset": offset, "limit": limit, "has_more": offset + count < total,
+        **status_fields(job, total, usage),
+    })
+    return raw_json_response(b"".join((b'{"output":[', items, b"],", memoryview(meta)[1:])))
+
+
+# The status part of complete jobs' pages, serialised once per record version and line
+# count (it holds the config, the costliest part to serialise); bounded, keyed by the folder.
+_STATUS_BYTES: dict[tuple[Any, ...], bytes] = {}
+_STATUS_BYTES_SIZE = 256
+
+
+def _complete_envelope(key: tuple[Any, ...], items: memoryview, job: Record, offset: int, limit: int, count: int,
+                       total: int, usage: Callable[[], dict[str, int] | None]) -> web.Response:
+    """``_envelope`` for a complete job, its status fields taken from ``_STATUS_BYTES``.
+
+    A complete job's usage is final (saved before its record says complete), so it is read
+    only when the status bytes are made, not on every page.
+    """
+    status = _STATUS_BYTES.get(key)
+    if status is None:
+        if len(_STATUS_BYTES) >= _STATUS_BYTES_SIZE:
+            _STATUS_BYTES.clear()
+        status = _STATUS_BYTES[key] = orjson.dumps(status_fields(job, total, usage()))[1:]
+    head = b'],"offset":%d,"limit":%d,"has_more":%s,' % (offset, limit, b"true" if offset + count < total else b"false")
+    return raw_json_response(b"".join((b'{"output":[', items, head, status)))
+
+
 async def get_output(request: web.Request, kind: str) -> web.Response:
     settings = request.app[SETTINGS]
     offset, limit = page_params(request.query, settings.default_page_size, settings.max_page_size)
     ref = _ref(request, kind)
-    job = await _live(request, ref, _load(request, ref))
+    records = request.app[RECORDS]
+    job, version = records.job_versioned(ref.user, ref.repo, ref.target, kind)
     if job is None:
-        page = output.EMPTY
-    else:
-        page = await request.app[RECORDS].job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
-    meta = orjson.dumps({
-        "offset": offset, "limit": limit, "has_more": offset + page.count < page.total,
-        **status_fields(job, page.total, None if job is None else
-                        request.app[RECORDS].job_usage(ref.user, ref.repo, ref.target, kind)),
-    })
+        target_context(request)  # raises the right 404 (or the 422 of a bad name)
+        return _envelope(b"", None, offset, limit, 0, 0)
+    if job.get("status") == JobStatus.COMPLETE and version is not None:
+        # Fast path (issue 13): a complete job's output is read from files kept open.
+        lines = records.complete_lines(ref.user, ref.repo, ref.target, kind, version, offset, limit)
+        if lines is not None:
+            key = (records.paths.root, ref, version, lines.total)
+            return _complete_envelope(key, lines.items, job, offset, limit, lines.count, lines.total,
+                                      lambda: records.job_usage(ref.user, ref.repo, ref.target, kind))
+    job = await _live(request, ref, job)
+    page = await records.job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
     body = page.body if page.body is not None else b"[]"
-    return raw_json_response(b"".join((b'{"output":', body, b",", memoryview(meta)[1:])))
+    usage = None if job is None else records.job_usage(ref.user, ref.repo, ref.target, kind)
+    return _envelope(memoryview(body)[1:-1], job, offset, limit, page.count, page.total, usage)
 
 
 @routes.post("/v1/repo/{repo_name}/targets/{target_name}/stim")

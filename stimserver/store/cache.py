@@ -59,22 +59,30 @@ class FileCache:
 
     def read(self, path: Path) -> dict[str, Any] | None:
         """The JSON object in ``path``, or None if it is missing or not a JSON object."""
+        return self.read_versioned(path)[0]
+
+    def read_versioned(self, path: Path) -> tuple[dict[str, Any] | None, Identity | None]:
+        """``read`` plus the identity of the file the answer came from (None: no file).
+
+        The identity lets a caller keep something derived from the record (e.g. the open
+        output files of a complete job) exactly as long as the record is the same file.
+        """
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             self.forget(path)
-            return None
+            return None, None
         ident = file_identity(st)
         with self._lock:
             hit = self._items.get(path)
             if hit is not None and hit[0] == ident:
                 self._items.move_to_end(path)
-                return cast("dict[str, Any] | None", hit[1])
+                return cast("dict[str, Any] | None", hit[1]), ident
         try:
             with open(path, "rb") as f:
                 value = orjson.loads(f.read())
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            return None, None
         except (orjson.JSONDecodeError, OSError) as e:
             log.warning("ignoring unreadable record %s: %s", path, e)
             value = None
@@ -82,7 +90,7 @@ class FileCache:
         if record is None and value is not None:
             log.warning("ignoring record %s: not a JSON object", path)
         self._remember(path, ident, record)
-        return record
+        return record, ident
 
     def _remember(self, path: Path, ident: Identity, value: object) -> None:
         with self._lock:
@@ -90,6 +98,9 @@ class FileCache:
             self._items.move_to_end(path)
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def forget(self, path: Path) -> None:
         with self._lock:

@@ -3,7 +3,9 @@
 Each record is one small JSON file, written with ``atomic.write_json_atomic`` (or
 ``create_json_exclusive`` when two creators may race). Reads go through a cache
 keyed by the file's identity (inode, size, mtime), so the hot paging path re-reads
-``job.json`` only when it has changed — also when another process changed it.
+``job.json`` only when it has changed — also when another process changed it. Pages of
+complete jobs come from ``opencache.OpenOutputs`` (files kept open, keyed by that record's
+identity), so a page costs one ``stat`` of ``job.json`` and no open.
 
 Listings read the folders: a name counts only if it is a valid name and its record
 file exists, so temp files and trash a crash left behind never show up. Changes that
@@ -26,9 +28,10 @@ from typing import Any
 from . import output
 from .answers import USAGE_FILE
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
-from .cache import FileCache
+from .cache import FileCache, Identity
 from .errors import Busy
 from .locks import FileLock
+from .opencache import Lines, OpenOutputs
 from .output import lock_path
 from .paths import JOB_KINDS, TEMPLATE_DIR, DataPaths, check_name, name_problem, template_file_name
 
@@ -51,6 +54,7 @@ class Records:
     def __init__(self, paths: DataPaths, cache: FileCache | None = None) -> None:
         self.paths = paths
         self.cache = FileCache() if cache is None else cache
+        self.outputs = OpenOutputs()  # complete jobs' open output files (the paging fast path)
 
     # -- reads ---------------------------------------------------------------------
     def repo(self, user: str, repo: str) -> Record | None:
@@ -62,6 +66,10 @@ class Records:
     def job(self, user: str, repo: str, target: str, kind: str) -> Record | None:
         """The job record (cached: the paging hot path reads it on every request)."""
         return self.cache.read(self.paths.job_file(user, repo, target, kind))
+
+    def job_versioned(self, user: str, repo: str, target: str, kind: str) -> tuple[Record | None, Identity | None]:
+        """``job`` and the identity of the record file it came from (for ``complete_lines``)."""
+        return self.cache.read_versioned(self.paths.job_file(user, repo, target, kind))
 
     # -- a job's output ------------------------------------------------------------
     def job_lines(self, user: str, repo: str, target: str, kind: str) -> int:
@@ -75,6 +83,15 @@ class Records:
     async def job_page(self, user: str, repo: str, target: str, kind: str, offset: int, limit: int) -> output.Page:
         """Lines ``[offset, offset+limit)`` of a job's output (see ``output.read_page_async``)."""
         return await output.read_page_async(self.paths.job_dir(user, repo, target, kind), offset, limit)
+
+    def complete_lines(self, user: str, repo: str, target: str, kind: str, version: Identity,
+                       offset: int, limit: int) -> Lines | None:
+        """A page of a job whose record (of identity ``version``) says complete, from open files.
+
+        None when that fast path cannot answer (first sight of a damaged output, a large
+        page, a change under it): then ``job_page`` reads it, repairing what needs it.
+        """
+        return self.outputs.lines(self.paths.job_dir(user, repo, target, kind), version, offset, limit)
 
     # -- writes --------------------------------------------------------------------
     def create(self, path: Path, record: Record) -> bool:
@@ -183,6 +200,7 @@ class Records:
         self.cache.forget(folder / "target.json")
         for kind in JOB_KINDS:
             self.cache.forget(folder / kind / "job.json")
+            self.outputs.forget(folder / kind)
         return trash
 
     def purge_trash(self, user: str, repo: str) -> None:

@@ -148,3 +148,27 @@ def test_load_parses_once_per_identity_and_raises_for_a_missing_file(tmp_path):
     assert cache.load(path, parse) == ["a", "b", "c"] and len(calls) == 2
     with pytest.raises(FileNotFoundError):
         cache.load(tmp_path / "missing.txt", parse)
+
+
+def test_read_versioned_names_the_file_the_answer_came_from(tmp_path):
+    """The identity keys what callers derive from a record (the open outputs of a complete job)."""
+    cache = FileCache(size=2)
+    path = tmp_path / "job.json"
+    assert cache.read_versioned(path) == (None, None)
+    write_json_atomic(path, {"status": "complete"})
+    record, first = cache.read_versioned(path)
+    assert record == {"status": "complete"} and first is not None
+    assert cache.read_versioned(path) == (record, first)  # a hit: the same identity
+    write_json_atomic(path, {"status": "complete"})  # the same content, a new file
+    again, second = cache.read_versioned(path)
+    assert again == record and second is not None and second != first
+    path.unlink()
+    assert cache.read_versioned(path) == (None, None)
+
+
+def test_the_cache_keeps_at_most_its_size(tmp_path):
+    cache = FileCache(size=3)
+    for i in range(10):
+        (tmp_path / f"{i}.json").write_bytes(b"{}")
+        cache.read(tmp_path / f"{i}.json")
+        assert len(cache) <= 3
