@@ -29,7 +29,6 @@ from pathlib import Path
 
 from . import lineindex, output
 from .cache import Identity
-from .output import DATA_NAME, INDEX_NAME
 
 __all__ = ["OpenOutputs", "Lines"]
 
@@ -82,14 +81,12 @@ def _span(idx_fd: int, start: int, stop: int) -> tuple[int, int]:
 def _open(job_dir: Path, version: Identity) -> _Open | None:
     """Both files of a complete job's output, if they exist and agree; else None."""
     try:
-        idx_fd = os.open(job_dir / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        pair = output.open_pair(job_dir)
     except OSError:
         return None
-    try:
-        data_fd = os.open(job_dir / DATA_NAME, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        os.close(idx_fd)
+    if pair is None:
         return None
+    data_fd, idx_fd = pair
     entry = _Open(version, data_fd, idx_fd, os.fstat(data_fd).st_size, os.fstat(idx_fd).st_size, 0)
     try:
         entry.total = entry.idx_size // lineindex.ENTRY_SIZE

@@ -59,7 +59,8 @@ def splice(raw: bytes) -> bytes:
     return b"".join((b"[", memoryview(commas)[:-1], b"]"))
 
 
-def _open_pair(job_dir: Path) -> tuple[int, int] | None:
+def open_pair(job_dir: Path) -> tuple[int, int] | None:
+    """(data fd, index fd) of a job's output opened for reading; None if either file is missing."""
     try:
         idx_fd = os.open(job_dir / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -136,7 +137,7 @@ def _repair_unlocked(job_dir: Path) -> bool:
     with try_lock(lock_path(job_dir)) as lock:
         if lock is None:
             return False
-        pair = _open_pair(job_dir)
+        pair = open_pair(job_dir)
         if pair is not None:
             ok, _ = _consistent(*pair)
             os.close(pair[0])
@@ -169,7 +170,7 @@ class _Deferred:
 def _locate(job_dir: Path, offset: int, limit: int, max_inline: int | None, repair: bool) -> Page | _Deferred:
     """The page, or (over ``max_inline`` bytes) where it is, with its data file left open."""
     for attempt in (0, 1):
-        pair = _open_pair(job_dir)
+        pair = open_pair(job_dir)
         if pair is None:
             if attempt == 0 and _needs_files(job_dir):
                 if not repair:
@@ -263,7 +264,7 @@ async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: in
 
 def line_count(job_dir: Path) -> int:
     """Committed lines, as readers see them."""
-    pair = _open_pair(job_dir)
+    pair = open_pair(job_dir)
     if pair is None:
         return 0
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import lineindex
-from .output import DATA_NAME, INDEX_NAME, _repair_if_idle
+from .output import DATA_NAME, INDEX_NAME, _repair_if_idle, open_pair
 
 __all__ = ["Snapshot", "take", "CHUNK"]
 
@@ -73,15 +73,10 @@ class Snapshot:
 
 
 def _open(job_dir: Path) -> Snapshot | None:
-    try:
-        idx_fd = os.open(job_dir / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    pair = open_pair(job_dir)
+    if pair is None:
         return None
-    try:
-        data_fd = os.open(job_dir / DATA_NAME, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        os.close(idx_fd)
-        return None
+    data_fd, idx_fd = pair
     snap = Snapshot(data_fd, idx_fd, 0, 0)
     try:
         idx_size = os.fstat(idx_fd).st_size
