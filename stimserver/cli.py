@@ -169,7 +169,7 @@ def export_cmd(user: str, repo: str, target: str, kind: str, fmt: str, out: Path
     snap = snapshot.take(records.paths.job_dir(user, repo, target, kind))
     if snap is None:
         snap = snapshot.Snapshot(-1, -1, 0, 0)
-    sink = open(out, "wb") if out is not None else click.get_binary_stream("stdout")  # noqa: SIM115
+    sink = open(out, "wb") if out is not None else sys.stdout.buffer  # noqa: SIM115
     try:
         with tqdm(total=snap.size, unit="B", unit_scale=True, disable=quiet, file=sys.stderr,
                   desc=f"{repo}/{target}/{kind}") as bar:
