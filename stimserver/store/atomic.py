@@ -57,6 +57,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _write_temp(path: Path, data: bytes) -> Path:
     """The data in a durable temp file beside ``path``; on any failure no temp file is left."""
     return _guarded(path, lambda: _write_temp_raw(path, data))
@@ -68,9 +75,7 @@ def _write_temp_raw(path: Path, data: bytes, folder: Path | None = None) -> Path
     tmp = folder / f".{path.name}.tmp-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -82,13 +87,7 @@ def _write_temp_raw(path: Path, data: bytes, folder: Path | None = None) -> Path
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
-    tmp = _write_temp(path, data)
-    try:
-        _guarded(path, lambda: os.replace(tmp, path))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _guarded(path, lambda: fsync_dir(path.parent))
+    commit_staged(_write_temp(path, data), path)
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
@@ -123,6 +122,7 @@ def stage_json(path: Path, obj: object, folder: Path) -> Path:
 
 
 def commit_staged(tmp: Path, path: Path) -> None:
+    """Rename the durable temp file ``tmp`` onto ``path`` and make the rename durable."""
     try:
         _guarded(path, lambda: os.replace(tmp, path))
     except BaseException:

@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from .atomic import write_all
+
 __all__ = ["ENTRY_SIZE", "read_entry", "read_span", "count_entries", "append_entries", "recover",
            "RecoveryReport", "InvalidLine", "parse_line"]
 
@@ -72,10 +74,7 @@ def read_span(idx_fd: int, start: int, stop: int) -> tuple[int, int]:
 
 
 def append_entries(idx_fd: int, ends: list[int]) -> None:
-    data = _to_bytes(array("Q", ends))
-    view = memoryview(data)
-    while view:
-        view = view[os.write(idx_fd, view):]
+    write_all(idx_fd, _to_bytes(array("Q", ends)))
 
 
 @dataclass
@@ -150,9 +149,7 @@ def _save_cut(data_path: str, raw: bytes) -> str:
         except FileExistsError:
             continue
         try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, raw)
             os.fsync(fd)
         except BaseException:
             os.close(fd)

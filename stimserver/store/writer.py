@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from . import lineindex
-from .atomic import is_no_space
+from .atomic import is_no_space, write_all
 from .errors import NoSpace
 from .locks import FileLock
 
@@ -82,9 +82,7 @@ class OutputWriter:
         data = b"\n".join(records) + b"\n"
         step = "writing output.jsonl"
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._data_fd, view):]
+            write_all(self._data_fd, data)
             step = "syncing output.jsonl"
             os.fsync(self._data_fd)
             step = "appending to output.idx"
