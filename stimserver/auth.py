@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from .errors import Forbidden, Unauthorized
-from .keys import AUTH, IDENTITY
+from .keys import IDENTITY
 from .store.cache import FileCache
 from .store.keys import KeyFile
 from .store.paths import check_name
 
-__all__ = ["Identity", "Authenticator", "KeyStore", "auth_middleware", "authenticate", "hash_token",
+__all__ = ["Identity", "Authenticator", "KeyStore", "authenticate", "hash_token",
            "generate_master_key", "PUBLIC_PATHS"]
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/metrics"})
@@ -123,17 +122,9 @@ class Authenticator:
         return Identity(override, key_user, True)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def authenticate(request: web.Request, auth: Authenticator) -> None:
     """Set the request's ``IDENTITY`` unless its path is public; raises 401/403/422 as ``identify``."""
     if request.path not in PUBLIC_PATHS:
         request[IDENTITY] = auth.identify(request)
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``authenticate`` as a middleware of its own (the app runs it inside ``pipeline``)."""
-    authenticate(request, request.app[AUTH])
-    return await handler(request)

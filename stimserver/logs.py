@@ -29,7 +29,7 @@ import secrets
 import select
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import IO
 
 import orjson
@@ -38,10 +38,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 from .keys import CLIENT_ADDR, IDENTITY, REQUEST_ID
 
-__all__ = ["request_id_middleware", "request_id_of", "new_request_id", "JsonAccessLogger", "REQUEST_ERROR",
+__all__ = ["request_id_of", "new_request_id", "JsonAccessLogger", "REQUEST_ERROR",
            "flush_access_log", "flush_on_cleanup"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The error code of a request aiohttp's parser refused; set by protocol.SafeRequestHandler.
 REQUEST_ERROR = web.RequestKey("REQUEST_ERROR", str)
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -81,14 +80,6 @@ def request_id_of(request: web.Request) -> str:
     if 0 < len(given) <= 64 and all(c in _ID_CHARS for c in given):
         return given
     return new_request_id()
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request[REQUEST_ID] = request_id_of(request)
-    response = await handler(request)
-    response.headers["X-Request-Id"] = rid
-    return response
 
 
 class _LineBuffer:

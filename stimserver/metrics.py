@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -41,10 +41,9 @@ from .store.cache import FileCache
 from .store.jobrecords import JobStatus, job_files
 from .store.paths import JOB_KINDS, DataPaths
 
-__all__ = ["Metrics", "metrics_middleware", "observe_request", "routes", "count_lines_generated", "multiprocess_dir",
+__all__ = ["Metrics", "observe_request", "routes", "count_lines_generated", "multiprocess_dir",
            "JOB_STATES"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_STATES = tuple(s for s in JobStatus if s is not JobStatus.NOT_STARTED)  # what a record can hold
@@ -212,19 +211,6 @@ def observe_request(metrics: Metrics, request: web.Request, started: float,
     body = response.body if isinstance(response, web.Response) else None
     metrics.observe(_route(request), request.method, response.status if response is not None else status,
                     time.perf_counter() - started, len(body) if isinstance(body, (bytes, bytearray)) else 0)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``observe_request`` as a middleware of its own (the app runs it inside ``pipeline``)."""
-    started = time.perf_counter()
-    try:
-        response = await handler(request)
-    except web.HTTPException as e:  # only redirects and the like get past the error middleware
-        observe_request(request.app[METRICS], request, started, status=e.status)
-        raise
-    observe_request(request.app[METRICS], request, started, response)
-    return response
 
 
 routes = web.RouteTableDef()
