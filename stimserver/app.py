@@ -7,7 +7,7 @@ from aiohttp import web
 
 from .auth import Authenticator, KeyStore
 from .config import Settings
-from .handlers import export, health, jobs, prompts, repos, search, targets, unserved
+from .handlers import export, health, jobs, prompts, repos, search, targets, ui, unserved
 from .jobs import JobRunner
 from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
 from .llm.providers import client_factory
@@ -19,19 +19,21 @@ from .openapi import openapi_bytes
 from .openapi import routes as openapi_routes
 from .pipeline import request_middleware
 from .proxy import TrustedProxies
+from .sessions import Sessions
 from .store.paths import DataPaths
 from .store.records import Records
 
 __all__ = ["create_app"]
 
 ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, unserved.routes,
-                export.routes, search.routes)
+                export.routes, search.routes, ui.routes)
 
 
 def create_app(settings: Settings) -> web.Application:
     paths = DataPaths(settings.data_dir)
     metrics = Metrics(paths)
     auth = Authenticator(load_master_key(settings), settings.master_user, KeyStore(paths.keys_file))
+    auth.sessions = Sessions(settings.data_dir, auth, settings.ui_session_seconds)  # the viewer's cookies
     # One middleware runs forwarded → metrics → request id → errors → auth (pipeline.py).
     app = web.Application(middlewares=[request_middleware(auth, metrics, TrustedProxies(settings.trusted_proxies))],
                           client_max_size=settings.max_body_bytes)

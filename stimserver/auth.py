@@ -19,7 +19,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,10 +29,14 @@ from .store.cache import FileCache
 from .store.keys import KeyFile
 from .store.paths import check_name
 
-__all__ = ["Identity", "Authenticator", "KeyStore", "authenticate", "hash_token",
-           "generate_master_key", "PUBLIC_PATHS"]
+if TYPE_CHECKING:
+    from .sessions import Sessions
 
-PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/metrics"})
+__all__ = ["Identity", "Authenticator", "KeyStore", "authenticate", "hash_token",
+           "generate_master_key", "PUBLIC_PATHS", "TOKEN_PREFIX", "UI_PREFIX"]
+
+PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/metrics", "/ui"})
+UI_PREFIX = "/ui/"  # the viewer's pages and its sign-in check their session themselves (handlers/ui.py)
 TOKEN_PREFIX = "ssk_"
 
 
@@ -87,6 +91,11 @@ class Authenticator:
         self._master_hash = hash_token(master_key)
         self.master_user = master_user
         self.keystore = keystore
+        self.sessions: Sessions | None = None  # the viewer's cookies (sessions.py), set by create_app
+
+    @property
+    def master_hash(self) -> str:
+        return self._master_hash
 
     def identify(self, request: web.Request) -> Identity:
         header = request.headers.get("Authorization")
@@ -125,6 +134,16 @@ class Authenticator:
 
 
 def authenticate(request: web.Request, auth: Authenticator) -> None:
-    """Set the request's ``IDENTITY`` unless its path is public; raises 401/403/422 as ``identify``."""
-    if request.path not in PUBLIC_PATHS:
-        request[IDENTITY] = auth.identify(request)
+    """Set the request's ``IDENTITY`` unless its path is public; raises 401/403/422 as ``identify``.
+
+    Without an ``Authorization`` header, a viewer session cookie may stand in for a read (sessions.py).
+    """
+    path = request.path
+    if path in PUBLIC_PATHS or path.startswith(UI_PREFIX):
+        return
+    if auth.sessions is not None and "Authorization" not in request.headers:
+        found = auth.sessions.identify(request)
+        if found is not None:
+            request[IDENTITY] = found
+            return
+    request[IDENTITY] = auth.identify(request)

@@ -100,6 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
             "input + output tokens per minute per provider and process (0: no limit)", int, 0),
     Setting("search_scan_bytes", "STIMSERVER_SEARCH_SCAN_BYTES", 64 * 1024 * 1024,
             "output bytes one search request scans at most (the client continues from next_offset)", int, 4096),
+    Setting("ui_session_seconds", "STIMSERVER_UI_SESSION_SECONDS", 12 * 3600,
+            "how long a viewer sign-in (its session cookie) lasts", int, 60, 31 * 24 * 3600),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -186,6 +188,7 @@ class Settings:
     llm_requests_per_minute: int = 0
     llm_tokens_per_minute: int = 0
     search_scan_bytes: int = 64 * 1024 * 1024
+    ui_session_seconds: int = 12 * 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -21,7 +21,7 @@ from .errors import NoSpace
 
 __all__ = ["write_atomic", "write_json_atomic", "create_json_exclusive", "fsync_dir", "sweep_temp_files",
            "no_space", "is_no_space", "stage_json", "commit_staged", "RESERVE_NAME", "ensure_reserve",
-           "release_reserve"]
+           "release_reserve", "create_exclusive", "read_or_create_secret"]
 
 T = TypeVar("T")
 RESERVE_NAME = ".reserve"
@@ -69,11 +69,11 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return _guarded(path, lambda: _write_temp_raw(path, data))
 
 
-def _write_temp_raw(path: Path, data: bytes, folder: Path | None = None) -> Path:
+def _write_temp_raw(path: Path, data: bytes, folder: Path | None = None, mode: int = 0o644) -> Path:
     folder = path.parent if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.tmp-{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         write_all(fd, data)
         os.fsync(fd)
@@ -100,7 +100,12 @@ def create_json_exclusive(path: Path, obj: object) -> bool:
     Returns False (writing nothing) when it already exists. ``link`` is atomic and
     fails on an existing name, so of two racing creators exactly one wins.
     """
-    tmp = _write_temp(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
+    return create_exclusive(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def create_exclusive(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """``create_json_exclusive`` for bytes; the file gets ``mode`` (0o600 for a secret) from its first byte."""
+    tmp = _guarded(path, lambda: _write_temp_raw(path, data, mode=mode))
     try:
         _guarded(path, lambda: os.link(tmp, path))
     except FileExistsError:
@@ -109,6 +114,22 @@ def create_json_exclusive(path: Path, obj: object) -> bool:
         tmp.unlink(missing_ok=True)
     _guarded(path, lambda: fsync_dir(path.parent))
     return True
+
+
+def read_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
+    """The random secret in ``path``, made (mode 0600, atomically) by whichever process asks first.
+
+    Every process and host sharing the data directory reads the same bytes: of racing
+    creators one ``link`` wins and the others read the winner's file.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        create_exclusive(path, secrets.token_bytes(nbytes), mode=0o600)
+        data = path.read_bytes()
+    if len(data) < 16:
+        raise ValueError(f"{path.name} holds fewer than 16 bytes: remove it to have a new one made")
+    return data
 
 
 def stage_json(path: Path, obj: object, folder: Path) -> Path:

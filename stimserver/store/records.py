@@ -128,6 +128,10 @@ class Records:
                 names.append(name)
         return sorted(names)
 
+    def user_names(self) -> list[str]:
+        """Every user with a folder of their own (the viewer's "view as" choices)."""
+        return self._names(self.paths.users, None)
+
     def repo_names(self, user: str) -> list[str]:
         return self._names(self.paths.repos(user), "repo.json")
 

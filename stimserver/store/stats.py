@@ -120,6 +120,20 @@ def _percentile(values: list[tuple[int, int]], total: int, q: float) -> int:
     return values[-1][0]
 
 
+HISTOGRAM_BINS = 20
+
+
+def histogram(hist: list[tuple[int, int]], bins: int = HISTOGRAM_BINS) -> list[dict[str, int]]:
+    """``(value, count)`` pairs (sorted) in at most ``bins`` equal-width bins ``[low, high]`` of whole numbers."""
+    low, high = hist[0][0], hist[-1][0]
+    width = max(1, math.ceil((high - low + 1) / bins))
+    out = [{"low": low + i * width, "high": low + (i + 1) * width - 1, "count": 0}
+           for i in range((high - low) // width + 1)]
+    for value, count in hist:
+        out[(value - low) // width]["count"] += count
+    return out
+
+
 def summary(state: State) -> dict[str, Any]:
     """The answer: counters, distinct questions, trajectories per stimulus, token distribution."""
     hist = sorted((int(v), c) for v, c in state["tokens"].items())
@@ -128,7 +142,7 @@ def summary(state: State) -> dict[str, Any]:
     if total:
         s = sum(v * c for v, c in hist)
         tokens = {"count": total, "sum": s, "mean": round(s / total, 3), "p50": _percentile(hist, total, 0.5),
-                  "p90": _percentile(hist, total, 0.9), "max": hist[-1][0]}
+                  "p90": _percentile(hist, total, 0.9), "max": hist[-1][0], "histogram": histogram(hist)}
     per = list(state["per_stimulus"].values())
     rollout: dict[str, Any] | None = None
     if state["trajectories"]:

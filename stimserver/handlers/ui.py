@@ -1,0 +1,145 @@
+"""The viewer at ``/ui/``: its static files and its sign-in (issue 12).
+
+    GET    /ui/                 the page (also every /ui/… path the page routes itself: bookmarks)
+    GET    /ui/static/{name}    its script, styles (package data in stimserver/ui/)
+    POST   /ui/session          sign in: {"key": API key, "user": view-as user (master only)} → cookie
+    GET    /ui/session          who the cookie signs in as (401 when none)
+    DELETE /ui/session          sign out: the cookie is cleared
+
+Every answer carries the viewer's security headers (a CSP without inline script or
+style, nosniff, no referrer, no framing). The files are read from the package once,
+so an editable and an installed stimserver serve the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from importlib import resources
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..auth import UI_PREFIX, Identity
+from ..errors import BadRequest, Forbidden, NotFound, ValidationError
+from ..jsonio import json_response, read_json_object
+from ..keys import AUTH, RECORDS
+from ..sessions import Sessions
+
+__all__ = ["routes", "SECURITY_HEADERS", "sessions_of"]
+
+routes = web.RouteTableDef()
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",
+}
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+STATIC = resources.files("stimserver") / "ui"
+_files: dict[str, tuple[bytes, str, str]] = {}
+
+
+def _asset(name: str) -> tuple[bytes, str, str]:
+    """(bytes, content type, ETag) of the packaged file ``name``; 404 for anything else."""
+    found = _files.get(name)
+    if found is None:
+        suffix = name[name.rfind("."):] if "." in name else ""
+        if "/" in name or name.startswith(".") or suffix not in CONTENT_TYPES:
+            raise NotFound(f"no such file: {name}")
+        entry = STATIC / name
+        if not entry.is_file():
+            raise NotFound(f"no such file: {name}")
+        data = entry.read_bytes()
+        found = _files[name] = (data, CONTENT_TYPES[suffix], '"' + hashlib.sha256(data).hexdigest()[:20] + '"')
+    return found
+
+
+def _file_response(request: web.Request, name: str) -> web.Response:
+    data, content_type, etag = _asset(name)
+    headers = {**SECURITY_HEADERS, "ETag": etag}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=data, content_type=content_type, charset="utf-8", headers=headers)
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return json_response(data, status, headers=SECURITY_HEADERS)
+
+
+def sessions_of(request: web.Request) -> Sessions:
+    sessions = request.app[AUTH].sessions
+    assert sessions is not None, "create_app sets the sessions"
+    return sessions
+
+
+def _same_origin(request: web.Request) -> None:
+    """A sign-in from another site's page is refused (login CSRF); browsers send ``Origin`` on a POST."""
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise Forbidden("sign-in is accepted only from the viewer's own pages")
+
+
+@routes.get("/ui")
+async def ui_root(request: web.Request) -> web.Response:
+    raise web.HTTPFound(UI_PREFIX)
+
+
+@routes.post("/ui/session")
+async def sign_in(request: web.Request) -> web.Response:
+    _same_origin(request)
+    if request.content_type != "application/json":
+        raise BadRequest("send the sign-in as a JSON body (Content-Type: application/json)")
+    body = await read_json_object(request)
+    key, user = body.get("key"), body.get("user")
+    if not isinstance(key, str) or not key.strip():
+        raise ValidationError("key: an API key is required", detail=[
+            {"loc": ["body", "key"], "msg": "an API key is required", "type": "value_error.missing"}])
+    if user is not None and not isinstance(user, str):
+        raise ValidationError("user: must be a user name", detail=[
+            {"loc": ["body", "user"], "msg": "must be a string", "type": "type_error.str"}])
+    sessions = sessions_of(request)
+    session, identity = sessions.sign_in(key, user)
+    response = _json(_whoami(request, identity, session.expires))
+    sessions.set_cookie(request, response, session)
+    return response
+
+
+@routes.get("/ui/session")
+async def whoami(request: web.Request) -> web.Response:
+    session, identity = sessions_of(request).current(request)
+    return _json(_whoami(request, identity, session.expires))
+
+
+@routes.delete("/ui/session")
+async def sign_out(request: web.Request) -> web.Response:
+    """Always allowed, cookie or not: clearing a cookie gives nobody anything."""
+    response = _json({"signed_in": False})
+    Sessions.clear_cookie(request, response)
+    return response
+
+
+def _whoami(request: web.Request, identity: Identity, expires: int) -> dict[str, object]:
+    answer: dict[str, object] = {"signed_in": True, "user": identity.user, "key_user": identity.key_user,
+                                 "is_master": identity.is_master, "expires_at": expires,
+                                 "expires_in": max(0, expires - int(time.time()))}
+    if identity.is_master:
+        answer["users"] = request.app[RECORDS].user_names()
+    return answer
+
+
+@routes.get("/ui/static/{name}")
+async def static_file(request: web.Request) -> web.Response:
+    return _file_response(request, request.match_info["name"])
+
+
+@routes.get("/ui/")
+async def page(request: web.Request) -> web.Response:
+    return _file_response(request, "index.html")
+
+
+@routes.get("/ui/{route:.+}")
+async def page_route(request: web.Request) -> web.Response:
+    """A bookmarked view: the same page, which reads its path and shows that view."""
+    return _file_response(request, "index.html")
