@@ -269,7 +269,7 @@ function outputView(repo, target, kind, params) {
   let searchRun = null;
   const state = {
     line: params.has("line") ? Math.max(0, parseInt(params.get("line"), 10) || 0) : null,
-    tab: params.get("tab") || "line",
+    tab: params.get("tab") || (params.get("q") ? "search" : "line"),
     q: params.get("q") || "", regex: params.get("regex") === "1", field: params.get("field") || "",
     seed: params.get("seed") || "0",
   };
@@ -404,25 +404,22 @@ function outputView(repo, target, kind, params) {
     if (state.tab !== "line") showTab("line", true); else drawLine();
   }
 
-  let lineFetch = null;
+  let drawnLine = null; // the line the Line tab shows; its page may still be on its way (list.onPage)
   function drawLine() {
+    drawnLine = null;
     if (state.line === null) {
       replace(sidebody, h("p", { class: "muted" }, "Click a row (or press j) to see the whole line."));
       return;
     }
-    const line = state.line;
-    const rec = list.record(line);
+    const rec = list.record(state.line);
     if (rec === undefined) {
-      replace(sidebody, h("p", { class: "loading" }, `Loading line ${fmt(line)}…`));
-      if (lineFetch) lineFetch.abort();
-      lineFetch = new AbortController();
-      getJSON(`${base}/output${query({ offset: line, limit: 1 })}`, { signal: lineFetch.signal }).then((b) => {
-        if (live && state.line === line && state.tab === "line" && b.output.length) drawRecord(line, b.output[0]);
-      }, () => null);
+      replace(sidebody, h("p", { class: "loading" }, `Loading line ${fmt(state.line)}…`));
       return;
     }
-    drawRecord(line, rec);
+    drawnLine = state.line;
+    drawRecord(state.line, rec);
   }
+  list.onPage = () => { if (live && state.tab === "line" && state.line !== null && drawnLine !== state.line) drawLine(); };
 
   function drawRecord(line, rec) {
     const head = h("div", { class: "linehead" }, h("strong", {}, `Line ${fmt(line)}`),
@@ -605,11 +602,11 @@ function outputView(repo, target, kind, params) {
     const first = state.line === null ? 0 : Math.floor(state.line / PAGE) * PAGE;
     const page = await getJSON(`${base}/output${query({ offset: first, limit: PAGE })}`);
     if (!live) return;
-    list.put(first, page.output);
     noteStatus(page);
+    list.put(first, page.output);
     if (page.output.length && first === 0) drawPrefix(page.output[0]);
     else if (first !== 0) getJSON(`${base}/output${query({ offset: 0, limit: 1 })}`).then((b) => {
-      if (live && b.output.length) { drawPrefix(b.output[0]); if (state.tab === "line") drawLine(); }
+      if (live && b.output.length) { drawPrefix(b.output[0]); if (state.tab === "line" && drawnLine !== null) drawLine(); }
     }, () => null);
     if (state.line !== null) { list.selected = Math.min(state.line, Math.max(0, list.total - 1)); list.reveal(state.line, "viewer:rows"); }
     else list.reveal(0, "viewer:rows");
@@ -630,7 +627,6 @@ function outputView(repo, target, kind, params) {
     dispose() {
       live = false; clearTimeout(timer); list.dispose();
       if (searchRun) searchRun.abort();
-      if (lineFetch) lineFetch.abort();
     },
     keydown(e) {
       if (e.key === "j" || e.key === "k") {

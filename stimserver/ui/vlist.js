@@ -69,9 +69,8 @@ export class VirtualList {
     if (total === this.total) return;
     const grew = total > this.total;
     const atEnd = this.total > 0 && this.firstLine() + this.viewRows() >= this.total - 0.5;
-    if (grew) { // the last page may have been partial: read it again
-      const last = Math.floor(Math.max(0, this.total - 1) / this.pageSize);
-      for (const p of [...this.pages.keys()]) if (p >= last) this.pages.delete(p);
+    if (grew) { // a page read short (the end of the lines then) is read again
+      for (const [p, records] of [...this.pages]) if (records.length < this.pageSize && p * this.pageSize + records.length < total) this.pages.delete(p);
     } else this.pages.clear();
     this.total = total;
     this.spacer.style.height = this.spacerPx() + "px";
@@ -151,6 +150,7 @@ export class VirtualList {
         this.pages.set(p, records);
         while (this.pages.size > CACHE_PAGES) this.pages.delete(this.pages.keys().next().value);
         this.schedule();
+        if (this.onPage) this.onPage(p);
       }, (err) => {
         if (this.inflight.get(p) === controller) this.inflight.delete(p);
         if (err && err.name !== "AbortError" && this.onError) this.onError(err);

@@ -25,12 +25,12 @@ VIEWPORT = {"width": 1366, "height": 768}
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory) -> Iterator[object]:
+def browser() -> Iterator[object]:
+    """Chromium with a fresh profile (``launch`` makes a new temporary user-data dir each time)."""
     from playwright.sync_api import sync_playwright
 
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--user-data-dir={profile}"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
