@@ -614,7 +614,7 @@ function outputView(repo, target, kind, params) {
   }
   start().catch((err) => {
     if (!live) return;
-    if (rollout && err instanceof ApiError && err.status === 404 && !(err.body && /target|repo/.test(err.body.message || "")))
+    if (rollout && err instanceof ApiError && err.status === 404 && !(err.body && /^(repo|target) '/.test(err.body.message || "")))
       replace(main, h("nav", { class: "crumbs" }, navLink("/ui/", "Repos"), " / ", navLink(uiPath(repo), repo), " / ", target),
         h("p", {}, "No rollout for this target on this server. ", navLink(uiPath(repo, target, "stim"), "See its stim output")));
     else failed(err);

@@ -18,13 +18,14 @@ function link(text, url) {
 }
 
 // Inline spans: `code`, **strong**, *em*/_em_, [text](url), ![alt](url), <http://autolink>.
-const INLINE = /`([^`]+)`|\*\*([^*]+?)\*\*|__([^_]+?)__|\*([^*\s][^*]*?)\*|\b_([^_\s][^_]*?)_\b|(!?)\[([^\]]*)\]\(([^)\s]*)\)|<(https?:\/\/[^>\s]+)>/g;
+// Underscores only delimit at word edges (snake_case and __dunder__ names inside words stay text).
+const INLINE_SOURCE = /`([^`]+)`|\*\*([^*]+?)\*\*|(?<!\w)__(?=\S)([^_]+?)(?<=\S)__(?!\w)|\*([^*\s][^*]*?)\*|(?<!\w)_(?=\S)([^_]+?)(?<=\S)_(?!\w)|(!?)\[([^\]]*)\]\(([^)\s]*)\)|<(https?:\/\/[^>\s]+)>/g;
 
 export function inline(text) {
   const out = [];
   let at = 0;
-  INLINE.lastIndex = 0;
-  for (let m = INLINE.exec(text); m; m = INLINE.exec(text)) {
+  const spans = new RegExp(INLINE_SOURCE.source, "g"); // one per call: spans nest (recursion)
+  for (let m = spans.exec(text); m; m = spans.exec(text)) {
     let node = null;
     if (m[1] !== undefined) node = h("code", {}, m[1]);
     else if (m[2] !== undefined || m[3] !== undefined) node = h("strong", {}, inline(m[2] ?? m[3]));

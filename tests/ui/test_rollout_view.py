@@ -1,0 +1,125 @@
+"""The rollout view in a real browser: trajectories grouped under their stimulus, Markdown, failures.
+
+Rollout lines are written as a job of kind ``rollout`` through the store (an import);
+``rollout_server`` serves rollout's read routes (see ``add_rollout_reads``).
+"""
+from __future__ import annotations
+
+import orjson
+
+from stimserver.store.paths import DataPaths
+from stimserver.store.records import Records
+from tests.conftest import import_jsonl
+
+from .conftest import sign_in
+
+MASTER = "ui-rollout-master-key-0123456789"
+MARKDOWN = ("Here is **the answer**:\n\n- first point\n- second with `code`\n\n"
+            "```python\nprint('hi')\n```\n\nSee [the docs](https://example.org/docs) or "
+            "[this](javascript:window.__xss=4). <img src=x onerror=\"window.__xss=5\"> <script>window.__xss=6</script>")
+
+
+def stimulus(i: int, question: str) -> dict:
+    return {"unconditioned_stimulus": {"messages": [{"role": "system", "content": "Shared teacher prompt."},
+                                                    {"role": "user", "content": question}]},
+            "conditioned_stimulus": {"messages": [{"role": "user", "content": question}]}}
+
+
+def trajectory(i: int, t: int, question: str, content: str | None, error: str | None = None) -> dict:
+    row = {"stimulus_id": i, "trajectory_id": t, "question": question, "stimulus": question, **stimulus(i, question),
+           "model": "test-model", "temperature": 1.0}
+    if content is None:
+        row.update(response=None, error=error, tokens=0)
+    else:
+        row.update(response={"role": "assistant", "content": content, "finish_reason": "stop",
+                             "usage": {"prompt_tokens": 12, "completion_tokens": 30 + t, "total_tokens": 42 + t}},
+                   tokens=42 + t)
+    return row
+
+
+def write(records: Records, kind: str, rows: list[dict], tmp) -> None:
+    src = tmp / f"{kind}.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    import_jsonl(records, "alice", "r1", "t1", src, kind=kind)
+
+
+def test_trajectories_grouped_markdown_tokens_and_failures(page, rollout_server, tmp_path):
+    records = Records(DataPaths(rollout_server.settings.data_dir))
+    questions = ["What is 2+2?", "Name a prime.", "<script>window.__xss=7</script>"]
+    write(records, "stim", [{"stimulus_id": i, "question": q, **stimulus(i, q)} for i, q in enumerate(questions)],
+          tmp_path)
+    write(records, "rollout", [
+        trajectory(0, 0, questions[0], MARKDOWN), trajectory(0, 1, questions[0], "Four."),
+        trajectory(1, 0, questions[1], "7"), trajectory(1, 1, questions[1], None, error="provider timed out"),
+        trajectory(2, 0, questions[2], "<b>bold?</b>"), trajectory(2, 1, questions[2], "ok"),
+    ], tmp_path)
+    base = rollout_server.base_url
+    sign_in(page, base, MASTER, user="alice")
+    page.goto(base + "/ui/repo/r1")
+    page.wait_for_selector("tr[data-target='t1'] td:nth-child(3) .badge")
+    assert "6 lines" in page.text_content("tr[data-target='t1'] td:nth-child(3)")
+    page.click("tr[data-target='t1'] td:nth-child(3) a")
+    page.wait_for_selector(".row[data-line='5'] .q")
+    assert page.url.endswith("/ui/repo/r1/target/t1/rollout")
+    # grouped: the question on the first trajectory of each stimulus, the others under it
+    assert page.get_attribute(".row[data-line='0']", "class").split()[0] == "group-start"
+    assert page.get_attribute(".row[data-line='1']", "class").split()[0] == "group-more"
+    assert page.text_content(".row[data-line='0'] .q") == "What is 2+2?"
+    assert page.text_content(".row[data-line='1'] .q") == "↳ trajectory 1"
+    assert page.text_content(".row[data-line='4'] .q") == questions[2]
+    assert page.text_content(".row[data-line='0'] .tok") == "42 tok"
+    assert page.text_content(".row[data-line='3'] .badge") == "failed"
+    # the response as Markdown: emphasis, a list, a code block, a safe link and only that
+    page.click(".row[data-line='0']")
+    page.wait_for_selector(".response .md")
+    md = page.query_selector(".response .md")
+    assert md.query_selector("strong").text_content() == "the answer"
+    assert [li.text_content() for li in md.query_selector_all("ul li")] == ["first point", "second with code"]
+    assert md.query_selector("pre.code code").text_content() == "print('hi')"
+    assert md.query_selector("pre.code").get_attribute("data-lang") == "python"
+    links = md.query_selector_all("a")
+    assert [a.get_attribute("href") for a in links] == ["https://example.org/docs"]
+    assert "[this](javascript:window.__xss=4)" in md.text_content()
+    assert '<img src=x onerror="window.__xss=5">' in md.text_content() and "<script>" in md.text_content()
+    assert "12 prompt + 30 completion = 42" in page.text_content(".tokens")
+    # a failed trajectory shows its error
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.wait_for_selector(".failed-traj")
+    assert page.text_content(".failed-traj") == "Failed trajectory: provider timed out"
+    page.click(".row[data-line='4']")
+    page.wait_for_selector(".linehead:has-text('Line 4')")
+    assert page.text_content(".response .md") == "<b>bold?</b>"
+    # stats of a rollout, with the token histogram
+    page.click("button[data-tab='stats']")
+    page.wait_for_selector(".histogram .bin")
+    assert "failed trajectories" in page.text_content("table.stats")
+    assert len(page.query_selector_all(".histogram .bin")) >= 2
+    # search within the response field
+    page.fill("#search", "four")
+    page.select_option("#field", "response.content")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#search-progress:has-text('done')")
+    assert [m.get_attribute("data-line") for m in page.query_selector_all(".matches li")] == ["1"]
+    assert page.get_attribute("a.button:has-text('SFT rows')", "href").endswith("/rollout/export?format=sft")
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.__xss") is None
+    assert page.query_selector_all("main img, main script, main a[href^='javascript']") == []
+
+
+def test_a_target_without_rollout_says_so(page, rollout_server, tmp_path):
+    records = Records(DataPaths(rollout_server.settings.data_dir))
+    src = tmp_path / "only-stim.jsonl"
+    src.write_bytes(orjson.dumps({"stimulus_id": 0, "question": "Only stim?"}) + b"\n")
+    import_jsonl(records, "alice", "r1", "t2", src)
+    base = rollout_server.base_url
+    sign_in(page, base, MASTER, user="alice")
+    page.goto(base + "/ui/repo/r1/target/t2/rollout")
+    page.wait_for_selector(".jobbar .badge")
+    assert page.text_content(".jobbar .badge") == "not started"
+    assert rows_count(page) == 0
+
+
+def rows_count(page) -> int:
+    return len(page.query_selector_all(".vlist .row"))
