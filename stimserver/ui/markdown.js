@@ -19,7 +19,7 @@ function link(text, url) {
 
 // Inline spans: `code`, **strong**, *em*/_em_, [text](url), ![alt](url), <http://autolink>.
 // Underscores only delimit at word edges (snake_case and __dunder__ names inside words stay text).
-const INLINE_SOURCE = /`([^`]+)`|\*\*([^*]+?)\*\*|(?<!\w)__(?=\S)([^_]+?)(?<=\S)__(?!\w)|\*([^*\s][^*]*?)\*|(?<!\w)_(?=\S)([^_]+?)(?<=\S)_(?!\w)|(!?)\[([^\]]*)\]\(([^)\s]*)\)|<(https?:\/\/[^>\s]+)>/g;
+const INLINE_SOURCE = /`([^`]+)`|\*\*(?=\S)(.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)([^_]+?)(?<=\S)__(?!\w)|\*(?=[^\s*])([^*]+?)(?<=\S)\*|(?<!\w)_(?=\S)([^_]+?)(?<=\S)_(?!\w)|(!?)\[([^\]]*)\]\(([^)\s]*)\)|<(https?:\/\/[^>\s]+)>/g;
 
 export function inline(text) {
   const out = [];

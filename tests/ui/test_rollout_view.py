@@ -123,3 +123,32 @@ def test_a_target_without_rollout_says_so(page, rollout_server, tmp_path):
 
 def rows_count(page) -> int:
     return len(page.query_selector_all(".vlist .row"))
+
+
+MARKDOWN_CASES = {
+    "nested-spans": ("**bold with *em* and `code`** end", "bold with em and code end"),
+    "unclosed-fence": ("```\nno end\n", "no end\n"),  # to the end of the text, as CommonMark
+    "unclosed-spans": ("**open *and _more `tick", "**open *and _more `tick"),
+    "snake_case": ("use my_var and a__b__c here", "use my_var and a__b__c here"),
+    "html-stays-text": ("<b onclick=x>hi</b>", "<b onclick=x>hi</b>"),
+    "data-url": ("[x](data:text/html,<script>alert(1)</script>)", "[x](data:text/html,<script>alert(1)</script>)"),
+    "deep-list": ("\n".join("  " * i + "- item" for i in range(60)), "item" * 60),
+    "long-line": ("*" * 5000 + "_" * 5000, "*" * 5000 + "_" * 5000),
+}
+
+
+def test_markdown_renders_text_only_and_ends_on_any_input(page, rollout_server):
+    """Each case renders (a hang would time the test out) to exactly its text, with no link but http(s)."""
+    page.goto(rollout_server.base_url + "/ui/signin")
+    got = page.evaluate("""async (cases) => {
+        const { renderMarkdown } = await import('/ui/static/markdown.js');
+        const out = {};
+        for (const [name, src] of Object.entries(cases)) {
+            const el = renderMarkdown(src);
+            out[name] = [el.textContent, [...el.querySelectorAll('a')].map(a => a.getAttribute('href')),
+                         el.querySelectorAll('script, img, iframe, [onclick], [onerror]').length];
+        }
+        return out;
+    }""", {name: src for name, (src, _) in MARKDOWN_CASES.items()})
+    for name, (_, text) in MARKDOWN_CASES.items():
+        assert got[name] == [text, [], 0], name
