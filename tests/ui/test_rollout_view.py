@@ -133,7 +133,7 @@ MARKDOWN_CASES = {
     "html-stays-text": ("<b onclick=x>hi</b>", "<b onclick=x>hi</b>"),
     "data-url": ("[x](data:text/html,<script>alert(1)</script>)", "[x](data:text/html,<script>alert(1)</script>)"),
     "deep-list": ("\n".join("  " * i + "- item" for i in range(60)), "item" * 60),
-    "long-line": ("*" * 5000 + "_" * 5000, "*" * 5000 + "_" * 5000),
+    "long-line": ("[" * 3000 + "](" * 3000 + "`" + "<" * 3000, "[" * 3000 + "](" * 3000 + "`" + "<" * 3000),
 }
 
 
