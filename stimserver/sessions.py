@@ -102,7 +102,7 @@ class Sessions:
         if not isinstance(fields, dict) or fields.get("v") != VERSION:
             raise SessionInvalid("the session cookie is not valid: sign in again")
         key_id, view_as, expires = fields.get("k"), fields.get("u"), fields.get("e")
-        if (key_id is not None and not isinstance(key_id, str)) or (view_as is not None and not isinstance(view_as, str)) \
+        if not (key_id is None or isinstance(key_id, str)) or not (view_as is None or isinstance(view_as, str)) \
                 or not isinstance(expires, int):
             raise SessionInvalid("the session cookie is not valid: sign in again")
         session = Session(key_id, view_as, expires)
