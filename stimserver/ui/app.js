@@ -599,8 +599,10 @@ function outputView(repo, target, kind, params) {
   });
 
   async function start() {
-    const first = state.line === null ? 0 : Math.floor(state.line / PAGE) * PAGE;
-    const page = await getJSON(`${base}/output${query({ offset: first, limit: PAGE })}`);
+    // One request for the rows the screen will show: centred on the line asked for, two pages cover them.
+    const top = state.line === null ? 0 : Math.max(0, state.line - Math.ceil(list.viewRows() / 2) - 1);
+    const first = Math.floor(top / PAGE) * PAGE;
+    const page = await getJSON(`${base}/output${query({ offset: first, limit: state.line === null ? PAGE : 2 * PAGE })}`);
     if (!live) return;
     noteStatus(page);
     list.put(first, page.output);

@@ -25,6 +25,14 @@ export class VirtualList {
     this.window = h("div", { class: "vwindow" });
     this.el.append(this.spacer, this.window);
     this.el.addEventListener("scroll", () => this.schedule());
+    // Scaled (past MAX_PX), a pixel of scrollbar is more than a pixel of rows: the wheel moves rows
+    // itself, so it scrolls as far as it does on a short list and skips no line.
+    this.el.addEventListener("wheel", (e) => {
+      if (this.fullPx() <= MAX_PX || e.ctrlKey) return;
+      e.preventDefault();
+      const px = e.deltaMode === 1 ? e.deltaY * this.row : e.deltaMode === 2 ? e.deltaY * this.el.clientHeight : e.deltaY;
+      this.scrollToFirst(this.firstLine() + px / this.row);
+    }, { passive: false });
     this.el.addEventListener("click", (e) => {
       const row = e.target.closest(".row");
       if (row && row.dataset.line !== undefined) this.onSelect(Number(row.dataset.line));
@@ -160,6 +168,11 @@ export class VirtualList {
 
   // A page fetched elsewhere (e.g. the first one, with the job's status) joins the cache.
   put(offset, records) {
-    if (offset % this.pageSize === 0) this.pages.set(offset / this.pageSize, records.slice(0, this.pageSize));
+    if (offset % this.pageSize !== 0) return;
+    for (let at = 0; at < records.length || at === 0; at += this.pageSize) {
+      const page = records.slice(at, at + this.pageSize);
+      if (page.length === this.pageSize || offset + at + page.length >= this.total) this.pages.set((offset + at) / this.pageSize, page);
+      if (!records.length) break;
+    }
   }
 }

@@ -71,7 +71,9 @@ def test_stats_of_a_rollout_fixture(tmp_path):
     assert got["rollout"] == {"trajectories": 12, "stimuli": 4, "failed_trajectories": 1,
                               "trajectories_per_stimulus": {"min": 3, "max": 3, "mean": 3.0}}
     assert got["tokens"] == {"count": 12, "sum": sum(tokens), "mean": round(sum(tokens) / 12, 3),
-                             "p50": tokens[5], "p90": tokens[10], "max": tokens[-1]}
+                             "p50": tokens[5], "p90": tokens[10], "max": tokens[-1],
+                             "histogram": stats.histogram(sorted(Counter(tokens).items()))}
+    assert sum(b["count"] for b in got["tokens"]["histogram"]) == 12
 
 
 def test_stats_are_cached_and_extended(tmp_path, monkeypatch):
@@ -132,3 +134,20 @@ def test_a_job_folder_deleted_meanwhile_answers_without_caching(tmp_path, monkey
     monkeypatch.setattr(stats, "_load", vanish)
     assert stats.stats(job, "k")["lines"] == 30
     assert not job.exists()
+
+
+HISTOGRAMS = {
+    "one-value": ([(7, 3)], [{"low": 7, "high": 7, "count": 3}]),
+    "narrow": ([(1, 1), (3, 2)], [{"low": 1, "high": 1, "count": 1}, {"low": 2, "high": 2, "count": 0},
+                                  {"low": 3, "high": 3, "count": 2}]),
+    "wide": ([(0, 1), (99, 1), (100, 5)], [{"low": 0, "high": 5, "count": 1}] + [
+        {"low": 6 * i, "high": 6 * i + 5, "count": 0} for i in range(1, 16)] + [
+        {"low": 96, "high": 101, "count": 6}]),
+}
+
+
+@pytest.mark.parametrize("hist,bins", HISTOGRAMS.values(), ids=HISTOGRAMS.keys())
+def test_token_histogram_bins(hist, bins):
+    got = stats.histogram(hist)
+    assert got == bins and len(got) <= stats.HISTOGRAM_BINS
+    assert sum(b["count"] for b in got) == sum(c for _, c in hist)
