@@ -188,12 +188,19 @@ def test_a_running_job_shows_new_lines_without_a_reload(page, demo_server, demo_
         records.write_job("demo", "demo", "live", "stim", {**job, "status": "running", "expected_lines": 10,
                                                            "finished_at": None})
         sign_in(page, base, demo_key)
-        page.goto(base + "/ui/repo/demo/target/live/stim")
-        page.wait_for_selector(".row[data-line='4'] .q")
-        assert page.text_content(".jobbar .badge") == "running" and rows_on_screen(page) == [0, 1, 2, 3, 4]
-        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        page.goto(base + "/ui/repo/demo")
+        page.wait_for_selector("tr[data-target='live'] .badge:has-text('running')")
+        assert "5 lines" in page.text_content("tr[data-target='live']")
+        page.evaluate("window.__same_document = true")  # gone if anything reloads the page
+        assert page.get_attribute("tr[data-target='live'] progress", "value") == "50"
         with OutputWriter.open(job_dir, lock) as writer:
-            writer.append([encode(stim_row(i, f"Live question {i}?")) for i in range(5, 10)])
+            writer.append([encode(stim_row(i, f"Live question {i}?")) for i in range(5, 8)])
+            page.wait_for_selector("tr[data-target='live']:has-text('8 lines')")  # the targets page moves too
+            assert page.get_attribute("tr[data-target='live'] progress", "value") == "80"
+            page.click("tr[data-target='live'] a")
+            page.wait_for_selector(".row[data-line='7'] .q")
+            assert page.text_content(".jobbar .badge") == "running" and rows_on_screen(page) == list(range(8))
+            writer.append([encode(stim_row(i, f"Live question {i}?")) for i in range(8, 10)])
             page.wait_for_selector(".row[data-line='9'] .q")
             assert page.text_content(".row[data-line='9'] .q") == "Live question 9?"
             assert page.text_content("#line-count") == "10 lines"
@@ -201,7 +208,7 @@ def test_a_running_job_shows_new_lines_without_a_reload(page, demo_server, demo_
     finally:
         lock.release()
     page.wait_for_selector(".jobbar .badge:has-text('complete')")
-    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
+    assert page.evaluate("window.__same_document") is True  # never reloaded
     status = "/v1/repo/demo/targets/live/stim"
     polls = sum(urlsplit(r.url).path == status for r in page.requests)
     page.wait_for_timeout(2500)
