@@ -11,7 +11,7 @@ from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
 from tests.conftest import import_jsonl
 
-from .conftest import sign_in
+from .conftest import artifact_dir, sign_in
 
 MASTER = "ui-rollout-master-key-0123456789"
 MARKDOWN = ("Here is **the answer**:\n\n- first point\n- second with `code`\n\n"
@@ -82,6 +82,7 @@ def test_trajectories_grouped_markdown_tokens_and_failures(page, rollout_server,
     assert "[this](javascript:window.__xss=4)" in md.text_content()
     assert '<img src=x onerror="window.__xss=5">' in md.text_content() and "<script>" in md.text_content()
     assert "12 prompt + 30 completion = 42" in page.text_content(".tokens")
+    page.screenshot(path=str(artifact_dir() / "viewer-rollout.png"))
     # a failed trajectory shows its error
     page.keyboard.press("j")
     page.keyboard.press("j")
