@@ -68,7 +68,7 @@ def test_every_file_is_package_data():
     for f in UI.iterdir():
         assert any(f.match(p) for p in patterns), f.name
     html = (UI / "index.html").read_text()
-    for name in ("app.js", "app.css", "dom.js", "api.js", "markdown.js", "vlist.js"):
+    for name in ("app.js", "app.css", "dom.js", "api.js", "markdown.js", "vlist.js", "output.js"):
         assert f"/ui/static/{name}" in html and (UI / name).is_file()
 
 
