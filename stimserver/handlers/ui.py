@@ -75,9 +75,12 @@ def sessions_of(request: web.Request) -> Sessions:
 
 
 def _same_origin(request: web.Request) -> None:
-    """A sign-in from another site's page is refused (login CSRF); browsers send ``Origin`` on a POST."""
+    """A sign-in from another site's page is refused (login CSRF); browsers send ``Origin`` on a POST.
+
+    Host names are compared without ports: a proxy may forward ``Host`` without its port (nginx's ``$host``).
+    """
     origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    if origin is not None and urlsplit(origin).hostname != urlsplit("//" + request.host).hostname:
         raise Forbidden("sign-in is accepted only from the viewer's own pages")
 
 
