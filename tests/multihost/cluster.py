@@ -47,8 +47,10 @@ WEB_PORT = 8080
 NGINX_PORT = int(os.environ.get("STIMSERVER_MULTIHOST_NGINX_PORT", "18080"))
 MASTER_KEY = "multihost-master-key-0123456789abcdef"
 PING_TIMEOUT = 10  # seconds; see README "Several machines"
-# No kernel attribute/entry caching: another host's rename or append is seen by the next stat.
-MOUNT_OPTIONS = "attribute-timeout=0,entry-timeout=0,negative-timeout=0"
+# No kernel attribute/entry caching: another host's rename or append is seen by the next stat;
+# direct I/O: no kernel page cache, which keeps bytes another host rewrote in place (the job
+# counter handed out the same id on two hosts without it).
+MOUNT_OPTIONS = "attribute-timeout=0,entry-timeout=0,negative-timeout=0,direct-io-mode=enable"
 VOLUME_OPTIONS = {
     "network.ping-timeout": str(PING_TIMEOUT),
     "performance.stat-prefetch": "off",  # md-cache: stat results kept for 1 s
@@ -61,6 +63,7 @@ VOLUME_OPTIONS = {
     "cluster.self-heal-daemon": "on",
 }
 T = TypeVar("T")
+_children: list[subprocess.Popen[bytes]] = []  # started here: reaped by reap() (no zombies, no warnings)
 
 
 class NotPossible(RuntimeError):
@@ -271,8 +274,8 @@ def start_processes(h: Host, extra_env: dict[str, str] | None = None, *, web: bo
         roles.append(("worker", [py, "-m", "stimserver", "worker", "--data", str(DATA)], env))
     for role, cmd, role_env in roles:
         with open(h.log(role), "ab") as out:
-            subprocess.Popen([*h.enter(), *cmd], stdout=out, stderr=subprocess.STDOUT, env=role_env,
-                             start_new_session=True, cwd="/")
+            _children.append(subprocess.Popen([*h.enter(), *cmd], stdout=out, stderr=subprocess.STDOUT,
+                                              env=role_env, start_new_session=True, cwd="/"))
     if web:
         wait_until(lambda: _health(h.ip, WEB_PORT), f"stimserver serve on {h.name}", 60, 0.2)
     if worker:
@@ -327,8 +330,9 @@ def start_nginx(web_hosts: Sequence[int] = (1, 2, 3)) -> None:
     main = MAIN_CONF.format(dir=d, user="user root;").replace("worker_processes 1;", "worker_processes 2;")
     (d / "nginx.conf").write_text(main)
     with open(d / "nginx.out", "ab") as out:
-        subprocess.Popen([nginx_binary(), "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
-                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        _children.append(subprocess.Popen([nginx_binary(), "-p", str(d), "-c", str(d / "nginx.conf"), "-e",
+                                           str(d / "error.log")], stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
     wait_until(lambda: _health("127.0.0.1", NGINX_PORT), "nginx", 30, 0.1)
 
 
@@ -337,7 +341,7 @@ def stop_nginx() -> None:
     if pid is not None:
         _signal(pid, signal.SIGQUIT)
         try:
-            wait_until(lambda: not _alive(pid), "nginx to stop", 20, 0.1)
+            wait_until(lambda: reap() or not _alive(pid), "nginx to stop", 20, 0.1)
         except TimeoutError:
             _signal(pid, signal.SIGKILL)
     (STATE / "nginx" / "nginx.pid").unlink(missing_ok=True)
@@ -349,7 +353,7 @@ def kill_host(h: Host) -> list[int]:
     killed = h.pids()
     for pid in killed:
         _signal(pid, signal.SIGKILL)
-    wait_until(lambda: not any(_alive(p) for p in killed), f"{h.name}'s processes to die", 30, 0.05)
+    wait_until(lambda: reap() or not any(_alive(p) for p in killed), f"{h.name}'s processes to die", 30, 0.05)
     if _is_mountpoint(h.mntns):
         h.sh("umount", "-l", str(MOUNT), check=False, timeout=30)
     return killed
@@ -426,6 +430,13 @@ def heal_pending() -> int:
 
 
 # -- teardown ------------------------------------------------------------------------
+def reap() -> None:
+    """Collect the exit status of the children that ended (a killed host's, a stopped nginx)."""
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+
+
 def down(quiet: bool = False) -> None:
     """Remove everything ``up`` makes, whatever is there; safe to run again and again."""
     say = (lambda *_: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
@@ -476,6 +487,12 @@ def down(quiet: bool = False) -> None:
         shutil.rmtree(STATE, ignore_errors=True)
     if MOUNT.exists() and not _is_mountpoint(MOUNT):
         shutil.rmtree(MOUNT, ignore_errors=True)
+    for child in list(_children):
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            continue  # still running: not ours to chase by name; status shows it
+    reap()
 
 
 def status() -> dict[str, object]:
