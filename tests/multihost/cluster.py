@@ -211,8 +211,10 @@ def build_storage() -> None:
     for d in ("bricks", "logs", "ns", "nginx"):
         (STATE / d).mkdir(parents=True, exist_ok=True)
     if _glusterd_pid() is None:
-        if _foreign_glusterd():
-            raise NotPossible("another glusterd runs on this machine; the harness starts its own")
+        try:  # one we stopped a moment ago may still be exiting (its forked helpers too)
+            wait_until(lambda: not _foreign_glusterd(), "no other glusterd", 15, 0.2)
+        except TimeoutError:
+            raise NotPossible("another glusterd runs on this machine; the harness starts its own") from None
         run("glusterd", "-p", str(STATE / "glusterd.pid"), f"--log-file={STATE / 'logs' / 'glusterd.log'}")
     wait_until(lambda: gluster("volume", "list", check=False).returncode == 0, "glusterd to answer", 60, 0.2)
     if VOLUME not in gluster("volume", "list").stdout.split():
@@ -544,7 +546,7 @@ def _foreign_glusterd() -> bool:
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != ours:
             try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "glusterd":
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "glusterd" and _alive(int(entry)):
                     return True
             except OSError:
                 continue
