@@ -417,9 +417,27 @@ def kill_brick(number: int) -> int:
     return pid
 
 
-def restart_bricks() -> None:
-    gluster("volume", "start", VOLUME, "force")
-    wait_until(lambda: len([b for b in bricks_status() if b["online"]]) == 3, "three bricks online", 60, 0.3)
+def restart_bricks(tries: int = 5) -> None:
+    """``volume start force`` until all three bricks are online (a start right after a brick
+    died can answer success while glusterd still counts the dead one as running)."""
+    for attempt in range(tries):
+        gluster("volume", "start", VOLUME, "force")
+        try:
+            wait_until(lambda: len([b for b in bricks_status() if b["online"]]) == 3, "three bricks online", 10, 0.3)
+            return
+        except TimeoutError:
+            if attempt == tries - 1:
+                raise
+
+
+def heal(timeout: float = 120) -> float:
+    """Ask for an index heal (retried until the self-heal daemon has reconnected to every brick)
+    and wait until nothing is left to heal; the seconds it took."""
+    started = time.monotonic()
+    wait_until(lambda: gluster("volume", "heal", VOLUME, check=False).returncode == 0, "the heal to launch",
+               timeout / 2, 1.0)
+    wait_until(lambda: heal_pending() == 0, "self-heal to finish", timeout / 2, 0.5)
+    return time.monotonic() - started
 
 
 def heal_pending() -> int:
