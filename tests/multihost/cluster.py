@@ -50,7 +50,8 @@ PING_TIMEOUT = 10  # seconds; see README "Several machines"
 # No kernel attribute/entry caching: another host's rename or append is seen by the next stat;
 # direct I/O: no kernel page cache, which keeps bytes another host rewrote in place (the job
 # counter handed out the same id on two hosts without it).
-MOUNT_OPTIONS = "attribute-timeout=0,entry-timeout=0,negative-timeout=0,direct-io-mode=enable"
+MOUNT_OPTIONS = os.environ.get("STIMSERVER_MULTIHOST_MOUNT_OPTIONS",  # another set, for measuring
+                               "attribute-timeout=0,entry-timeout=0,negative-timeout=0,direct-io-mode=enable")
 VOLUME_OPTIONS = {
     "network.ping-timeout": str(PING_TIMEOUT),
     "performance.stat-prefetch": "off",  # md-cache: stat results kept for 1 s

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.llm.fake_providers import TEST_KEY, FakeOpenAI
+from tests.llm.fake_providers import FakeOpenAI
 
 from . import cluster
 
