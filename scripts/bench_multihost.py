@@ -3,6 +3,7 @@
 
     python scripts/bench_multihost.py            # builds (and removes) its own cluster
     python scripts/bench_multihost.py --pages    # page throughput only
+    python scripts/bench_multihost.py --partition   # a cut-off host's job: time to resume elsewhere
 
 1. Page throughput through nginx with 1, 2 and 3 web hosts as upstreams (wrk, 100-line
    pages of ~1 KB lines from a complete output on the GlusterFS volume), beside one
@@ -162,6 +163,9 @@ def main() -> None:
             cluster.start_processes(h, {**provider.env(), "STIMSERVER_ACCESS_LOG": "false"})
         cluster.start_nginx()
         mh = Cluster(provider)
+        if "--partition" in sys.argv[1:]:
+            print(f"partition → resume: {partition_to_resume(mh)}", file=sys.stderr)
+            return
         pages = page_throughput(src)
         print(f"pages/s through nginx by web hosts: {pages} (local disk: {local:.0f})", file=sys.stderr)
         if "--pages" in sys.argv[1:]:

@@ -53,7 +53,14 @@ PING_TIMEOUT = 10  # seconds; see README "Several machines"
 MOUNT_OPTIONS = os.environ.get("STIMSERVER_MULTIHOST_MOUNT_OPTIONS",  # another set, for measuring
                                "attribute-timeout=0,entry-timeout=0,negative-timeout=0,direct-io-mode=enable")
 VOLUME_OPTIONS = {
-    "network.ping-timeout": str(PING_TIMEOUT),
+    "network.ping-timeout": str(PING_TIMEOUT),  # a client gives up on a silent brick after this
+    # A brick drops a silent client (and its locks) after this: TCP keepalive when idle, the TCP
+    # user timeout when data goes unacknowledged. The defaults (42 s) held a cut-off host's job lock
+    # for ~44 s.
+    "server.tcp-user-timeout": str(PING_TIMEOUT),
+    "server.keepalive-time": "5",
+    "server.keepalive-interval": "2",
+    "server.keepalive-count": "3",
     "performance.stat-prefetch": "off",  # md-cache: stat results kept for 1 s
     "performance.quick-read": "off",  # small files' contents kept for 1 s
     "performance.open-behind": "off",  # an open answered before the file is opened on the bricks
