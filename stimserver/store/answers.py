@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .atomic import fsync_dir, write_json_atomic
+from .atomic import fsync_dir, read_replaced, write_json_atomic
 
 __all__ = ["AnswerLog", "USAGE_FILE", "answer_log_path", "read_usage", "write_usage"]
 
@@ -94,7 +94,7 @@ def write_usage(job_dir: Path, usage: dict[str, int]) -> None:
 def read_usage(job_dir: Path) -> dict[str, Any] | None:
     """The usage file's content, or None when the job has none (yet)."""
     try:
-        raw = (job_dir / USAGE_FILE).read_bytes()
+        raw = read_replaced(job_dir / USAGE_FILE)  # rewritten while the job runs, maybe on another host
     except FileNotFoundError:
         return None
     value = orjson.loads(raw)

@@ -21,11 +21,32 @@ from .errors import NoSpace
 
 __all__ = ["write_atomic", "write_json_atomic", "create_json_exclusive", "fsync_dir", "sweep_temp_files",
            "no_space", "is_no_space", "stage_json", "commit_staged", "RESERVE_NAME", "ensure_reserve",
-           "release_reserve", "create_exclusive", "read_or_create_secret"]
+           "release_reserve", "create_exclusive", "read_or_create_secret", "read_replaced", "STALE_RETRIES"]
 
 T = TypeVar("T")
 RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 1 << 20
+
+
+STALE_RETRIES = 5
+
+
+def read_replaced(path: Path) -> bytes:
+    """The whole of a file that other processes replace by rename (a record), as it is now.
+
+    On a network filesystem another host's rename can land between our lookup of the
+    name and our read: the old file is gone at the server, and the open or the read fails
+    with ESTALE (GlusterFS FUSE does so; a local disk keeps the old file readable). The
+    name then points at the new file, so looking it up again gives the current record.
+    """
+    for attempt in range(STALE_RETRIES + 1):
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            if e.errno != errno.ESTALE or attempt == STALE_RETRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def is_no_space(exc: BaseException) -> bool:

@@ -17,6 +17,8 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
+from .atomic import read_replaced
+
 __all__ = ["FileCache", "Identity", "file_identity"]
 
 log = logging.getLogger("stimserver.store")
@@ -79,8 +81,7 @@ class FileCache:
                 self._items.move_to_end(path)
                 return cast("dict[str, Any] | None", hit[1]), ident
         try:
-            with open(path, "rb") as f:
-                value = orjson.loads(f.read())
+            value = orjson.loads(read_replaced(path))
         except (FileNotFoundError, NotADirectoryError):
             return None, None
         except (orjson.JSONDecodeError, OSError) as e:

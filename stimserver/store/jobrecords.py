@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from .atomic import fsync_dir, is_no_space, no_space, write_json_atomic
+from .atomic import fsync_dir, is_no_space, no_space, read_replaced, write_json_atomic
 from .locks import FileLock
 from .output import INDEX_NAME, lock_path
 from .paths import JOB_KINDS, DataPaths
@@ -82,7 +82,7 @@ def submit_lock(job_dir: Path) -> Path:
 def read_record(job_dir: Path) -> dict[str, Any] | None:
     """The record as it is on disk now (uncached: transitions must see the latest)."""
     try:
-        value = orjson.loads(job_file(job_dir).read_bytes())
+        value = orjson.loads(read_replaced(job_file(job_dir)))
     except (FileNotFoundError, NotADirectoryError, orjson.JSONDecodeError):
         return None
     return value if isinstance(value, dict) else None

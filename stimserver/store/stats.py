@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from .atomic import write_json_atomic
+from .atomic import read_replaced, write_json_atomic
 from .locks import FileLock
 from .snapshot import CHUNK, Snapshot, take
 
@@ -49,7 +49,7 @@ def _qhash(question: str) -> int:
 
 def _load(job_dir: Path, key: str) -> State | None:
     try:
-        state = orjson.loads((job_dir / STATS_NAME).read_bytes())
+        state = orjson.loads(read_replaced(job_dir / STATS_NAME))
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
     if not isinstance(state, dict) or state.get("version") != VERSION or state.get("key") != key:

@@ -1,7 +1,7 @@
 """A real nginx (the Debian package) running deploy/nginx.conf on loopback ports, in a temp dir.
 
 The user-facing file is used as it is, except for the two lines that name addresses:
-``listen 80;`` becomes a free loopback port and the upstream ``server 127.0.0.1:8080;``
+``listen 80;`` becomes a free loopback port and the upstream ``server 127.0.0.1:8080 …;``
 the port of the stimserver under test. A small main config around it (``daemon off``,
 pid, logs and temp paths inside the temp dir) stands in for /etc/nginx/nginx.conf,
 which includes conf.d/*.conf inside its http {} block the same way.
@@ -54,7 +54,7 @@ def nginx_binary() -> str:
 def render(conf: str, listen_port: int, upstream_port: int) -> str:
     """deploy/nginx.conf with only its listen and upstream addresses changed."""
     replacements = {"    listen 80;\n": f"    listen 127.0.0.1:{listen_port};\n",
-                    "    server 127.0.0.1:8080;\n": f"    server 127.0.0.1:{upstream_port};\n"}
+                    "    server 127.0.0.1:8080 ": f"    server 127.0.0.1:{upstream_port} "}
     for old, new in replacements.items():
         assert conf.count(old) == 1, f"deploy/nginx.conf no longer has exactly one {old.strip()!r}"
         conf = conf.replace(old, new)

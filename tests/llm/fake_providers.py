@@ -98,14 +98,15 @@ class FakeProvider(ABC):
         """Queue answers, consumed one per request."""
         self._script.extend(answers)
 
-    async def start(self) -> None:
+    async def start(self, host: str = "127.0.0.1") -> None:
+        """Listen on a free port of ``host`` (another address for clients in other network namespaces)."""
         app = web.Application()
         app.router.add_post(self.path, self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, host, 0).start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
 
     async def close(self) -> None:
         self._closing.set()
