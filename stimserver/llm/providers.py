@@ -24,6 +24,7 @@ from .chat import (
 from .describe import describe, shown_url
 from .errors import TRANSIENT_STATUSES, Answer, LLMError
 from .limiter import Limits, Usage, limiter_for
+from .sdk import preload
 from .wire import (
     DEFAULT_MAX_TOKENS,
     chat_completion_answer,
@@ -174,6 +175,7 @@ class LLMClient:
         client: anthropic.AsyncAnthropic | openai.AsyncOpenAI
         extract: Callable[[Any, str], Answer]
         provider = self._config.provider_for(model)
+        await preload(provider)  # the first import of an SDK takes ~1 s: not on the event loop
         request: Callable[[], Awaitable[Any]]
         if provider == "anthropic":
             client = anthropic_client = self._anthropic_client()

@@ -251,3 +251,30 @@ def test_a_failed_rollout_is_the_same_job_after_a_stim_rerun():
                                                                                  "stimuli": 5}, 5))
     assert not kind.same_job(failed, JobPlan({"model_name": "other", "stim_job_id": 1},
                                              {**spec, "model_name": "other"}, 3))
+
+
+def test_a_stim_job_that_changes_during_the_submit_is_refused_and_nothing_is_left(paths):
+    from stimserver.jobs import transitions
+    from stimserver.store import jobrecords
+    from stimserver.store.datasets import Datasets
+    from stimserver.store.locks import FileLock
+
+    target = seed_target(paths, [hardcoded(3)], model_name=LOCAL)
+    stim_dir = STIM.job_dir(paths)
+    stim_dir.mkdir(parents=True)
+    lock = FileLock.acquire(output.lock_path(stim_dir), blocking=True)
+    with lock, output.OutputWriter.open(stim_dir, lock) as w:
+        w.append([output.encode({"stimulus_id": i, "question": f"Q{i}?"}) for i in range(3)])
+    jobrecords.write_record(stim_dir, {"job_id": 7, "status": "complete", "expected_lines": 3})
+
+    class RacedKind(RolloutKind):
+        def plan(self, source):
+            plan = super().plan(source)
+            jobrecords.write_record(stim_dir, {"job_id": 8, "status": "pending"})  # a re-run, just now
+            return plan
+
+    with pytest.raises(ConfigProblem, match="changed while the rollout was being submitted; POST again"):
+        transitions.submit(paths, RacedKind(), ROLLOUT, target, Datasets(paths.root))
+    assert record_of(paths, ROLLOUT) is None
+    assert ".rollout.prepare" not in {p.name for p in stim_dir.parent.iterdir()}  # the staging folder went
+    assert list(ROLLOUT.job_dir(paths).iterdir()) == []  # nothing frozen, nothing recorded
