@@ -11,7 +11,6 @@ record; the files themselves belong to ``store.jobrecords``.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -150,7 +149,7 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
                 staged = atomic.stage_json(jr.job_file(job_dir), record, job_dir.parent)
                 try:
                     jr.reset_output(job_dir)
-                    _move_in(prepared, job_dir)
+                    jr.move_in(prepared, job_dir)
                 except BaseException:
                     staged.unlink(missing_ok=True)
                     raise
@@ -166,23 +165,13 @@ def _resumable(kind: JobKind, current: Record, plan: JobPlan) -> bool:
 
 @contextmanager
 def _prepared(kind: JobKind, plan: JobPlan, source: JobSource, job_dir: Path) -> Iterator[Path]:
-    """A fresh folder beside the job's with the files ``kind.prepare`` wrote; removed on leaving."""
-    staging = job_dir.parent / f".{job_dir.name}.prepare"
-    shutil.rmtree(staging, ignore_errors=True)  # left by a submit that died half-way
-    staging.mkdir()
+    """A fresh staging folder with the files ``kind.prepare`` wrote; removed on leaving."""
+    staging = jr.fresh_staging(job_dir)
     try:
         kind.prepare(plan, source, staging)
         yield staging
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _move_in(staging: Path, job_dir: Path) -> None:
-    names = sorted(os.listdir(staging))
-    for name in names:
-        os.replace(staging / name, job_dir / name)
-    if names:
-        atomic.fsync_dir(job_dir)
+        jr.remove_staging(staging)
 
 
 def discard(paths: DataPaths, ref: JobRef) -> bool:
