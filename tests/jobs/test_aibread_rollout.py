@@ -149,3 +149,20 @@ def test_a_re_run_stim_is_flagged_and_never_mixed_in(quick, paths, provider):
     assert (fresh.model_extra or {})["stim_outdated"] is False
     assert [r["question"] for r in quick.targets.rollout.get_output("t1", repo_name="r1").output] == [
         "New0?", "New1?", "New2?", "New3?"]
+
+
+async def test_the_async_client_runs_and_pages_a_rollout(bread_server, paths, provider, monkeypatch):
+    monkeypatch.setattr(jobs_handlers, "POST_WAIT_SECONDS", 60.0)
+    seed_target(paths, [hardcoded(6)], user="admin", model_name=MODEL, num_traj_per_stimulus=2)
+    async with aibread.AsyncBread(api_key=MASTER_KEY, base_url=bread_server.base_url, max_retries=0) as bread:
+        async def no_sleep(seconds):
+            pytest.fail("the client had to poll")
+
+        monkeypatch.setattr(bread.targets.stim, "_sleep", no_sleep)
+        monkeypatch.setattr(bread.targets.rollout, "_sleep", no_sleep)
+        assert (await bread.targets.stim.run("t1", repo_name="r1")).status == "complete"
+        result = await bread.targets.rollout.run("t1", repo_name="r1")
+        assert result.status == "complete" and result.lines == result.total_expected == 12
+        page = await bread.targets.rollout.get_output("t1", repo_name="r1", offset=10, limit=5)
+    assert [(r["stimulus_id"], r["trajectory_id"]) for r in page.output] == [(5, 0), (5, 1)]
+    assert page.has_more is False and page.lines == 12
