@@ -7,8 +7,11 @@ Starts ``stimserver serve`` on a scratch copy of data/ (datasets included), and 
 the official aibread client creates user ``demo``'s repo ``demo``, a teacher and a
 student prompt, and two targets — ``geography`` (hardcoded questions) and
 ``arithmetic`` (from_dataset over the shipped arithmetic set) — runs their stim jobs to
-completion, and copies the result into data/users/demo. Nothing here is hand-written
-output: the lines are what the server's own job runner produced.
+completion, then runs ``geography``'s rollout (two trajectories per stimulus) against a
+local fake OpenAI-compatible provider (tests/llm/fake_providers.py, in this process) that
+plays the model ``demo-tutor``: it answers each question from the short table below. The
+result is copied into data/users/demo. Nothing here is hand-written output: the lines are
+what the server's own job runner produced.
 """
 from __future__ import annotations
 
@@ -27,6 +30,12 @@ import aibread
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
+sys.path.insert(0, str(ROOT))
+
+from tests.llm.fake_providers import FakeOpenAI, ProviderThread, Reply  # noqa: E402
+
+MODEL = "demo-tutor"
+TRAJECTORIES = 2
 
 TEACHER = [{"role": "system", "content": (
     "You are a geography and arithmetic tutor for secondary-school students. Answer in two or three "
@@ -58,6 +67,42 @@ GEOGRAPHY = [
 ]
 
 
+# What the fake "demo-tutor" answers, question by question (GEOGRAPHY's order).
+FACTS = [
+    "Canberra", "The Nile", "The Gobi Desert", "Canada", "Mount Kilimanjaro", "The Indian Ocean", "Ottawa",
+    "The Strait of Gibraltar", "The Amazon", "Morocco", "Vatican City", "The Pyrenees", "Nairobi", "The Dead Sea",
+    "Sicily", "Canada and the United States", "Lima", "The Rio Grande", "Lake Baikal", "Nigeria", "Oslo",
+    "The Atacama Desert", "Brazil", "Istanbul", "Hanoi", "Mount Vesuvius", "The Volga", "France", "Wellington",
+    "The Suez Canal", "Angel Falls", "Turkey", "Buenos Aires", "Sri Lanka", "Lake Victoria", "Denali",
+    "Cairo", "The Tigris", "Australia", "Budapest",
+]
+PHRASINGS = ["{fact}.", "The answer is {fact}: a well-known fact of world geography."]
+
+
+def tutor(fake: FakeOpenAI):
+    """The fake model: the fact for the question, phrased differently for each trajectory."""
+    asked: dict[str, int] = {}
+
+    def answer(body: dict) -> Reply:
+        question = body["messages"][-1]["content"]
+        n = asked[question] = asked.get(question, -1) + 1
+        fact = FACTS[GEOGRAPHY.index(question)] if question in GEOGRAPHY else "I do not know"
+        return Reply(PHRASINGS[n % len(PHRASINGS)].format(fact=fact))
+
+    return answer
+
+
+def wait_done(get, target: str, me: dict):
+    for _ in range(600):
+        status = get(target, repo_name="demo", **me)
+        if status.status in ("complete", "failed"):
+            break
+        time.sleep(0.1)
+    if status.status != "complete":
+        raise SystemExit(f"{target}: {status.status} {status.error}")
+    return status
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,11 +112,14 @@ def free_port() -> int:
 def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="stimserver-demo-"))
     shutil.copytree(DATA / "datasets", scratch / "datasets")
+    provider = ProviderThread(FakeOpenAI(api_key=None))
+    fake = provider.start()
+    fake.default = tutor(fake)
     key = "demo-build-" + secrets.token_hex(16)
     port = free_port()
+    env = {**os.environ, "STIMSERVER_MASTER_KEY": key, "OPENAI_BASE_URL": f"{fake.url}/v1"}
     server = subprocess.Popen([sys.executable, "-m", "stimserver", "serve", "--port", str(port), "--data",
-                               str(scratch), "--no-access-log"], env={**os.environ, "STIMSERVER_MASTER_KEY": key},
-                              start_new_session=True)
+                               str(scratch), "--no-access-log"], env=env, start_new_session=True)
     try:
         client = aibread.Bread(api_key=key, base_url=f"http://127.0.0.1:{port}", max_retries=5)
         for _ in range(100):
@@ -86,23 +134,21 @@ def main() -> None:
         client.prompts.create("demo", prompt_name="student", messages=STUDENT, **me)
         common = {"teacher_prompt": "teacher", "student_prompt": "student"}
         client.targets.create("demo", target_name="geography", template="default", **me, overrides={
-            **common, "generators": [{"type": "hardcoded", "questions": GEOGRAPHY, "numq": len(GEOGRAPHY)}]})
+            **common, "generators": [{"type": "hardcoded", "questions": GEOGRAPHY, "numq": len(GEOGRAPHY)}],
+            # one request at a time: each stimulus's trajectories are asked in order, so a rebuild is identical
+            "model_name": MODEL, "num_traj_per_stimulus": TRAJECTORIES, "max_concurrency": 1})
         client.targets.create("demo", target_name="arithmetic", template="default", **me, overrides={
             **common, "generators": [{"type": "from_dataset", "dataset": "arithmetic", "numq": 150, "seed": 7,
                                       "rollout_with_conditioned": True}]})
         for target in ("geography", "arithmetic"):
             client.targets.stim.run(target, repo_name="demo", poll=False, **me)
-            for _ in range(600):
-                status = client.targets.stim.get(target, repo_name="demo", **me)
-                if status.status in ("complete", "failed"):
-                    break
-                time.sleep(0.1)
-            if status.status != "complete":
-                raise SystemExit(f"{target}: {status.status} {status.error}")
-            print(f"{target}: {status.lines} lines")
+            print(f"{target}: {wait_done(client.targets.stim.get, target, me).lines} lines")
+        client.targets.rollout.run("geography", repo_name="demo", poll=False, **me)
+        print(f"geography rollout: {wait_done(client.targets.rollout.get, 'geography', me).lines} trajectories")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)
+        provider.stop()
     built = scratch / "users" / "demo"
     for leftover in built.rglob("*.lock"):
         leftover.unlink()

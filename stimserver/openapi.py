@@ -11,10 +11,9 @@ OpenAPI 3.0.3 by ``to_openapi30``), so the document and the parser cannot disagr
 Conventions: every operation but the public ones (health, this document, metrics)
 needs the bearer key and takes the user override (``user_id`` / ``X-User-Id``, master
 key only). Errors are ``Error`` objects; 422 adds ``detail``. HEAD mirrors each GET and
-is not listed. Endpoints of the Bread API that stimserver does not serve (rollout,
-bakes, recipes) are listed with their only answer, 404. The viewer's pages and its
-sign-in under ``/ui`` are a browser app, not part of the API, and are not listed
-(README "Viewer").
+is not listed. Endpoints of the Bread API that stimserver does not serve (bakes,
+recipes) are listed with their only answer, 404. The viewer's pages and its sign-in
+under ``/ui`` are a browser app, not part of the API, and are not listed (README "Viewer").
 """
 from __future__ import annotations
 
@@ -232,13 +231,32 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                                              "next POST starts a new job from line 0; answers not_started. 409 "
                                              "while the job is pending or running. Not part of the Bread API."),
         },
-        # -- the Bread API's rollout, bakes and recipes: not served -------------------------------
         f"{T}/rollout": {
-            "post": _not_served("rollout_run", "Run a rollout", "rollout is not served yet"),
-            "get": _not_served("rollout_get", "Rollout status", "rollout is not served yet"),
+            "post": _operation("rollout_run", "Run the target's rollout job (idempotent; no body)", "rollout",
+                               {200: _ok("RolloutResponse")}, errors=(404, 409, 507),
+                               description="Queues one chat request per trajectory (num_traj_per_stimulus per "
+                                           "stimulus of the target's complete stim job, whose output it freezes) "
+                                           "and answers the job's state at once (complete already, when it finishes "
+                                           "within about a second). While a job exists, answers its state: after "
+                                           "complete it never mixes in a re-run stim job's stimuli (stim_outdated "
+                                           "says so; DELETE …/rollout/output, then POST, for a fresh rollout). A "
+                                           "failed job resumes from its committed lines on its own stimuli. 400: "
+                                           "the stim job is not complete, or the target has no model_name."),
+            "get": _operation("rollout_get", "Status of the target's rollout job", "rollout",
+                              {200: _ok("RolloutResponse")}, errors=(404,)),
         },
-        f"{T}/rollout/output": {"get": _not_served("rollout_get_output", "Rollout output",
-                                                   "rollout is not served yet")},
+        f"{T}/rollout/output": {
+            "get": _operation("rollout_get_output", "One page of the rollout output", "rollout",
+                              {200: _ok("RolloutGetOutputResponse")}, query=page_query, errors=(404,),
+                              description="Trajectories [offset, offset + limit), in (stimulus_id, trajectory_id) "
+                                          "order; has_more is true while lines follow the page."),
+            "delete": _operation("rollout_delete_output", "Discard the rollout job and its output (fresh start)",
+                                 "rollout", {200: _ok("RolloutResponse")}, errors=(404, 409),
+                                 description="Removes a complete or failed rollout with every line it wrote, so the "
+                                             "next POST starts a new one from the target's current stim output; "
+                                             "answers not_started. 409 while the job is pending or running."),
+        },
+        # -- the Bread API's bakes and recipes: not served -------------------------------------
         R + "/bakes": {
             "get": _not_served("bakes_list", "List bakes", "model training is out of scope"),
             "post": _not_served("bakes_create", "Create a bake", "model training is out of scope"),
@@ -264,7 +282,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
     }
     from .openapi_outputs import output_paths
 
-    paths |= output_paths(kind)  # export, search, sample, stats (rollout: one more call once it is served)
+    paths |= output_paths(kind) | output_paths("rollout")  # export, search, sample, stats
     for path, item in paths.items():
         names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
         if names:
@@ -282,12 +300,13 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         "info": {
             "title": "stimserver",
             "version": __version__,
-            "description": "Self-hosted, Bread-compatible stim server: repos, prompts, targets, stim jobs and "
-                           "their paged output. The official aibread client works against it unchanged.",
+            "description": "Self-hosted, Bread-compatible stim server: repos, prompts, targets, stim and rollout "
+                           "jobs and their paged output. The official aibread client works against it unchanged.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": t} for t in ("health", "repos", "prompts", "targets", "stim", "not served", "operations")],
+        "tags": [{"name": t} for t in ("health", "repos", "prompts", "targets", "stim", "rollout", "not served",
+                                        "operations")],
         "paths": _paths(settings),
         "components": {
             "securitySchemes": {"bearerAuth": {

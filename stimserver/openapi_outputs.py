@@ -36,7 +36,7 @@ def _text_query(name: str, description: str, **schema: Any) -> dict[str, Any]:
 
 
 def output_paths(kind: str) -> dict[str, dict[str, Any]]:
-    """Export, search, sample and stats of one job kind's output (rollout: one more call when it is served)."""
+    """Export, search, sample and stats of one job kind's output."""
     formats = [name for name, (kinds, _) in FORMATS.items() if kind in kinds]
     export_ok = {"description": "every committed line (gzip with Accept-Encoding: gzip)",
                  "content": {NDJSON: {"schema": STR}}}

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stimserver.keys import METRICS
 from stimserver.metrics import count_lines_generated
+from tests.llm.fake_providers import openai_server  # noqa: F401  (fixture)
 
 OUTPUT = "/v1/repo/{repo_name}/targets/{target_name}/stim/output"
 
@@ -136,3 +137,34 @@ async def test_a_real_job_counts_its_lines(client, master_headers):
         status = (await (await client.get("/v1/repo/m/targets/t/stim", headers=h)).json())["status"]
     assert status == "complete"
     assert (await scrape(client))[key] == before + 7
+
+
+async def test_a_rollout_is_counted_by_kind(aiohttp_client, tmp_path, openai_server):  # noqa: F811
+    """stimserver_jobs{kind="rollout",…} and lines_generated_total{kind="rollout"} from a real rollout."""
+    from stimserver.app import create_app
+    from stimserver.config import Settings
+    from stimserver.store.paths import DataPaths
+    from tests.conftest import MASTER_KEY
+    from tests.jobs.conftest import hardcoded, seed_target
+
+    settings = Settings.build(data_dir=tmp_path / "data", master_key=MASTER_KEY, access_log=False,
+                              openai_base_url=f"{openai_server.url}/v1", openai_api_key=openai_server.api_key)
+    client = await aiohttp_client(create_app(settings))
+    key = ("stimserver_lines_generated_total", (("kind", "rollout"),))
+    before = await scrape(client)
+    assert before[("stimserver_jobs", (("kind", "rollout"), ("status", "complete")))] == 0
+    seed_target(DataPaths(settings.data_dir), [hardcoded(3)], model_name="llama3.1:8b", num_traj_per_stimulus=2)
+    h = {"Authorization": f"Bearer {MASTER_KEY}", "X-User-Id": "alice"}
+    for kind in ("stim", "rollout"):
+        r = await client.post(f"/v1/repo/r1/targets/t1/{kind}", headers=h)
+        status = (await r.json())["status"]
+        for _ in range(400):
+            if status == "complete":
+                break
+            await asyncio.sleep(0.05)
+            status = (await (await client.get(f"/v1/repo/r1/targets/t1/{kind}", headers=h)).json())["status"]
+        assert status == "complete", kind
+    client.server.app[METRICS].jobs.ttl = 0  # no cached job counts
+    samples = await scrape(client)
+    assert samples[("stimserver_jobs", (("kind", "rollout"), ("status", "complete")))] == 1
+    assert samples[key] == before.get(key, 0) + 6

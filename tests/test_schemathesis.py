@@ -64,6 +64,32 @@ def _seed(base: str, records: Records, root) -> None:
     src = root / "lines.jsonl"
     src.write_bytes(b"".join(orjson.dumps({"stimulus_id": i, "question": f"Q{i}?"}) + b"\n" for i in range(150)))
     import_jsonl(records, "admin", "demo", "geo", src)  # a completed stim output of 150 lines
+    _complete_rollout(records, "admin", "demo", "geo", lines=120)
+
+
+def _complete_rollout(records: Records, user: str, repo: str, target: str, lines: int) -> None:
+    """A complete rollout job as the rollout kind leaves one: record, lines, failed.json."""
+    from stimserver.store import jobrecords, output
+    from stimserver.store.answers import write_failed
+    from stimserver.store.locks import FileLock
+
+    job_dir = records.paths.job_dir(user, repo, target, "rollout")
+    job_dir.mkdir(parents=True)
+    stim_job = jobrecords.read_record(records.paths.job_dir(user, repo, target, "stim")) or {}
+    config = {"model_name": "m", "num_traj_per_stimulus": 1, "temperature": 1.0, "max_tokens": None,
+              "max_concurrency": 10, "extra_kwargs": {}, "stim_job_id": stim_job.get("job_id")}
+    rows = [{"stimulus_id": i, "trajectory_id": 0, "question": f"Q{i}?", "stimulus": f"Q{i}?",
+             "response": {"role": "assistant", "content": "A.", "finish_reason": "stop",
+                          "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}},
+             "error": None, "model": "m", "temperature": 1.0, "tokens": 3} for i in range(lines)]
+    lock = FileLock.acquire(output.lock_path(job_dir), blocking=True)
+    assert lock is not None
+    with lock, output.OutputWriter.open(job_dir, lock) as writer:
+        writer.append([output.encode(row) for row in rows])
+    write_failed(job_dir, [])
+    jobrecords.write_record(job_dir, {"job_id": records.next_job_id(), "kind": "rollout", "status": "complete",
+                                      "config": config, "expected_lines": lines, "error": None,
+                                      "spec": {**config, "stimuli": lines}})
 
 
 @pytest.fixture(scope="module")

@@ -177,7 +177,12 @@ async def _gzip_or_plain(resp: web.StreamResponse, parts: Iterator[bytes], gzip:
             await resp.write(out)
 
 
-# One literal route per job kind; rollout joins with one line when it is served.
+# One literal route per job kind.
 @routes.get("/v1/repo/{repo_name}/targets/{target_name}/stim/export")
 async def stim_export(request: web.Request) -> web.StreamResponse:
     return await export(request, "stim")
+
+
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/rollout/export")
+async def rollout_export(request: web.Request) -> web.StreamResponse:
+    return await export(request, "rollout")

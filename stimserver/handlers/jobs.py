@@ -5,6 +5,9 @@
     GET  /v1/repo/{repo}/targets/{target}/stim/output   status + one page
     DELETE /v1/repo/{repo}/targets/{target}/stim/output discard a finished job (the explicit fresh start)
 
+and the same four for ``rollout``, whose answers add ``total_expected``,
+``failed_trajectories`` and ``stim_outdated`` (``rollout_fields``).
+
 A page is parameters → job record (cached) → page (``Records.job_page``, the store's
 async reader) → envelope: this module never builds a path or opens a file. A status
 read of a pending or running job checks that some runner is behind it
@@ -14,6 +17,7 @@ serialised with orjson. Every field is always present.
 """
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +29,7 @@ from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
 from ..jsonio import json_response, raw_json_response
 from ..keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..paging import page_params
+from ..store.records import Records
 from .context import target_context
 
 routes = web.RouteTableDef()
@@ -60,6 +65,31 @@ def status_fields(job: Record | None, lines: int, usage: Record | None = None) -
             "usage": {k: int((usage or {}).get(k) or 0) for k in USAGE_FIELDS}}
 
 
+def rollout_fields(records: Records, ref: JobRef, job: Record | None, lines: int) -> dict[str, Any]:
+    """What a RolloutResponse adds to the status fields.
+
+    ``failed_trajectories`` counts the committed lines whose request the provider rejected;
+    ``stim_outdated`` is true when the target's stim job is no longer the one this rollout
+    read (re-run or deleted since): the rollout's lines still come from the stimuli it froze.
+    """
+    if job is None:
+        return {"total_expected": None, "failed_trajectories": None, "stim_outdated": None}
+    failed = records.job_failed(ref.user, ref.repo, ref.target, ref.kind)
+    stim = records.job(ref.user, ref.repo, ref.target, "stim")
+    read = (job.get("config") or {}).get("stim_job_id")
+    return {"total_expected": job.get("expected_lines"), "failed_trajectories": bisect.bisect_left(failed, lines),
+            "stim_outdated": stim is None or stim.get("job_id") != read}
+
+
+# The fields a kind adds to the status fields (a RolloutResponse's), by kind.
+KIND_FIELDS: dict[str, Callable[[Records, JobRef, Record | None, int], dict[str, Any]]] = {"rollout": rollout_fields}
+
+
+def kind_fields(records: Records, ref: JobRef, job: Record | None, lines: int) -> dict[str, Any]:
+    fields = KIND_FIELDS.get(ref.kind)
+    return {} if fields is None else fields(records, ref, job, lines)
+
+
 def _ref(request: web.Request, kind: str) -> JobRef:
     return JobRef(request[IDENTITY].user, request.match_info["repo_name"], request.match_info["target_name"], kind)
 
@@ -93,8 +123,9 @@ async def run_job(request: web.Request, kind: str) -> web.Response:
     except JobBusy as e:  # the previous job's writer has not let go yet
         raise Conflict(str(e)) from None
     job = await control.settle(ref, job, POST_WAIT_SECONDS)
-    return json_response(status_fields(job, ctx.records.job_lines(ctx.user, ctx.repo, target, kind),
-                                       ctx.records.job_usage(ctx.user, ctx.repo, target, kind)))
+    lines = ctx.records.job_lines(ctx.user, ctx.repo, target, kind)
+    return json_response({**status_fields(job, lines, ctx.records.job_usage(ctx.user, ctx.repo, target, kind)),
+                          **kind_fields(ctx.records, ref, job, lines)})
 
 
 async def get_status(request: web.Request, kind: str) -> web.Response:
@@ -103,15 +134,15 @@ async def get_status(request: web.Request, kind: str) -> web.Response:
     records = request.app[RECORDS]
     lines = records.job_lines(ref.user, ref.repo, ref.target, kind) if job is not None else 0
     usage = records.job_usage(ref.user, ref.repo, ref.target, kind) if job is not None else None
-    return json_response(status_fields(job, lines, usage))
+    return json_response({**status_fields(job, lines, usage), **kind_fields(records, ref, job, lines)})
 
 
 def _envelope(items: bytes | memoryview, job: Record | None, offset: int, limit: int, count: int,
-              total: int, usage: dict[str, int] | None = None) -> web.Response:
+              total: int, usage: dict[str, int] | None = None, extra: dict[str, Any] | None = None) -> web.Response:
     """The page answer, built in one buffer: prefix, the stored lines, the rest of the fields."""
     meta = orjson.dumps({
         "offset": offset, "limit": limit, "has_more": offset + count < total,
-        **status_fields(job, total, usage),
+        **status_fields(job, total, usage), **(extra or {}),
     })
     return raw_json_response(b"".join((b'{"output":[', items, b"],", memoryview(meta)[1:])))
 
@@ -123,7 +154,8 @@ _STATUS_BYTES_SIZE = 256
 
 
 def _complete_envelope(key: tuple[Any, ...], items: memoryview, job: Record, offset: int, limit: int, count: int,
-                       total: int, usage: Callable[[], dict[str, int] | None]) -> web.Response:
+                       total: int, usage: Callable[[], dict[str, int] | None],
+                       extra: dict[str, Any] | None = None) -> web.Response:
     """``_envelope`` for a complete job, its status fields taken from ``_STATUS_BYTES``.
 
     A complete job's usage is final (saved before its record says complete), so it is read
@@ -135,6 +167,8 @@ def _complete_envelope(key: tuple[Any, ...], items: memoryview, job: Record, off
             _STATUS_BYTES.clear()
         status = _STATUS_BYTES[key] = orjson.dumps(status_fields(job, total, usage()))[1:]
     head = b'],"offset":%d,"limit":%d,"has_more":%s,' % (offset, limit, b"true" if offset + count < total else b"false")
+    if extra:  # fields that may change while the record does not (a rollout's stim_outdated): never cached
+        status = b"".join((status[:-1], b",", memoryview(orjson.dumps(extra))[1:]))
     return raw_json_response(b"".join((b'{"output":[', items, head, status)))
 
 
@@ -146,19 +180,21 @@ async def get_output(request: web.Request, kind: str) -> web.Response:
     job, version = records.job_versioned(ref.user, ref.repo, ref.target, kind)
     if job is None:
         target_context(request)  # raises the right 404 (or the 422 of a bad name)
-        return _envelope(b"", None, offset, limit, 0, 0)
+        return _envelope(b"", None, offset, limit, 0, 0, extra=kind_fields(records, ref, None, 0))
     if job.get("status") == JobStatus.COMPLETE and version is not None:
         # Fast path (issue 13): a complete job's output is read from files kept open.
         lines = records.complete_lines(ref.user, ref.repo, ref.target, kind, version, offset, limit)
         if lines is not None:
             key = (records.paths.root, ref, version, lines.total)
             return _complete_envelope(key, lines.items, job, offset, limit, lines.count, lines.total,
-                                      lambda: records.job_usage(ref.user, ref.repo, ref.target, kind))
+                                      lambda: records.job_usage(ref.user, ref.repo, ref.target, kind),
+                                      kind_fields(records, ref, job, lines.total))
     job = await _live(request, ref, job)
     page = await records.job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
     body = page.body if page.body is not None else b"[]"
     usage = None if job is None else records.job_usage(ref.user, ref.repo, ref.target, kind)
-    return _envelope(memoryview(body)[1:-1], job, offset, limit, page.count, page.total, usage)
+    return _envelope(memoryview(body)[1:-1], job, offset, limit, page.count, page.total, usage,
+                     kind_fields(records, ref, job, page.total))
 
 
 @routes.post("/v1/repo/{repo_name}/targets/{target_name}/stim")
@@ -176,13 +212,37 @@ async def stim_output(request: web.Request) -> web.Response:
     return await get_output(request, "stim")
 
 
-@routes.delete("/v1/repo/{repo_name}/targets/{target_name}/stim/output")
-async def stim_discard(request: web.Request) -> web.Response:
+async def discard_job(request: web.Request, kind: str) -> web.Response:
     """Start over only when asked: POST resumes a failed job, this throws its lines away."""
     ctx, target, _ = target_context(request)
-    ref = JobRef(ctx.user, ctx.repo, target, "stim")
+    ref = JobRef(ctx.user, ctx.repo, target, kind)
     try:
         await request.app[JOB_CONTROL].discard(ref)
     except JobBusy as e:
         raise Conflict(str(e)) from None
-    return json_response(status_fields(None, 0))
+    return json_response({**status_fields(None, 0), **kind_fields(ctx.records, ref, None, 0)})
+
+
+@routes.delete("/v1/repo/{repo_name}/targets/{target_name}/stim/output")
+async def stim_discard(request: web.Request) -> web.Response:
+    return await discard_job(request, "stim")
+
+
+@routes.post("/v1/repo/{repo_name}/targets/{target_name}/rollout")
+async def run_rollout(request: web.Request) -> web.Response:
+    return await run_job(request, "rollout")
+
+
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/rollout")
+async def rollout_status(request: web.Request) -> web.Response:
+    return await get_status(request, "rollout")
+
+
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/rollout/output")
+async def rollout_output(request: web.Request) -> web.Response:
+    return await get_output(request, "rollout")
+
+
+@routes.delete("/v1/repo/{repo_name}/targets/{target_name}/rollout/output")
+async def rollout_discard(request: web.Request) -> web.Response:
+    return await discard_job(request, "rollout")

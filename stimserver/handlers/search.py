@@ -134,7 +134,7 @@ async def stats(request: web.Request, kind: str) -> web.Response:
     return raw_json_response(orjson.dumps({**answer, "status": _status(job)}))
 
 
-# One literal route per job kind and question; rollout joins with one line each when it is served.
+# One literal route per job kind and question.
 @routes.get("/v1/repo/{repo_name}/targets/{target_name}/stim/output/search")
 async def stim_search(request: web.Request) -> web.Response:
     return await search(request, "stim")
@@ -148,3 +148,18 @@ async def stim_sample(request: web.Request) -> web.Response:
 @routes.get("/v1/repo/{repo_name}/targets/{target_name}/stim/output/stats")
 async def stim_stats(request: web.Request) -> web.Response:
     return await stats(request, "stim")
+
+
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/rollout/output/search")
+async def rollout_search(request: web.Request) -> web.Response:
+    return await search(request, "rollout")
+
+
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/rollout/output/sample")
+async def rollout_sample(request: web.Request) -> web.Response:
+    return await sample(request, "rollout")
+
+
+@routes.get("/v1/repo/{repo_name}/targets/{target_name}/rollout/output/stats")
+async def rollout_stats(request: web.Request) -> web.Response:
+    return await stats(request, "rollout")

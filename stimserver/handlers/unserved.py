@@ -1,9 +1,8 @@
 """Endpoints of the Bread API that stimserver does not serve: a JSON 404 that says so.
 
-Bakes and recipes belong to model training, which is out of scope; rollout is not
-implemented yet. 404 (never 5xx) keeps the official client from retrying, and the
-message tells the user why. Registered last, so any real route for the same path
-(rollout, once it exists) wins.
+Bakes and recipes belong to model training, which is out of scope. 404 (never 5xx)
+keeps the official client from retrying, and the message tells the user why.
+Registered last, so any real route for the same path wins.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ _TAIL = "{tail:(/.*)?}"
 _NOT_SERVED = {
     "/v1/repo/{repo_name}/bakes" + _TAIL: "bakes (model training) are not served by stimserver",
     "/v1/repo/{repo_name}/recipe" + _TAIL: "recipes (bake lineage) are not served by stimserver",
-    "/v1/repo/{repo_name}/targets/{target_name}/rollout" + _TAIL: "rollout is not served by stimserver yet",
 }
 
 

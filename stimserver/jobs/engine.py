@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..llm import Answer, Completer, Usage
+from ..llm import Answer, ChatAnswer, Completer, LLMError, Usage
 from ..store.answers import AnswerLog, read_usage, write_usage
 
 __all__ = ["JobLLM", "AnswerStream", "USAGE_SAVE_SECONDS"]
@@ -87,12 +87,29 @@ class JobLLM:
                 answer = Answer(await client.complete(model=model, prompt=prompt, temperature=temperature,
                                                       max_tokens=max_tokens, extra_kwargs=extra_kwargs))
                 self.usage.requests += 1
+        self._saved_later()
+        return answer
+
+    async def chat(self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+                   temperature: float | None, max_tokens: int | None,
+                   extra_kwargs: dict[str, Any] | None) -> ChatAnswer:
+        """A whole conversation's reply (``LLMClient.chat``), under this job's cap and usage."""
+        client = self._client()
+        chat = getattr(client, "chat", None)
+        if chat is None:
+            raise LLMError("this server's LLM client cannot send chat requests")
+        async with self._sem:
+            answer: ChatAnswer = await chat(model=model, messages=messages, tools=tools, temperature=temperature,
+                                            max_tokens=max_tokens, extra_kwargs=extra_kwargs, usage=self.usage)
+        self._saved_later()
+        return answer
+
+    def _saved_later(self) -> None:
         # Not awaited: between an answer and its log line there must be no await a
         # shutdown's cancellation could land on, or an answered request would be lost.
         task = asyncio.ensure_future(self.save())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return answer
 
     async def complete(self, *, model: str, prompt: str, temperature: float | None, max_tokens: int | None,
                        extra_kwargs: dict[str, Any] | None) -> str:
@@ -130,7 +147,14 @@ class AnswerStream:
         if request in self.log.done:
             return self.log.done[request]
         answer = await send(request)
-        await asyncio.to_thread(self.log.append, request, answer)
+        append = asyncio.ensure_future(asyncio.to_thread(self.log.append, request, answer))
+        try:
+            await asyncio.shield(append)
+        except asyncio.CancelledError:
+            # The thread writes on regardless: let it finish before the stream closes the log's
+            # file, so the answer is kept and no write can land on a reused descriptor.
+            await asyncio.gather(append, return_exceptions=True)
+            raise
         return answer
 
     async def ordered(self, first: int, count: int, send: Send) -> AsyncIterator[Any]:
@@ -151,6 +175,8 @@ class AnswerStream:
                 waiting = {task, *tasks.values()}
                 while not task.done():  # the head, unless a later request fails first
                     done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if task.done():  # yield what is answered before any later failure ends the stream
+                        break
                     for t in done:
                         if not t.cancelled() and t.exception() is not None:
                             t.result()

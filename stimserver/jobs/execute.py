@@ -26,7 +26,7 @@ from ..store.output import OutputWriter, encode
 from ..store.paths import DataPaths
 from . import transitions
 from .engine import JobLLM
-from .kinds import JobFailed, JobKind, JobRun
+from .kinds import JobFailed, JobKind, JobRun, ResumableFailure
 
 __all__ = ["Execution", "JobLLM", "execute", "describe", "wait_for"]
 
@@ -182,6 +182,8 @@ def describe(exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:
     resume = f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to resume it from its committed lines"
     if isinstance(exc, NoSpace):
         return f"{exc.message}; free some space in the server's data directory, then {resume}"
+    if isinstance(exc, ResumableFailure):
+        return f"{exc}; the committed lines are kept: fix that, then {resume}"
     if isinstance(exc, (JobFailed, LLMError, StoreError)):
         return str(exc)
     if isinstance(exc, OSError):

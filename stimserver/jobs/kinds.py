@@ -31,7 +31,8 @@ from ..store.datasets import Datasets
 from ..store.paths import DataPaths
 from ..store.records import Records
 
-__all__ = ["JobKind", "JobPlan", "JobSource", "JobRun", "JobFailed", "ConfigProblem", "Completer", "checkpointed"]
+__all__ = ["JobKind", "JobPlan", "JobSource", "JobRun", "JobFailed", "ResumableFailure", "ConfigProblem", "Completer",
+           "checkpointed"]
 
 T = TypeVar("T")
 
@@ -42,6 +43,11 @@ class JobFailed(Exception):
 
 class ConfigProblem(ValueError):
     """The target cannot be run as configured (a 400 at submit time)."""
+
+
+class ResumableFailure(JobFailed):
+    """A failure the user can fix outside the job (a key, a model name, a provider that is down):
+    its message gets the hint to POST again, which resumes from the committed lines."""
 
 
 @dataclass
@@ -85,7 +91,7 @@ class JobRun:
 
 
 class JobKind(ABC):
-    """One kind of job (``stim``; ``rollout`` next). Subclasses are stateless."""
+    """One kind of job (``stim``, ``rollout``). Subclasses are stateless."""
 
     name: ClassVar[str]
 
@@ -96,6 +102,19 @@ class JobKind(ABC):
     @abstractmethod
     def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
         """Yield lines ``run.start, run.start+1, ...`` in order, as JSON objects."""
+
+    def prepare(self, plan: JobPlan, source: JobSource, into: Path) -> None:
+        """Write the files a new job reads besides its spec into the empty folder ``into``. Blocking.
+
+        Called at submit, before the job's record is committed; the files are then moved
+        into the job's folder. Raise ``ConfigProblem`` if the inputs changed since ``plan``.
+        Most kinds read nothing but their spec: they keep this, which writes nothing.
+        """
+        del plan, source, into
+
+    def same_job(self, record: dict[str, Any], plan: JobPlan) -> bool:
+        """Whether the failed job ``record`` is the job ``plan`` asks for: POST then resumes it."""
+        return record.get("spec") == plan.spec and record.get("config") == plan.config
 
     def max_concurrency(self, spec: dict[str, Any]) -> int:
         """How many LLM requests one job may have in flight."""

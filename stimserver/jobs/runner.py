@@ -36,6 +36,7 @@ from ..store.presence import Presence
 from . import liveness, transitions
 from .execute import Execution, JobLLM, execute, wait_for
 from .kinds import ConfigProblem, JobFailed, JobKind
+from .rollout import RolloutKind
 from .scan import find_active, scan_cache
 from .stim import StimKind
 
@@ -49,7 +50,7 @@ STOP_TIMEOUT = 10.0
 
 
 def default_kinds() -> dict[str, JobKind]:
-    return {"stim": StimKind()}
+    return {"stim": StimKind(), "rollout": RolloutKind()}
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..store.locks import FileLock
 from ..store.output import line_count
 from ..store.paths import DataPaths
 from ..store.records import now_iso
-from .kinds import JobKind, JobSource
+from .kinds import JobKind, JobPlan, JobSource
 
 __all__ = ["JobBusy", "MAX_INTERRUPTIONS", "Locked", "locked_record", "submit", "discard", "claim", "finish", "requeue",
            "count_death", "resume_hint", "worker_identity"]
@@ -119,7 +119,8 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
         current = jr.read_record(job_dir)
         if current is not None and current.get("status") in (*ACTIVE, JobStatus.COMPLETE):
             return current
-        plan = kind.plan(JobSource(paths, ref.user, ref.repo, ref.target, target_record, datasets))
+        source = JobSource(paths, ref.user, ref.repo, ref.target, target_record, datasets)
+        plan = kind.plan(source)
         lock = jr.wait_job_lock(job_dir, RESUBMIT_LOCK_WAIT)
         if lock is None:
             raise JobBusy(f"the previous {ref.kind} job of target '{ref.target}' is still shutting down; "
@@ -127,7 +128,7 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
         with lock:
             current = jr.read_record(job_dir)  # as it is now that we hold the lock
             jr.stop_marker(job_dir).unlink(missing_ok=True)  # left by a stop that died half-way
-            if current is not None and _resumable(current, plan.spec, plan.config):
+            if current is not None and _resumable(kind, current, plan):
                 # A failed job of the same config resumes from its committed lines: same id,
                 # same lines, its crash-loop count reset. Starting over is DELETE …/output.
                 record = {**current, "status": JobStatus.PENDING.value, "error": None, "finished_at": None,
@@ -143,21 +144,34 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
                 "finished_at": None, "worker": None, "orphaned_at": None, "spec": plan.spec,
             }
             job_dir.mkdir(exist_ok=True)
-            # Staged first: on a full disk nothing (not the old output either) is changed.
-            staged = atomic.stage_json(jr.job_file(job_dir), record, job_dir.parent)
-            try:
-                jr.reset_output(job_dir)
-            except BaseException:
-                staged.unlink(missing_ok=True)
-                raise
-            atomic.commit_staged(staged, jr.job_file(job_dir))
+            with _prepared(kind, plan, source, job_dir) as prepared:
+                # Staged first: on a full disk nothing (not the old output either) is changed.
+                staged = atomic.stage_json(jr.job_file(job_dir), record, job_dir.parent)
+                try:
+                    jr.reset_output(job_dir)
+                    jr.move_in(prepared, job_dir)
+                except BaseException:
+                    staged.unlink(missing_ok=True)
+                    raise
+                atomic.commit_staged(staged, jr.job_file(job_dir))
         return record
 
 
-def _resumable(current: Record, spec: Any, config: Any) -> bool:
+def _resumable(kind: JobKind, current: Record, plan: JobPlan) -> bool:
     """A failed job whose target still asks for exactly this job: POST continues it."""
     return (current.get("status") == JobStatus.FAILED and isinstance(current.get("spec"), dict)
-            and current.get("spec") == spec and current.get("config") == config)
+            and kind.same_job(current, plan))
+
+
+@contextmanager
+def _prepared(kind: JobKind, plan: JobPlan, source: JobSource, job_dir: Path) -> Iterator[Path]:
+    """A fresh staging folder with the files ``kind.prepare`` wrote; removed on leaving."""
+    staging = jr.fresh_staging(job_dir)
+    try:
+        kind.prepare(plan, source, staging)
+        yield staging
+    finally:
+        jr.remove_staging(staging)
 
 
 def discard(paths: DataPaths, ref: JobRef) -> bool:

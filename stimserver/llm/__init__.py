@@ -1,5 +1,6 @@
 """The LLM layer stim generators call: provider clients and question writing."""
 
+from .chat import ChatAnswer
 from .errors import Answer
 from .limiter import Usage
 from .providers import DEFAULT_MAX_TOKENS, LLMClient, LLMConfig, LLMError
@@ -15,6 +16,7 @@ from .templates import DEFAULT_ONESHOT_TEMPLATE, DEFAULT_PERSONA_TEMPLATE
 
 __all__ = [
     "Answer",
+    "ChatAnswer",
     "Usage",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_ONESHOT_TEMPLATE",

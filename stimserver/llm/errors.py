@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Answer", "LLMError", "TRANSIENT_STATUSES", "RATE_LIMIT_STATUSES"]
+__all__ = ["Answer", "LLMError", "TRANSIENT_STATUSES", "RATE_LIMIT_STATUSES", "REJECTED_STATUSES"]
 
 RATE_LIMIT_STATUSES = frozenset({429, 529})
 """Answers that mean "the provider is saturated": they slow every job using it."""
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+REJECTED_STATUSES = frozenset({400, 413, 422})
+"""Answers that refuse this one request (too long, malformed for the model), not the key or the model."""
 
 
 class LLMError(Exception):
@@ -16,14 +18,18 @@ class LLMError(Exception):
 
     ``status`` is the HTTP status when the provider answered; ``transient`` says a retry may
     succeed (connection, timeout, 408/409/429/5xx); ``retry_after`` is the provider's hint.
+    ``rejected`` says the provider turned down this request alone (400/413/422, a refusal, a
+    content filter, an empty completion): other requests to the same model may well succeed,
+    so a rollout keeps going and records the error on that trajectory's line.
     """
 
     def __init__(self, message: str, *, status: int | None = None, transient: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, rejected: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.transient = transient
         self.retry_after = retry_after
+        self.rejected = status in REJECTED_STATUSES if rejected is None else rejected
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Provider clients: one user prompt in, the completion text out, every failure an `LLMError`.
+"""Provider clients: one user prompt (or a whole chat, ``llm.chat``) in, the answer out, every failure an `LLMError`.
 
 Both backends are the official async SDKs, built with ``max_retries=0``: retries, backoff,
 ``retry-after`` and the provider-wide limits live in ``llm.limiter``, shared by every job of
@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Settings
+from .chat import (
+    ChatAnswer,
+    chat_completion_reply,
+    chat_message_reply,
+    create_chat_chat_completion,
+    create_chat_message,
+)
 from .describe import describe, shown_url
 from .errors import TRANSIENT_STATUSES, Answer, LLMError
 from .limiter import Limits, Usage, limiter_for
+from .sdk import preload
 from .wire import (
     DEFAULT_MAX_TOKENS,
     chat_completion_answer,
@@ -31,7 +39,7 @@ if TYPE_CHECKING:
 else:
     from .sdk import anthropic, openai
 
-__all__ = ["DEFAULT_MAX_TOKENS", "Answer", "LLMClient", "LLMConfig", "LLMError", "client_factory"]
+__all__ = ["DEFAULT_MAX_TOKENS", "Answer", "ChatAnswer", "LLMClient", "LLMConfig", "LLMError", "client_factory"]
 
 Provider = Literal["anthropic", "openai"]
 ProviderChoice = Literal["auto", "anthropic", "openai"]
@@ -131,22 +139,56 @@ class LLMClient:
         is sent with `anthropic-version: 2023-06-01`, the last version that accepts it; models
         that reject it answer 400.
         """
+        return await self._send(
+            model, usage,
+            lambda c: create_message(c, model, prompt, temperature, max_tokens, extra_kwargs), message_answer,
+            lambda c: create_chat_completion(c, model, prompt, temperature, max_tokens, extra_kwargs),
+            chat_completion_answer)
+
+    async def chat(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        temperature: float | None,
+        max_tokens: int | None,
+        extra_kwargs: dict[str, Any] | None,
+        usage: Usage | None = None,
+    ) -> ChatAnswer:
+        """The model's reply to a whole conversation (``llm.chat``), through the same limiter as ``ask``."""
+        answer = await self._send(
+            model, usage,
+            lambda c: create_chat_message(c, model, messages, tools, temperature, max_tokens, extra_kwargs),
+            chat_message_reply,
+            lambda c: create_chat_chat_completion(c, model, messages, tools, temperature, max_tokens, extra_kwargs),
+            chat_completion_reply)
+        assert isinstance(answer, ChatAnswer)
+        return answer
+
+    async def _send(self, model: str, usage: Usage | None,
+                    anthropic_call: Callable[[anthropic.AsyncAnthropic], Awaitable[Any]],
+                    anthropic_read: Callable[[Any, str], Answer],
+                    openai_call: Callable[[openai.AsyncOpenAI], Awaitable[Any]],
+                    openai_read: Callable[[Any, str], Answer]) -> Answer:
+        """One request to the model's provider, through its shared limiter; SDK errors become ``LLMError``."""
         client: anthropic.AsyncAnthropic | openai.AsyncOpenAI
         extract: Callable[[Any, str], Answer]
         provider = self._config.provider_for(model)
+        await preload(provider)  # the first import of an SDK takes ~1 s: not on the event loop
         request: Callable[[], Awaitable[Any]]
         if provider == "anthropic":
             client = anthropic_client = self._anthropic_client()
-            env_prefix, reply_kind, extract = "ANTHROPIC", "Messages API reply", message_answer
+            env_prefix, reply_kind, extract = "ANTHROPIC", "Messages API reply", anthropic_read
 
             def request() -> Awaitable[Any]:
-                return create_message(anthropic_client, model, prompt, temperature, max_tokens, extra_kwargs)
+                return anthropic_call(anthropic_client)
         else:
             client = openai_client = self._openai_client()
-            env_prefix, reply_kind, extract = "OPENAI", "chat completion", chat_completion_answer
+            env_prefix, reply_kind, extract = "OPENAI", "chat completion", openai_read
 
             def request() -> Awaitable[Any]:
-                return create_chat_completion(openai_client, model, prompt, temperature, max_tokens, extra_kwargs)
+                return openai_call(openai_client)
         url = shown_url(str(client.base_url))
 
         async def attempt(retries: int) -> Answer:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import openai
 
 __all__ = ["DEFAULT_MAX_TOKENS", "create_message", "create_chat_completion", "message_answer",
-           "chat_completion_answer"]
+           "chat_completion_answer", "anthropic_kwargs", "openai_kwargs", "checked_kwargs", "tokens"]
 
 DEFAULT_MAX_TOKENS = 4096
 """Sent to Anthropic when the caller gives no max_tokens: the Messages API requires one."""
@@ -45,17 +45,34 @@ async def create_message(
     max_tokens: int | None,
     extra_kwargs: dict[str, Any] | None,
 ) -> Any:
-    kwargs = _checked_kwargs(extra_kwargs, client.messages.create, "Anthropic")
-    if temperature is not None and temperature != _DEFAULT_TEMPERATURE:
-        # The SDK no longer takes sampling parameters, so they travel in the raw body.
-        kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "temperature": temperature}
-        kwargs["extra_headers"] = {"anthropic-version": _SAMPLING_API_VERSION, **(kwargs.get("extra_headers") or {})}
     return await client.messages.create(
         model=model,
         max_tokens=DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
         messages=[{"role": "user", "content": prompt}],
-        **kwargs,
+        **anthropic_kwargs(client, temperature, extra_kwargs),
     )
+
+
+def anthropic_kwargs(client: anthropic.AsyncAnthropic, temperature: float | None,
+                     extra_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The checked ``extra_kwargs`` plus the temperature, the way the Messages API still takes it."""
+    kwargs = checked_kwargs(extra_kwargs, client.messages.create, "Anthropic")
+    if temperature is not None and temperature != _DEFAULT_TEMPERATURE:
+        # The SDK no longer takes sampling parameters, so they travel in the raw body.
+        kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "temperature": temperature}
+        kwargs["extra_headers"] = {"anthropic-version": _SAMPLING_API_VERSION, **(kwargs.get("extra_headers") or {})}
+    return kwargs
+
+
+def openai_kwargs(client: openai.AsyncOpenAI, temperature: float | None, max_tokens: int | None,
+                  extra_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The checked ``extra_kwargs`` plus temperature and max_tokens when given."""
+    kwargs = checked_kwargs(extra_kwargs, client.chat.completions.create, "OpenAI")
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
+    return kwargs
 
 
 async def create_chat_completion(
@@ -66,15 +83,11 @@ async def create_chat_completion(
     max_tokens: int | None,
     extra_kwargs: dict[str, Any] | None,
 ) -> Any:
-    kwargs = _checked_kwargs(extra_kwargs, client.chat.completions.create, "OpenAI")
-    if temperature is not None:
-        kwargs["temperature"] = temperature
-    if max_tokens is not None:
-        kwargs["max_tokens"] = max_tokens
+    kwargs = openai_kwargs(client, temperature, max_tokens, extra_kwargs)
     return await client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], **kwargs)
 
 
-def _tokens(usage: Any, name: str) -> int:
+def tokens(usage: Any, name: str) -> int:
     value = getattr(usage, name, None)
     return value if isinstance(value, int) and value >= 0 else 0
 
@@ -82,32 +95,32 @@ def _tokens(usage: Any, name: str) -> int:
 def message_answer(message: Any, model: str) -> Answer:
     # Typed Any: a server that is not the real API can send anything, and the SDK does not validate.
     if message.stop_reason == "refusal":
-        raise LLMError(f"model {model!r} refused the request")
+        raise LLMError(f"model {model!r} refused the request", rejected=True)
     text = "".join(block.text for block in message.content if block.type == "text")
     usage = getattr(message, "usage", None)
-    return Answer(_nonempty(text, model, message.stop_reason), _tokens(usage, "input_tokens"),
-                  _tokens(usage, "output_tokens"))
+    return Answer(_nonempty(text, model, message.stop_reason), tokens(usage, "input_tokens"),
+                  tokens(usage, "output_tokens"))
 
 
 def chat_completion_answer(completion: Any, model: str) -> Answer:
     usage = getattr(completion, "usage", None)
-    return Answer(_chat_completion_text(completion, model), _tokens(usage, "prompt_tokens"),
-                  _tokens(usage, "completion_tokens"))
+    return Answer(_chat_completion_text(completion, model), tokens(usage, "prompt_tokens"),
+                  tokens(usage, "completion_tokens"))
 
 
 def _chat_completion_text(completion: Any, model: str) -> str:
     choices = completion.choices
     if isinstance(choices, list) and not choices:
-        raise LLMError(f"model {model!r} returned no completion")
+        raise LLMError(f"model {model!r} returned no completion", rejected=True)
     choice = choices[0]
     if choice.message.refusal:
-        raise LLMError(f"model {model!r} refused the request: {clip(choice.message.refusal)}")
+        raise LLMError(f"model {model!r} refused the request: {clip(choice.message.refusal)}", rejected=True)
     if choice.finish_reason == "content_filter":
-        raise LLMError(f"model {model!r} refused the request (content filter)")
+        raise LLMError(f"model {model!r} refused the request (content filter)", rejected=True)
     return _nonempty(choice.message.content or "", model, choice.finish_reason)
 
 
-def _checked_kwargs(extra: object, create: Callable[..., Any], sdk: str) -> dict[str, Any]:
+def checked_kwargs(extra: object, create: Callable[..., Any], sdk: str) -> dict[str, Any]:
     """Copy `extra_kwargs`, refusing what would clash with our own arguments or the SDK would reject."""
     if extra is None:
         return {}
@@ -128,5 +141,5 @@ def _checked_kwargs(extra: object, create: Callable[..., Any], sdk: str) -> dict
 
 def _nonempty(text: str, model: str, stop_reason: str | None) -> str:
     if not text.strip():
-        raise LLMError(f"model {model!r} returned an empty completion (stop reason: {stop_reason})")
+        raise LLMError(f"model {model!r} returned an empty completion (stop reason: {stop_reason})", rejected=True)
     return text

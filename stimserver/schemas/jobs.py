@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field
 from ..store.jobrecords import JobStatus
 from .base import Answer
 
-__all__ = ["JobResponse", "JobPage", "JobUsage"]
+__all__ = ["JobResponse", "JobPage", "JobUsage", "RolloutConfig", "RolloutResponse", "RolloutGetOutputResponse"]
 
 
 class JobUsage(Answer):
@@ -37,6 +37,42 @@ class JobResponse(Answer):
 
 class JobPage(JobResponse):
     output: list[dict[str, Any]] = Field(description="lines [offset, offset + limit) of the output, one object each")
+    offset: int = Field(ge=0)
+    limit: int = Field(ge=1, description="at most max_page_size")
+    has_more: bool
+
+
+class RolloutConfig(Answer):
+    """What a rollout job was submitted with (the target's rollout fields, frozen) and what it read.
+
+    Every field is optional in the document: a rollout record written by another tool (an
+    import) may hold another config, and it is shown as it is.
+    """
+
+    model_name: str | None = None
+    num_traj_per_stimulus: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_concurrency: int | None = Field(None, ge=1)
+    extra_kwargs: dict[str, Any] | None = None
+    stim_job_id: int | None = Field(None, description="the stim job whose output the rollout froze and reads")
+
+
+class RolloutResponse(JobResponse):
+    """JobResponse plus what a rollout adds (API.md §12)."""
+
+    config: RolloutConfig | None = Field(  # type: ignore[assignment]  # a narrower shape of the same field
+        None, description="the rollout's parameters; null if never run")
+    total_expected: int | None = Field(None, ge=0, description="stimuli × num_traj_per_stimulus; null if never run")
+    failed_trajectories: int | None = Field(
+        None, ge=0, description="committed lines whose request the provider rejected (response null, error set)")
+    stim_outdated: bool | None = Field(
+        None, description="true when the target's stim job is no longer the one the rollout read (re-run or "
+                          "deleted since); the rollout keeps its own frozen stimuli. null if never run")
+
+
+class RolloutGetOutputResponse(RolloutResponse):
+    output: list[dict[str, Any]] = Field(description="trajectories [offset, offset + limit), one object each")
     offset: int = Field(ge=0)
     limit: int = Field(ge=1, description="at most max_page_size")
     has_more: bool

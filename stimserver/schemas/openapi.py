@@ -27,7 +27,8 @@ ANSWERS: dict[str, type[BaseModel]] = {
     "PaginatedRepoList": repos.PaginatedRepoList, "RepoTree": repos.RepoTree,
     "PromptResponse": prompts.PromptResponse, "PromptList": prompts.PromptList,
     "TargetResponse": targets.TargetResponse, "TargetList": targets.TargetList,
-    "JobResponse": jobs.JobResponse, "JobPage": jobs.JobPage,
+    "JobResponse": jobs.JobResponse, "JobPage": jobs.JobPage, "RolloutResponse": jobs.RolloutResponse,
+    "RolloutGetOutputResponse": jobs.RolloutGetOutputResponse,
 }
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -69,5 +70,6 @@ def component_schemas(*, max_page_size: int) -> dict[str, Any]:
     if wrong:
         raise RuntimeError(f"component names differ from the model names: {wrong}")
     schemas: dict[str, Any] = to_openapi30(defs["$defs"])
-    schemas["JobPage"]["properties"]["limit"]["maximum"] = max_page_size
+    for page in ("JobPage", "RolloutGetOutputResponse"):
+        schemas[page]["properties"]["limit"]["maximum"] = max_page_size
     return schemas

@@ -4,6 +4,8 @@ Files of one job (beside ``job.json``)::
 
     answers-<name>.jsonl   one JSON object per answered request, appended and fsync'd
     usage.json             the job's running usage totals, replaced atomically
+    failed.json            a rollout's failed request numbers (``{"requests": [...]}``), replaced
+                           atomically; derived from its answer log, so rebuilt when the job resumes
 
 An answer log line is ``{"request": <n>, "answer": <JSON>}``: request ``n`` of the log's
 plan (e.g. generator 2's chunk 7), and what the kind kept of its answer (for a stim
@@ -23,9 +25,10 @@ import orjson
 
 from .atomic import fsync_dir, read_replaced, write_json_atomic
 
-__all__ = ["AnswerLog", "USAGE_FILE", "answer_log_path", "read_usage", "write_usage"]
+__all__ = ["AnswerLog", "USAGE_FILE", "FAILED_FILE", "answer_log_path", "read_usage", "write_usage", "write_failed"]
 
 USAGE_FILE = "usage.json"
+FAILED_FILE = "failed.json"
 
 
 def answer_log_path(job_dir: Path, name: str) -> Path:
@@ -89,6 +92,10 @@ def _read_all(fd: int) -> bytes:
 
 def write_usage(job_dir: Path, usage: dict[str, int]) -> None:
     write_json_atomic(job_dir / USAGE_FILE, usage)
+
+
+def write_failed(job_dir: Path, requests: list[int]) -> None:
+    write_json_atomic(job_dir / FAILED_FILE, {"requests": sorted(requests)})
 
 
 def read_usage(job_dir: Path) -> dict[str, Any] | None:

@@ -8,6 +8,8 @@ Files of one job (``kind`` is ``stim`` or ``rollout``)::
     targets/<t>/<kind>.lock               flock held by the one process writing the job
     targets/<t>/.<kind>.submit.lock       serialises submissions of a new job
     targets/<t>/.<kind>.stop              asks the job's writer, wherever it runs, to stop
+    targets/<t>/.<kind>.prepare/          files a new job reads (a rollout's frozen stimuli), written
+                                          at submit and moved into the job's folder with its record
     DATA/.jobseq                          the last job id handed out (flock + fsync)
 
 This module knows the files and their format; what a status change means (claim,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +35,8 @@ from .output import INDEX_NAME, lock_path
 from .paths import JOB_KINDS, DataPaths
 
 __all__ = ["JobStatus", "ACTIVE", "JobRef", "JOB_FILE", "job_file", "read_record", "write_record", "stop_marker",
-           "submit_lock", "try_job_lock", "wait_job_lock", "reset_output", "next_job_id", "job_files"]
+           "submit_lock", "try_job_lock", "wait_job_lock", "reset_output", "next_job_id", "job_files", "fresh_staging",
+           "remove_staging", "move_in"]
 
 JOB_FILE = "job.json"
 
@@ -117,6 +121,27 @@ def reset_output(job_dir: Path) -> None:
         if name != JOB_FILE and path.is_file():
             path.unlink()
     fsync_dir(job_dir)
+
+
+def fresh_staging(job_dir: Path) -> Path:
+    """An empty ``.<kind>.prepare`` folder beside the job's (one a dead submit left is emptied)."""
+    staging = job_dir.parent / f".{job_dir.name}.prepare"
+    remove_staging(staging)
+    staging.mkdir()
+    return staging
+
+
+def remove_staging(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_in(staging: Path, job_dir: Path) -> None:
+    """Move every file of ``staging`` into ``job_dir`` (same file system: renames), then sync the folder."""
+    names = sorted(os.listdir(staging))
+    for name in names:
+        os.replace(staging / name, job_dir / name)
+    if names:
+        fsync_dir(job_dir)
 
 
 def next_job_id(paths: DataPaths) -> int:

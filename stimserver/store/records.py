@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import output
-from .answers import USAGE_FILE
+from .answers import FAILED_FILE, USAGE_FILE
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
 from .cache import FileCache, Identity
 from .errors import Busy
@@ -79,6 +79,12 @@ class Records:
     def job_usage(self, user: str, repo: str, target: str, kind: str) -> Record | None:
         """A job's LLM usage totals (``store.answers``), cached; None when it asked no model."""
         return self.cache.read(self.paths.job_dir(user, repo, target, kind) / USAGE_FILE)
+
+    def job_failed(self, user: str, repo: str, target: str, kind: str) -> list[int]:
+        """A rollout's failed request numbers (``store.answers``), cached; [] without any."""
+        value = self.cache.read(self.paths.job_dir(user, repo, target, kind) / FAILED_FILE)
+        requests = value.get("requests") if isinstance(value, dict) else None
+        return [n for n in requests if isinstance(n, int)] if isinstance(requests, list) else []
 
     async def job_page(self, user: str, repo: str, target: str, kind: str, offset: int, limit: int) -> output.Page:
         """Lines ``[offset, offset+limit)`` of a job's output (see ``output.read_page_async``)."""

@@ -178,3 +178,53 @@ def test_the_file_as_shipped_passes_nginx_t_inside_debians_nginx_conf(tmp_path):
     main.write_text(main.read_text().replace("/etc/nginx/", f"{etc}/"))
     r = subprocess.run([nginx_binary(), "-t", "-c", str(main)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "[warn]" not in r.stderr and "[emerg]" not in r.stderr, r.stderr
+
+
+def test_a_rollout_run_and_paged_through_nginx_by_two_workers(tmp_path):
+    """A real rollout behind nginx (serve --workers 2, a fake OpenAI-compatible provider here), paged by the client."""
+    import time
+
+    from stimserver.store.paths import DataPaths
+    from tests.jobs.conftest import hardcoded, seed_target
+    from tests.llm.fake_providers import FakeOpenAI, ProviderThread, Reply
+    from tests.serverproc import ServerProcess, free_port
+
+    from .conftest import Nginx
+
+    provider = ProviderThread(FakeOpenAI(api_key=None))
+    fake = provider.start()
+    fake.default = lambda body: Reply(f"Answer to {body['messages'][-1]['content']}")
+    data = tmp_path / "data"
+    seed_target(DataPaths(data), [hardcoded(60)], user="alice", repo="demo", target="geo", model_name="m",
+                num_traj_per_stimulus=3)
+    server = ServerProcess(data, free_port(), tmp_path, workers=2,
+                           env={"STIMSERVER_TRUSTED_PROXIES": "127.0.0.1", "OPENAI_BASE_URL": f"{fake.url}/v1"})
+    nginx = Nginx(tmp_path / "nginx", server.port)
+    try:
+        server.start()
+        nginx.start()
+        bread = aibread.Bread(api_key=server.master_key, base_url=f"http://127.0.0.1:{nginx.port}", max_retries=0)
+        _open.append(bread)
+        me = {"user_id": "alice"}
+        for kind in (bread.targets.stim, bread.targets.rollout):
+            kind.run("geo", repo_name="demo", poll=False, **me)
+            deadline = time.monotonic() + 60
+            while (status := kind.get("geo", repo_name="demo", **me)).status != "complete":
+                assert status.status in ("pending", "running"), status
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        seen, offset = [], 0
+        while True:
+            page = bread.targets.rollout.get_output("geo", repo_name="demo", offset=offset, limit=50, **me)
+            assert page.status == "complete" and page.lines == page.total_expected == 180
+            seen += page.output
+            if not page.has_more:
+                break
+            offset += page.limit
+    finally:
+        nginx.stop()
+        server.terminate()
+        provider.stop()
+    assert [(r["stimulus_id"], r["trajectory_id"]) for r in seen] == [(s, t) for s in range(60) for t in range(3)]
+    assert all(r["response"]["content"] == f"Answer to {r['question']}" for r in seen)
+    assert len(fake.received) == 180

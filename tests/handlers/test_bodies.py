@@ -123,9 +123,8 @@ async def test_body_without_content_length_over_the_limit_is_413(aiohttp_client,
     ("GET", "/v1/repo/r1/bakes/b1/metrics"),
     ("GET", "/v1/repo/r1/recipe/b1/dependency-graph"),
     ("GET", "/v1/repo/r1/recipe/b1/recreation-plan"),
-    ("POST", "/v1/repo/r1/targets/t1/rollout"),
 ], ids=["bakes-list", "bake-create", "bake-batch", "bake-batch-set", "bake-get", "bake-set", "bake-run",
-        "bake-delete", "bake-download", "bake-metrics", "recipe-graph", "recipe-plan", "rollout-run"])
+        "bake-delete", "bake-download", "bake-metrics", "recipe-graph", "recipe-plan"])
 async def test_unserved_endpoints_say_so_with_404(client, alice, method, path):
     r = await client.request(method, path, headers={**alice, "Content-Type": "application/json"})
     body = await r.json()

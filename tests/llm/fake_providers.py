@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,11 +31,13 @@ TEST_KEY = "sk-test-0123456789abcdef"
 
 @dataclass(frozen=True)
 class Reply:
-    """A successful completion; `stop` is the provider's stop/finish reason."""
+    """A successful completion; `stop` is the provider's stop/finish reason. `tool_calls` are
+    (name, arguments) pairs the model "calls", in each provider's own shape."""
 
     text: str = ""
     stop: str | None = None
     refusal: str | None = None
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,8 +221,10 @@ class FakeAnthropic(FakeProvider):
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "text", "text": reply.text}] if reply.text else [],
-            "stop_reason": reply.stop or "end_turn",
+            "content": ([{"type": "text", "text": reply.text}] if reply.text else [])
+            + [{"type": "tool_use", "id": f"toolu_{serial:08d}_{i}", "name": name, "input": args}
+               for i, (name, args) in enumerate(reply.tool_calls)],
+            "stop_reason": reply.stop or ("tool_use" if reply.tool_calls else "end_turn"),
             "stop_sequence": None,
             "usage": {"input_tokens": _words(body), "output_tokens": len(reply.text.split())},
         }
@@ -255,6 +261,11 @@ class FakeOpenAI(FakeProvider):
         return f"The model `{model}` does not exist or you do not have access to it."
 
     def _success(self, body: dict[str, Any], reply: Reply, serial: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": reply.refusal}
+        if reply.tool_calls:
+            message["tool_calls"] = [{"id": f"call_{serial}_{i}", "type": "function",
+                                      "function": {"name": name, "arguments": json.dumps(args)}}
+                                     for i, (name, args) in enumerate(reply.tool_calls)]
         return {
             "id": f"chatcmpl-{serial}",
             "object": "chat.completion",
@@ -263,9 +274,9 @@ class FakeOpenAI(FakeProvider):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text or None, "refusal": reply.refusal},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": reply.stop or "stop",
+                    "finish_reason": reply.stop or ("tool_calls" if reply.tool_calls else "stop"),
                 }
             ],
             "usage": {"prompt_tokens": _words(body), "completion_tokens": len(reply.text.split()),
@@ -278,8 +289,15 @@ class FakeOpenAI(FakeProvider):
 
 
 def _words(body: dict[str, Any]) -> int:
-    """A stand-in token count of a request: the words of its messages."""
-    return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []) if isinstance(m, dict))
+    """A stand-in token count of a request: the words of its messages (and Anthropic's system)."""
+    return len(_text(body.get("system")).split()) + sum(
+        len(_text(m.get("content")).split()) for m in body.get("messages", []) if isinstance(m, dict))
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # content blocks / parts
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
 
 
 @pytest.fixture
@@ -296,3 +314,33 @@ async def openai_server() -> AsyncIterator[FakeOpenAI]:
     await server.start()
     yield server
     await server.close()
+
+
+class ProviderThread:
+    """A fake provider on its own event loop in a background thread: for synchronous tests (the
+    official aibread client) and for servers in other processes. ``server`` is the provider;
+    script it from the test (its callables run in the provider's thread)."""
+
+    def __init__(self, server: FakeProvider) -> None:
+        self.server = server
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-provider", daemon=True)
+
+    def start(self) -> FakeProvider:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(30)
+        return self.server
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+
+
+@pytest.fixture
+def openai_thread() -> Iterator[FakeOpenAI]:
+    """A FakeOpenAI served from a background thread (any key accepted, like a local server)."""
+    runner = ProviderThread(FakeOpenAI(api_key=None))
+    yield runner.start()
+    runner.stop()

@@ -1,0 +1,201 @@
+"""The ``rollout`` job kind: every stimulus of the target's complete stim job → k trajectories.
+
+Request ``n`` is trajectory ``n % k`` of stimulus ``n // k`` (``k`` =
+``num_traj_per_stimulus``): one chat request (``llm.chat``) with the stimulus's
+``trajectory_override_stimulus`` when the stim line has one, else its
+``unconditioned_stimulus`` — messages and tools — sent to ``model_name`` with the target's
+``temperature``, ``max_tokens`` and ``extra_kwargs``. Separate requests rather than
+``n`` choices: Ollama and several other OpenAI-compatible servers ignore ``n``.
+
+Line ``n`` is::
+
+    {"stimulus_id": 3, "trajectory_id": 1, "question": "...", "stimulus": "<the question>",
+     "unconditioned_stimulus": {...}, "conditioned_stimulus": {...},
+     "response": {"role": "assistant", "content": "...", "finish_reason": "stop",
+                  "usage": {"prompt_tokens": 12, "completion_tokens": 80, "total_tokens": 92}},
+     "error": null, "model": "...", "temperature": 1.0, "tokens": 92}
+
+plus ``response.tool_calls`` when the model called tools, and the stim line's
+``trajectory_override_stimulus`` when it has one. A request the provider rejects for
+itself alone (``LLMError.rejected``: too long, a refusal, an empty answer) gives a line
+with ``response: null``, ``tokens: null`` and the ``error``; any other failure (the key,
+the model, a provider still down after the retries) fails the job, keeping its lines.
+
+The stimuli are frozen at submit (``store.frozen``: links to the stim output's files),
+and the spec records the stim job id, so a re-run stim job never changes what this job
+reads. Answers go through the job's answer log (``jobs.engine``): a resumed job asks
+nothing it has an answer for, rejections included.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ..llm import LLMError
+from ..store import jobrecords
+from ..store.answers import write_failed
+from ..store.frozen import FrozenLines, freeze
+from ..store.jobrecords import JobStatus
+from ..store.output import line_count
+from .engine import AnswerStream, JobLLM
+from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, ResumableFailure
+from .stim import parse_config
+
+__all__ = ["RolloutKind", "trajectory_line", "STIM_NOT_COMPLETE", "NO_MODEL"]
+
+STIM_NOT_COMPLETE = "Stim job must complete before running rollout"
+NO_MODEL = "model_name must be configured in target"
+ANSWER_LOG = "rollout"
+FAILED_SAVE_SECONDS = 1.0
+# Keys of the spec that name the input rather than the job: a failed rollout resumes on its
+# own frozen stimuli even when the stim job was re-run since (``same_job``).
+_INPUT_KEYS = ("stim_job_id", "stimuli")
+
+
+def _stim_dir(source: JobSource) -> Path:
+    return source.paths.job_dir(source.user, source.repo, source.target, "stim")
+
+
+def _request(stim: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The messages and tools trajectory requests of this stim line send."""
+    side = stim.get("trajectory_override_stimulus") or stim.get("unconditioned_stimulus")
+    messages = side.get("messages") if isinstance(side, dict) else None
+    if not isinstance(messages, list) or not messages:  # e.g. an imported line with a question only
+        messages = [{"role": "user", "content": str(stim.get("question", ""))}]
+    tools = side.get("tools") if isinstance(side, dict) else None
+    return messages, tools if isinstance(tools, list) and tools else None
+
+
+def _question(stim: dict[str, Any], messages: list[dict[str, Any]]) -> Any:
+    if "question" in stim:
+        return stim["question"]
+    users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    return users[-1] if users else None
+
+
+def trajectory_line(stimulus_id: int, trajectory_id: int, stim: dict[str, Any], answer: dict[str, Any],
+                    spec: dict[str, Any]) -> dict[str, Any]:
+    """Line of trajectory ``trajectory_id`` of stimulus ``stimulus_id``, from its logged answer."""
+    response = answer.get("response") if isinstance(answer, dict) else None
+    error = answer.get("error") if isinstance(answer, dict) else "no answer was logged"
+    messages, _ = _request(stim)
+    question = _question(stim, messages)
+    line: dict[str, Any] = {
+        "stimulus_id": stimulus_id, "trajectory_id": trajectory_id, "question": question, "stimulus": question,
+        "unconditioned_stimulus": stim.get("unconditioned_stimulus"),
+        "conditioned_stimulus": stim.get("conditioned_stimulus"),
+    }
+    if "trajectory_override_stimulus" in stim:
+        line["trajectory_override_stimulus"] = stim["trajectory_override_stimulus"]
+    usage = response.get("usage") if isinstance(response, dict) else None
+    line.update({"response": response if isinstance(response, dict) else None,
+                 "error": None if isinstance(response, dict) else str(error),
+                 "model": spec["model_name"], "temperature": spec["temperature"],
+                 "tokens": usage.get("total_tokens") if isinstance(usage, dict) else None})
+    return line
+
+
+def _failed(answer: Any) -> bool:
+    return not (isinstance(answer, dict) and isinstance(answer.get("response"), dict))
+
+
+class RolloutKind(JobKind):
+    name = "rollout"
+
+    def plan(self, source: JobSource) -> JobPlan:
+        stim = jobrecords.read_record(_stim_dir(source))
+        if stim is None:
+            raise ConfigProblem(f"{STIM_NOT_COMPLETE}: target '{source.target}' has no stim job; "
+                                f"POST /v1/repo/{source.repo}/targets/{source.target}/stim first")
+        if stim.get("status") != JobStatus.COMPLETE:
+            raise ConfigProblem(f"{STIM_NOT_COMPLETE}: the stim job of target '{source.target}' is "
+                                f"{stim.get('status')}")
+        raw = source.target_record.get("config") or {}
+        if not raw.get("model_name"):
+            raise ConfigProblem(f"{NO_MODEL}: target '{source.target}' has no model_name")
+        config = parse_config(raw)
+        stimuli = line_count(_stim_dir(source))
+        shown = {"model_name": config.model_name, "num_traj_per_stimulus": config.num_traj_per_stimulus,
+                 "temperature": config.temperature, "max_tokens": config.max_tokens,
+                 "max_concurrency": config.max_concurrency, "extra_kwargs": dict(config.extra_kwargs),
+                 "stim_job_id": stim.get("job_id")}
+        return JobPlan(config=shown, spec={**shown, "stimuli": stimuli},
+                       expected_lines=stimuli * config.num_traj_per_stimulus)
+
+    def prepare(self, plan: JobPlan, source: JobSource, into: Path) -> None:
+        """Freeze the stim output; refuse if the stim job changed since ``plan`` looked at it."""
+        changed = ConfigProblem(f"the stim job of target '{source.target}' changed while the rollout was being "
+                                "submitted; POST again")
+        try:
+            frozen = freeze(_stim_dir(source), into)
+        except FileNotFoundError:
+            raise changed from None
+        now = jobrecords.read_record(_stim_dir(source))  # the files linked belong to the job this record names
+        if (now is None or now.get("status") != JobStatus.COMPLETE or now.get("job_id") != plan.spec["stim_job_id"]
+                or frozen != plan.spec["stimuli"]):
+            raise changed
+
+    def same_job(self, record: dict[str, Any], plan: JobPlan) -> bool:
+        def job(d: Any) -> Any:
+            return {k: v for k, v in d.items() if k not in _INPUT_KEYS} if isinstance(d, dict) else d
+        return job(record.get("spec")) == job(plan.spec) and job(record.get("config")) == job(plan.config)
+
+    async def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
+        spec = run.spec
+        k = int(spec["num_traj_per_stimulus"])
+        total = int(spec["stimuli"]) * k
+        llm = run.llm
+        if not isinstance(llm, JobLLM):
+            raise JobFailed("the rollout needs the job runner's LLM client")
+        try:
+            frozen = await asyncio.to_thread(FrozenLines, run.job_dir)
+        except FileNotFoundError:
+            raise JobFailed("the rollout's copy of the stimuli is missing; DELETE …/rollout/output, then POST to "
+                            "start over") from None
+        try:
+            if frozen.lines < spec["stimuli"]:
+                raise JobFailed(f"the rollout's copy of the stimuli has {frozen.lines} lines, expected "
+                                f"{spec['stimuli']}; DELETE …/rollout/output, then POST to start over")
+            stims: dict[int, dict[str, Any]] = {}
+
+            def stimulus(sid: int) -> dict[str, Any]:
+                if sid not in stims:
+                    if len(stims) > 1024:
+                        stims.clear()
+                    stims[sid] = frozen.line(sid)
+                return stims[sid]
+
+            async def send(n: int) -> dict[str, Any]:
+                sid, tid = divmod(n, k)
+                messages, tools = _request(stimulus(sid))
+                try:
+                    answer = await llm.chat(model=spec["model_name"], messages=messages, tools=tools,
+                                            temperature=spec["temperature"], max_tokens=spec["max_tokens"],
+                                            extra_kwargs=spec["extra_kwargs"])
+                except LLMError as e:
+                    if e.rejected:
+                        return {"error": str(e)}
+                    raise ResumableFailure(f"trajectory {tid} of stimulus {sid}: {e}") from None
+                return {"response": answer.response()}
+
+            window = 4 * self.max_concurrency(spec)
+            async with AnswerStream(run.job_dir, ANSWER_LOG, window=window) as stream:
+                failed = sorted(n for n, a in stream.log.done.items() if n < total and _failed(a))
+                await asyncio.to_thread(write_failed, run.job_dir, failed)
+                known, saved_at, n = set(failed), time.monotonic(), run.start
+                async for answer in stream.ordered(run.start, total - run.start, send):
+                    sid, tid = divmod(n, k)
+                    if _failed(answer) and n not in known:
+                        known.add(n)
+                        failed.append(n)
+                        if time.monotonic() - saved_at >= FAILED_SAVE_SECONDS:
+                            saved_at = time.monotonic()
+                            await asyncio.to_thread(write_failed, run.job_dir, failed)
+                    yield trajectory_line(sid, tid, stimulus(sid), answer, spec)
+                    n += 1
+                await asyncio.to_thread(write_failed, run.job_dir, failed)
+        finally:
+            frozen.close()
