@@ -84,53 +84,16 @@ def artifact_dir() -> Path:
     return folder
 
 
-ROLLOUT = "/v1/repo/{repo_name}/targets/{target_name}/rollout"
-
-
-def rollout_reads():
-    """A route table of rollout's read routes that this build does not serve yet (the rollout branch adds them).
-
-    Each is one line over the kind-generic handlers (jobs, search, export), as the real ones
-    are; a route the app's own tables have is left out, so after the merge this is empty.
-    """
-    from aiohttp import web
-
-    from stimserver import app as app_module
-    from stimserver.handlers import export, jobs, search
-
-    have = {(r.method, r.path) for table in app_module.ROUTE_TABLES for r in table if isinstance(r, web.RouteDef)}
-    table = web.RouteTableDef()
-
-    def kind_handler(fn):
-        async def handle(request: web.Request) -> web.StreamResponse:
-            return await fn(request, "rollout")
-        return handle
-
-    for path, fn in {ROLLOUT: jobs.get_status, ROLLOUT + "/output": jobs.get_output,
-                     ROLLOUT + "/output/search": search.search, ROLLOUT + "/output/sample": search.sample,
-                     ROLLOUT + "/output/stats": search.stats, ROLLOUT + "/export": export.export}.items():
-        if ("GET", path) not in have:
-            table.get(path)(kind_handler(fn))
-    return table
-
-
 @pytest.fixture(scope="module")
 def rollout_server(tmp_path_factory):
-    """The app in a thread of this process, with rollout's read routes (``add_rollout_reads``)."""
+    """The app in a thread of this process (rollout files are written as fixtures, not run)."""
     from stimserver.app import create_app
     from stimserver.config import Settings
     from tests.aibread_server import ServerThread
 
     settings = Settings.build(data_dir=tmp_path_factory.mktemp("ui-rollout") / "data",
                               master_key="ui-rollout-master-key-0123456789", access_log=False, run_jobs=False)
-    from stimserver import app as app_module
-
-    tables = app_module.ROUTE_TABLES
-    app_module.ROUTE_TABLES = (rollout_reads(), *tables)  # before unserved.py's catch-all 404 for rollout
-    try:
-        app = create_app(settings)
-    finally:
-        app_module.ROUTE_TABLES = tables
+    app = create_app(settings)
     server = ServerThread(settings, app).start()
     server.settings = settings  # type: ignore[attr-defined]
     try:

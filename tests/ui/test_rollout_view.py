@@ -1,7 +1,7 @@
 """The rollout view in a real browser: trajectories grouped under their stimulus, Markdown, failures.
 
 Rollout lines are written as a job of kind ``rollout`` through the store (an import);
-``rollout_server`` serves rollout's read routes (see ``add_rollout_reads``).
+``rollout_server`` serves them through the real rollout routes.
 """
 from __future__ import annotations
 

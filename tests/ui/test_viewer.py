@@ -62,8 +62,9 @@ def test_sign_in_navigate_and_screenshot(page, demo_server, demo_key):
     page.wait_for_selector("table.targets tr[data-target='geography']")
     assert page.url == base + "/ui/repo/demo"
     geo = page.text_content("tr[data-target='geography']")
-    assert "complete" in geo and "40 lines" in geo and "no rollout" in geo
-    assert "150 lines" in page.text_content("tr[data-target='arithmetic']")
+    assert "complete" in geo and "40 lines" in geo and "80 lines of 80" in geo  # the demo's rollout
+    arithmetic = page.text_content("tr[data-target='arithmetic']")
+    assert "150 lines" in arithmetic and "not started" in arithmetic
     page.click("tr[data-target='geography'] a")
     page.wait_for_selector(".vlist .row[data-line='0'] .q")
     assert page.url == base + OUT.format("geography")
@@ -280,3 +281,21 @@ def test_the_master_key_views_as_a_user(page, demo_server, user):
     page.goto(base + "/ui/")
     page.wait_for_selector("ul.repos a")
     assert page.text_content("ul.repos") == "demo"
+
+
+def test_the_demo_rollout_made_by_the_pipeline(page, demo_server, demo_key):
+    """The shipped demo's rollout (run by make_demo_data.py through the real rollout routes) in the browser."""
+    base = f"http://127.0.0.1:{demo_server.port}"
+    sign_in(page, base, demo_key)
+    page.goto(base + "/ui/repo/demo")
+    page.click("tr[data-target='geography'] td:nth-child(3) a")
+    page.wait_for_selector(".vlist .row[data-line='1'] .q")
+    assert page.url == base + "/ui/repo/demo/target/geography/rollout"
+    assert page.get_attribute(".row[data-line='0']", "class").split()[0] == "group-start"
+    assert page.text_content(".row[data-line='0'] .q") == "What is the capital of Australia?"
+    assert page.text_content(".row[data-line='1'] .q") == "↳ trajectory 1"
+    page.click(".row[data-line='0']")
+    page.wait_for_selector(".response .md")
+    assert page.text_content(".response .md").strip()
+    assert re.search(r"\d+ prompt \+ \d+ completion = \d+", page.text_content(".tokens"))
+    page.screenshot(path=str(artifact_dir() / "viewer-demo-geography-rollout.png"))
