@@ -19,7 +19,11 @@ plus ``response.tool_calls`` when the model called tools, and the stim line's
 ``trajectory_override_stimulus`` when it has one. A request the provider rejects for
 itself alone (``LLMError.rejected``: too long, a refusal, an empty answer) gives a line
 with ``response: null``, ``tokens: null`` and the ``error``; any other failure (the key,
-the model, a provider still down after the retries) fails the job, keeping its lines.
+the model, a provider still down after the retries) fails the job, keeping its lines. So
+does a provider that rejects every request (a parameter it refuses, a context too small
+for every prompt): until one request of the job succeeds, rejections are held back
+(``_RejectionGuard``), and when ``ALL_REJECTED`` of them pile up the job fails without
+logging them, so a resume asks them again.
 
 The stimuli are frozen at submit (``store.frozen``: links to the stim output's files),
 and the spec records the stim job id, so a re-run stim job never changes what this job
@@ -50,6 +54,7 @@ STIM_NOT_COMPLETE = "Stim job must complete before running rollout"
 NO_MODEL = "model_name must be configured in target"
 ANSWER_LOG = "rollout"
 FAILED_SAVE_SECONDS = 1.0
+ALL_REJECTED = 8  # rejections in a row, with no success in the job, that fail it
 # Keys of the spec that name the input rather than the job: a failed rollout resumes on its
 # own frozen stimuli even when the stim job was re-run since (``same_job``).
 _INPUT_KEYS = ("stim_job_id", "stimuli")
@@ -100,6 +105,39 @@ def trajectory_line(stimulus_id: int, trajectory_id: int, stim: dict[str, Any], 
 
 def _failed(answer: Any) -> bool:
     return not (isinstance(answer, dict) and isinstance(answer.get("response"), dict))
+
+
+class _RejectionGuard:
+    """Holds each rejection until some request of the job has succeeded.
+
+    ``limit`` rejections held at once, with no success yet, mean the provider rejects
+    everything: the one that reaches it raises, and the job fails (the engine cancels the
+    held ones, unlogged). ``limit`` must not exceed the engine's window, or the held
+    requests could fill it and wait forever.
+    """
+
+    def __init__(self, limit: int, succeeded: bool) -> None:
+        self.limit = max(1, limit)
+        self.held = 0
+        self.ok = asyncio.Event()
+        if succeeded:
+            self.ok.set()
+
+    def success(self) -> None:
+        self.ok.set()
+
+    async def hold(self, error: str) -> None:
+        if self.ok.is_set():
+            return
+        self.held += 1
+        if self.held >= self.limit:
+            raise ResumableFailure(f"the provider rejected all of the first {self.held} trajectory requests and "
+                                   f"answered none; the last said: {error}; check the target's model_name, "
+                                   "max_tokens and extra_kwargs and the provider's limits")
+        try:
+            await self.ok.wait()
+        finally:
+            self.held -= 1
 
 
 class RolloutKind(JobKind):
@@ -177,12 +215,18 @@ class RolloutKind(JobKind):
                                             extra_kwargs=spec["extra_kwargs"])
                 except LLMError as e:
                     if e.rejected:
+                        await guard.hold(str(e))
                         return {"error": str(e)}
                     raise ResumableFailure(f"trajectory {tid} of stimulus {sid}: {e}") from None
+                guard.success()
                 return {"response": answer.response()}
 
             window = 4 * self.max_concurrency(spec)
             async with AnswerStream(run.job_dir, ANSWER_LOG, window=window) as stream:
+                done = stream.log.done
+                unasked = sum(1 for n in range(run.start, total) if n not in done)
+                guard = _RejectionGuard(min(ALL_REJECTED, window, unasked),
+                                        succeeded=any(not _failed(a) for a in done.values()))
                 failed = sorted(n for n, a in stream.log.done.items() if n < total and _failed(a))
                 await asyncio.to_thread(write_failed, run.job_dir, failed)
                 known, saved_at, n = set(failed), time.monotonic(), run.start

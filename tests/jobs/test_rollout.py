@@ -159,6 +159,37 @@ async def test_rejected_requests_become_error_lines_and_the_job_goes_on(make_run
     assert orjson.loads((ROLLOUT.job_dir(paths) / "failed.json").read_bytes()) == {"requests": [2, 3, 6, 7]}
 
 
+async def test_a_provider_that_rejects_every_request_fails_the_job_and_logs_nothing(
+        make_runner, paths, openai_server, use):
+    use(openai_server)
+    openai_server.default = lambda body: Fail(400, "unsupported parameter: 'logit_bias'")
+    runner, target, record = await stim_then_rollout(make_runner, paths, [hardcoded(30)], max_concurrency=4)
+    assert record["status"] == "failed"
+    assert "rejected all of the first 8 trajectory requests and answered none" in record["error"]
+    assert "unsupported parameter: 'logit_bias'" in record["error"]
+    assert "POST /v1/repo/r1/targets/t1/rollout to resume" in record["error"]
+    assert output.line_count(ROLLOUT.job_dir(paths)) == 0
+    log = answer_log_path(ROLLOUT.job_dir(paths), "rollout")
+    assert not log.exists() or log.read_bytes() == b""  # held back: a resume asks them again
+    assert len(openai_server.received) < 30
+
+    openai_server.default = echo  # the provider fixed: the resume asks every request, once
+    before = len(openai_server.received)
+    await runner.submit(ROLLOUT, target)
+    done = await ended(paths, ROLLOUT)
+    assert done["status"] == "complete", done["error"]
+    assert [line["response"] is not None for line in lines_of(paths, ROLLOUT)] == [True] * 30
+    assert sorted(question_of(r.body) for r in openai_server.received[before:]) == sorted(
+        f"Q{i}?" for i in range(30))
+
+
+async def test_few_requests_all_rejected_fail_the_job_instead_of_waiting(make_runner, paths, openai_server, use):
+    use(openai_server)
+    openai_server.default = lambda body: Fail(400, "context length exceeded")
+    _, _, record = await stim_then_rollout(make_runner, paths, [hardcoded(2)])
+    assert record["status"] == "failed" and "rejected all of the first 2" in record["error"]
+
+
 async def test_a_failing_key_fails_the_job_at_once_and_post_resumes_without_asking_again(
         make_runner, paths, openai_server, use):
     use(openai_server, STIMSERVER_LLM_MAX_RETRIES="0")
