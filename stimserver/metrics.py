@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from bisect import bisect_left
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
