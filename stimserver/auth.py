@@ -98,8 +98,8 @@ class Authenticator:
             found = self._identities[user] = Identity(user, user, False)
         return found
 
-    def identify(self, request: web.Request) -> Identity:
-        header = request.headers.get("Authorization")
+    def _key_of(self, header: str | None) -> tuple[str, bool]:
+        """(the key's user, whether it is the master key) of an Authorization header; 401 otherwise."""
         if not header:
             raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <API key>'")
         scheme, _, token = header.partition(" ")
@@ -108,13 +108,26 @@ class Authenticator:
             raise Unauthorized("malformed Authorization header: expected 'Bearer <API key>'")
         digest = hash_token(token)
         if hmac.compare_digest(digest, self._master_hash):
-            key_user, is_master = self.master_user, True
-        else:
-            found = self.keystore.user_for(token, digest)
-            if found is None:
-                raise Unauthorized("invalid or revoked API key")
-            key_user, is_master = found, False
+            return self.master_user, True
+        found = self.keystore.user_for(token, digest)
+        if found is None:
+            raise Unauthorized("invalid or revoked API key")
+        return found, False
 
+    def plain_identity(self, header: str | None) -> Identity | None:
+        """``identify`` of a request that names no user (no ``X-User-Id``, no ``user_id``); None if refused.
+
+        The caller makes sure no user is named; a refused key is left to ``identify``,
+        which raises the error that names why.
+        """
+        try:
+            key_user, is_master = self._key_of(header)
+        except Unauthorized:
+            return None
+        return Identity(key_user, key_user, True) if is_master else self._own_identity(key_user)
+
+    def identify(self, request: web.Request) -> Identity:
+        key_user, is_master = self._key_of(request.headers.get("Authorization"))
         by_header = request.headers.get("X-User-Id", "")
         by_query = request.query.get("user_id", "")
         if not is_master:  # a user key may only name itself, wherever it names anyone
