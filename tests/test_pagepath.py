@@ -26,8 +26,11 @@ from stimserver.store.records import Records
 BASE = "/v1/repo/repo1/targets/t1/stim/output"
 
 
-@pytest.fixture
-def alice(master_headers):
+@pytest.fixture(params=["alice's key", "master as alice"])
+def alice(request, master_headers, user_key):
+    """Alice's pages: by her own key (answered before the router, fastpage.py) or the master key naming her."""
+    if request.param == "alice's key":
+        return user_key("alice")
     return {**master_headers, "X-User-Id": "alice"}
 
 

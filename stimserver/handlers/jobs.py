@@ -14,7 +14,7 @@ serialised with orjson. Every field is always present.
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -194,7 +194,7 @@ async def stim_output(request: web.Request) -> web.Response:
 # The page handlers by job kind: each is ``get_output(request, kind)`` on its literal route
 # ``/v1/repo/{repo_name}/targets/{target_name}/<kind>/output``, which lets the page path
 # before the router (``fastpage.py``) answer a complete job's page of that kind itself.
-PAGE_HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.Response]]] = {"stim": stim_output}
+PAGE_HANDLERS: dict[str, object] = {"stim": stim_output}
 
 
 @routes.delete("/v1/repo/{repo_name}/targets/{target_name}/stim/output")
