@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import gc
+from functools import partial
 
 from aiohttp import web
 
 from .auth import Authenticator, KeyStore
 from .config import Settings
+from .fastpage import FastPage, PageApplication
 from .handlers import export, health, jobs, prompts, repos, search, targets, ui, unserved
 from .jobs import JobRunner
 from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
@@ -29,13 +31,15 @@ ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, target
                 export.routes, search.routes, ui.routes)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings) -> PageApplication:
     paths = DataPaths(settings.data_dir)
     metrics = Metrics(paths)
     auth = Authenticator(load_master_key(settings), settings.master_user, KeyStore(paths.keys_file))
     auth.sessions = Sessions(settings.data_dir, auth, settings.ui_session_seconds)  # the viewer's cookies
-    # One middleware runs forwarded → metrics → request id → errors → auth (pipeline.py).
-    app = web.Application(middlewares=[request_middleware(auth, metrics, TrustedProxies(settings.trusted_proxies))],
+    proxies = TrustedProxies(settings.trusted_proxies)
+    # One middleware runs forwarded → metrics → request id → errors → auth (pipeline.py);
+    # a complete job's plain page is answered before the router, by the same steps (fastpage.py).
+    app = PageApplication(middlewares=[request_middleware(auth, metrics, proxies)],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[PATHS] = paths
@@ -52,11 +56,18 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(table)
     app.add_routes(openapi_routes)
     app.add_routes(metrics_routes)
+    app.on_startup.append(partial(_start_fast_page, proxies=proxies))
     app.on_startup.append(_freeze_startup_objects)
     app.on_cleanup.append(flush_on_cleanup)
     app.on_cleanup.append(_unfreeze)
     app.on_cleanup.append(_close_outputs)  # requests drained at shutdown get their access-log lines
     return app
+
+
+async def _start_fast_page(app: web.Application, proxies: TrustedProxies) -> None:
+    """The page path before the router, made once every route is in (``fastpage.py``)."""
+    assert isinstance(app, PageApplication)
+    app.fast_page = FastPage(app, proxies)
 
 
 async def _freeze_startup_objects(app: web.Application) -> None:

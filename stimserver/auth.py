@@ -91,14 +91,24 @@ class Authenticator:
         self._master_hash = hash_token(master_key)
         self.master_user = master_user
         self.keystore = keystore
+        self._identities: dict[str, Identity] = {}
         self.sessions: Sessions | None = None  # the viewer's cookies (sessions.py), set by create_app
 
     @property
     def master_hash(self) -> str:
         return self._master_hash
 
-    def identify(self, request: web.Request) -> Identity:
-        header = request.headers.get("Authorization")
+    def _own_identity(self, user: str) -> Identity:
+        """``Identity(user, user, False)``, made once per user: it is immutable, and a page asks every time."""
+        found = self._identities.get(user)
+        if found is None:
+            if len(self._identities) >= 4096:
+                self._identities.clear()
+            found = self._identities[user] = Identity(user, user, False)
+        return found
+
+    def _key_of(self, header: str | None) -> tuple[str, bool]:
+        """(the key's user, whether it is the master key) of an Authorization header; 401 otherwise."""
         if not header:
             raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <API key>'")
         scheme, _, token = header.partition(" ")
@@ -107,19 +117,32 @@ class Authenticator:
             raise Unauthorized("malformed Authorization header: expected 'Bearer <API key>'")
         digest = hash_token(token)
         if hmac.compare_digest(digest, self._master_hash):
-            key_user, is_master = self.master_user, True
-        else:
-            found = self.keystore.user_for(token, digest)
-            if found is None:
-                raise Unauthorized("invalid or revoked API key")
-            key_user, is_master = found, False
+            return self.master_user, True
+        found = self.keystore.user_for(token, digest)
+        if found is None:
+            raise Unauthorized("invalid or revoked API key")
+        return found, False
 
+    def plain_identity(self, header: str | None) -> Identity | None:
+        """``identify`` of a request that names no user (no ``X-User-Id``, no ``user_id``); None if refused.
+
+        The caller makes sure no user is named; a refused key is left to ``identify``,
+        which raises the error that names why.
+        """
+        try:
+            key_user, is_master = self._key_of(header)
+        except Unauthorized:
+            return None
+        return Identity(key_user, key_user, True) if is_master else self._own_identity(key_user)
+
+    def identify(self, request: web.Request) -> Identity:
+        key_user, is_master = self._key_of(request.headers.get("Authorization"))
         by_header = request.headers.get("X-User-Id", "")
         by_query = request.query.get("user_id", "")
         if not is_master:  # a user key may only name itself, wherever it names anyone
-            if any(name and name != key_user for name in (by_header, by_query)):
+            if (by_header and by_header != key_user) or (by_query and by_query != key_user):
                 raise Forbidden("only the master key may act as another user (X-User-Id / user_id)")
-            return Identity(key_user, key_user, False)
+            return self._own_identity(key_user)
         # The header wins: the official client's generated calls send both, with different values.
         # The losing user_id must still be a valid name: every parameter is checked.
         if by_header and by_query:
@@ -129,8 +152,6 @@ class Authenticator:
             return Identity(key_user, key_user, True)
         check_name(override, "user_id", "header" if by_header else "query")
         return Identity(override, key_user, True)
-
-
 
 
 def authenticate(request: web.Request, auth: Authenticator) -> None:

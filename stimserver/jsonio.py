@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from .errors import BadRequest, PayloadTooLarge, ValidationError
+from .fastresponse import FastJsonResponse
 from .keys import SETTINGS
 from .schemas.base import json_type
 from .schemas.validation import Detail, Invalid, message, parse, problem
@@ -20,13 +21,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json",
-                        headers=headers)
+    return FastJsonResponse(orjson.dumps(data), status=status, headers=headers)
 
 
 def raw_json_response(body: bytes, status: int = 200) -> web.Response:
     """A body that is JSON already (e.g. spliced from stored lines)."""
-    return web.Response(body=body, status=status, content_type="application/json")
+    return FastJsonResponse(body, status=status)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

@@ -100,11 +100,15 @@ class _LineBuffer:
     def add(self, line: bytes) -> None:
         self._lines.append(line)
         self._size += len(line)
-        waited = time.monotonic() - self._last_write
-        if waited >= self.FLUSH_SECONDS or self._size >= self.MAX_BUFFER_BYTES:
+        # A live timer writes this line within FLUSH_SECONDS: then adding is an append (issue 13).
+        if self._size >= self.MAX_BUFFER_BYTES:
             self.flush()
-        else:
-            self._arm(self.FLUSH_SECONDS - waited)
+        elif self._timer_loop is None or self._timer_loop.is_closed():
+            waited = time.monotonic() - self._last_write
+            if waited >= self.FLUSH_SECONDS:
+                self.flush()
+            else:
+                self._arm(self.FLUSH_SECONDS - waited)
 
     def _arm(self, delay: float) -> None:
         try:
@@ -112,19 +116,17 @@ class _LineBuffer:
         except RuntimeError:  # no event loop (a script, a test): nothing would flush later
             self.flush()
             return
-        if self._timer is not None and self._timer_loop is loop and not self._timer.cancelled():
-            return
         self._timer, self._timer_loop = loop.call_later(delay, self._on_timer), loop
 
     def _on_timer(self) -> None:
-        self._timer = None
+        self._timer = self._timer_loop = None
         self.flush()
 
     def flush(self) -> None:
         """Write every waiting line now, in whole-line chunks; a broken stream drops them."""
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        self._timer = self._timer_loop = None
         if not self._lines:
             return
         lines, self._lines, self._size = self._lines, [], 0
@@ -151,6 +153,23 @@ class _LineBuffer:
         self._timer = self._timer_loop = None
 
 
+_dumps = orjson.dumps
+_JSON_STRS: dict[str | None, str] = {None: "null"}
+_JSON_STRS_SIZE = 4096
+
+
+def _json_str(value: str | None) -> str:
+    """``value`` as JSON (a string or null), remembered: routes, methods, users and addresses repeat."""
+    out = _JSON_STRS.get(value)
+    if out is None:
+        out = _dumps(value).decode()
+        if len(_JSON_STRS) >= _JSON_STRS_SIZE:
+            _JSON_STRS.clear()
+            _JSON_STRS[None] = "null"
+        _JSON_STRS[value] = out
+    return out
+
+
 def _route(request: web.BaseRequest) -> str | None:
     """The route template, or None for a request that never reached the router."""
     if request.get(REQUEST_ERROR) is not None:
@@ -169,26 +188,25 @@ class JsonAccessLogger(AbstractAccessLogger):
     stream: IO[bytes] = sys.stdout.buffer
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
+        # One f-string, not a dict through orjson: a third of the cost, on every request (issue 13).
+        # The keys and their order are the same as ever; strings go through orjson (escaping).
         error = request.get(REQUEST_ERROR)
         ident = request.get(IDENTITY)
         client = request.get(CLIENT_ADDR)
-        entry = {
-            "ts": round(time.time(), 3),
-            "request_id": request.get(REQUEST_ID),
-            "remote": client or request.remote,
-            "via": request.remote if client else None,
-            "method": request.method if error is None else None,
-            "route": _route(request),
-            "path": request.path if error is None else None,
-            "status": response.status,
-            "duration_ms": round(time_ * 1000, 3),
-            "bytes": response.body_length,
-            "user": ident.user if ident is not None else None,
-            "pid": _PID,
-        }
-        if error is not None:
-            entry["error"] = error
-        _buffer.add(orjson.dumps(entry) + b"\n")
+        peer = request.remote
+        rid = request.get(REQUEST_ID)
+        if error is None:
+            method, route, path = _json_str(request.method), _json_str(_route(request)), _dumps(request.path).decode()
+            tail = "}\n"
+        else:
+            method = route = path = "null"
+            tail = f',"error":{_json_str(error)}}}\n'
+        line = (f'{{"ts":{time.time():.3f},"request_id":{"null" if rid is None else _dumps(rid).decode()},'
+                f'"remote":{_json_str(client or peer)},"via":{_json_str(peer) if client else "null"},'
+                f'"method":{method},"route":{route},"path":{path},"status":{response.status:d},'
+                f'"duration_ms":{time_ * 1000:.3f},"bytes":{response.body_length:d},'
+                f'"user":{"null" if ident is None else _json_str(ident.user)},"pid":{_PID}{tail}')
+        _buffer.add(line.encode())
 
     @property
     def enabled(self) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,17 +172,24 @@ class Metrics:
                              ["route"], registry=self.registry)
         self.jobs = JobStates(paths, job_scan_seconds)
         _lines_counter().labels("stim")  # the series exists (at 0) before the first job
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
+        self._bounds = list(self.latency._upper_bounds)
 
     def observe(self, route: str, method: str, status: int, seconds: float, nbytes: int) -> None:
+        # The bound children's values are counted directly: ``Counter.inc`` and ``Histogram.observe``
+        # re-check on every call what binding checked once, and the histogram walks its buckets in
+        # Python (issue 13). The values are prometheus-client's own (in-memory or the multi-process
+        # files), so every exposition stays the library's.
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = (self.requests.labels(route, method, str(status)),
-                                              self.latency.labels(route, method), self.bytes.labels(route))
-        requests, latency, body = children
-        requests.inc()
-        latency.observe(seconds)
+            latency = self.latency.labels(route, method)
+            children = self._children[key] = (self.requests.labels(route, method, str(status))._value,
+                                              latency._sum, latency._buckets, self.bytes.labels(route)._value)
+        requests, total, buckets, body = children
+        requests.inc(1)
+        total.inc(seconds)
+        buckets[bisect_left(self._bounds, seconds)].inc(1)
         if nbytes:
             body.inc(nbytes)
 

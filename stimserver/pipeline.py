@@ -10,6 +10,8 @@ of a page (issue 13). The order is the one the separate middlewares had:
 
 so metrics count error answers, every answer (errors included) carries ``X-Request-Id``,
 and an HTTP exception below 400 (a redirect) passes through, counted but not rendered.
+A complete job's plain page takes the same steps in ``fastpage.FastPage.answer``, before
+the router: a step added here must be added there (``tests/test_fastpage.py`` compares).
 """
 from __future__ import annotations
 

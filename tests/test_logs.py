@@ -169,3 +169,57 @@ def test_sigterm_writes_every_request_line_once(tmp_path, workers: int) -> None:
         assert server.terminate() == 0
     logged = [line["request_id"] for line in server.access_log() if line["request_id"].startswith("burst-")]
     assert sorted(logged) == sorted(sent)  # every one, once
+
+
+async def test_a_line_added_while_a_flush_is_armed_is_written_by_that_flush(monkeypatch) -> None:
+    monkeypatch.setattr(_LineBuffer, "FLUSH_SECONDS", 0.05)
+    stream = Recorder()
+    buf = _LineBuffer(lambda: stream)
+    buf.add(b"1\n")  # quiet log: at once
+    buf.add(b"2\n")  # arms the timer
+    buf.add(b"3\n")  # rides on it
+    assert stream.getvalue() == b"1\n"
+    await asyncio.sleep(0.2)
+    assert stream.getvalue() == b"1\n2\n3\n"
+
+
+def test_a_flush_armed_on_a_loop_that_closed_does_not_strand_lines(monkeypatch) -> None:
+    monkeypatch.setattr(_LineBuffer, "FLUSH_SECONDS", 3600.0)
+    stream = Recorder()
+    buf = _LineBuffer(lambda: stream)
+
+    async def two() -> None:
+        buf.add(b"a\n")
+        buf.add(b"b\n")  # waits for a timer that this loop will never run
+
+    asyncio.run(two())
+    buf._last_write = -float("inf")
+    buf.add(b"c\n")  # no loop now, nothing armed that can fire: everything goes out
+    assert stream.getvalue() == b"a\nb\nc\n"
+
+
+@pytest.mark.parametrize("path", ['/v1/repo/a"b/x', "/v1/repo/\\x/y", "/v1/repo/üñí/ç", "/v1/repo/\x01/z"])
+def test_a_logged_line_is_json_whatever_the_path(path, monkeypatch) -> None:
+    """The line is formatted by hand (issue 13): every string still goes through orjson."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from stimserver.auth import Identity
+    from stimserver.keys import IDENTITY, REQUEST_ID
+
+    stream = Recorder()
+    monkeypatch.setattr(logs, "_buffer", _LineBuffer(lambda: stream))
+    request = make_mocked_request("GET", "/", app=web.Application())
+    monkeypatch.setattr(type(request), "path", path)
+    monkeypatch.setattr(type(request), "remote", "127.0.0.1")
+    monkeypatch.setattr(logs, "_route", lambda request: "/v1/repo/{repo_name}/x")
+    request[REQUEST_ID] = "r1"
+    request[IDENTITY] = Identity('al"ice', 'al"ice', False)
+    logs.JsonAccessLogger(web.access_logger, "").log(request, web.Response(status=201), 0.0012345)
+    entry = orjson.loads(stream.getvalue())
+    assert list(entry) == ["ts", "request_id", "remote", "via", "method", "route", "path", "status",
+                           "duration_ms", "bytes", "user", "pid"]
+    assert entry["route"] == "/v1/repo/{repo_name}/x" and entry["method"] == "GET" and entry["via"] is None
+    assert entry["path"] == path and entry["user"] == 'al"ice' and entry["status"] == 201
+    assert entry["duration_ms"] == 1.234 and entry["request_id"] == "r1" and entry["pid"] == os.getpid()
+    assert abs(entry["ts"] - time.time()) < 60

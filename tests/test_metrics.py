@@ -168,3 +168,36 @@ async def test_a_rollout_is_counted_by_kind(aiohttp_client, tmp_path, openai_ser
     samples = await scrape(client)
     assert samples[("stimserver_jobs", (("kind", "rollout"), ("status", "complete")))] == 1
     assert samples[key] == before.get(key, 0) + 6
+
+
+def test_direct_counting_matches_prometheus_clients_own(tmp_path):
+    """``Metrics.observe`` counts into the bound values itself (issue 13): the same exposition as
+    ``Counter.inc`` / ``Histogram.observe``, bucket edges included (a value on a bound is in that bucket)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from stimserver.metrics import LATENCY_BUCKETS, Metrics
+    from stimserver.store.paths import DataPaths
+
+    metrics = Metrics(DataPaths(tmp_path))
+    registry = CollectorRegistry(auto_describe=False)
+    requests = Counter("stimserver_http_requests", metrics.requests._documentation, ["route", "method", "status"],
+                       registry=registry)
+    latency = Histogram("stimserver_http_request_duration_seconds", metrics.latency._documentation,
+                        ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+    body = Counter("stimserver_http_response_bytes", metrics.bytes._documentation, ["route"], registry=registry)
+    values = [0.0, 0.0004, *LATENCY_BUCKETS, 0.0026, 7.5, 99.0]
+    for i, seconds in enumerate(values):
+        route, status = ("/a", 200) if i % 3 else ("/b/{x}", 404)
+        metrics.observe(route, "GET", status, seconds, i * 10)
+        requests.labels(route, "GET", str(status)).inc()
+        latency.labels(route, "GET").observe(seconds)
+        child = body.labels(route)  # bound at the first request, as Metrics binds it
+        if i:
+            child.inc(i * 10)
+    ours = CollectorRegistry(auto_describe=False)
+    for collector in (metrics.requests, metrics.latency, metrics.bytes):
+        ours.register(collector)
+    def samples(reg: CollectorRegistry) -> list[bytes]:  # creation times differ, by a few microseconds
+        return [line for line in generate_latest(reg).splitlines() if b"_created" not in line]
+
+    assert samples(ours) == samples(registry) and len(samples(ours)) > 40

@@ -5,11 +5,15 @@ plain file operations), so the serving app learns of it only through the files.
 """
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 
 import orjson
 import pytest
+from aiohttp import web
 
+from stimserver.fastresponse import FastJsonResponse
 from stimserver.keys import RECORDS
 from stimserver.store import jobrecords as jr
 from stimserver.store import output
@@ -22,8 +26,11 @@ from stimserver.store.records import Records
 BASE = "/v1/repo/repo1/targets/t1/stim/output"
 
 
-@pytest.fixture
-def alice(master_headers):
+@pytest.fixture(params=["alice's key", "master as alice"])
+def alice(request, master_headers, user_key):
+    """Alice's pages: by her own key (answered before the router, fastpage.py) or the master key naming her."""
+    if request.param == "alice's key":
+        return user_key("alice")
     return {**master_headers, "X-User-Id": "alice"}
 
 
@@ -177,3 +184,97 @@ async def test_the_open_files_are_closed_when_the_app_stops(aiohttp_client, sett
     entry = next(iter(app[RECORDS].outputs._items.values()))
     await client.close()
     assert len(app[RECORDS].outputs) == 0 and _closed(entry.data_fd) and _closed(entry.idx_fd)
+
+
+# -- the response head written in one piece (stimserver/fastresponse.py) ------------------------------
+
+async def _raw_exchange(port: int, raw: bytes) -> bytes:
+    """Send raw request bytes, read until the server closes or 2 s pass."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    chunks = []
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 2.0):
+            chunks.append(chunk)
+    except TimeoutError:
+        pass
+    writer.close()
+    return b"".join(chunks)
+
+
+def _without_date(raw: bytes) -> bytes:
+    return re.sub(rb"Date: [^\r]*\r\n", b"Date: -\r\n", raw)
+
+
+@pytest.fixture
+async def fast_and_plain(aiohttp_server):
+    """One app answering the same JSON through FastJsonResponse (/fast) and web.Response (/plain)."""
+    body = orjson.dumps({"output": [{"stimulus_id": 1}], "ok": True})
+
+    async def fast(request: web.Request) -> web.StreamResponse:
+        response = FastJsonResponse(body)
+        response.headers["X-Request-Id"] = "abc123"
+        return response
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        response = web.Response(body=body, content_type="application/json")
+        response.headers["X-Request-Id"] = "abc123"
+        return response
+
+    app = web.Application()
+    app.router.add_get("/fast", fast)
+    app.router.add_get("/plain", plain)
+    return await aiohttp_server(app)
+
+
+@pytest.mark.parametrize("request_line, headers", [
+    ("GET {} HTTP/1.1", ""),
+    ("GET {} HTTP/1.1", "Connection: close\r\n"),
+    ("GET {} HTTP/1.0", ""),
+    ("GET {} HTTP/1.0", "Connection: keep-alive\r\n"),
+    ("HEAD {} HTTP/1.1", ""),
+], ids=["1.1", "1.1-close", "1.0", "1.0-keep-alive", "head"])
+async def test_the_one_piece_head_is_the_head_aiohttp_writes(fast_and_plain, request_line, headers):
+    """Byte for byte (but the clock): status line, headers, Connection, body; HEAD goes aiohttp's way."""
+    answers = []
+    for path in ("/fast", "/plain"):
+        raw = f"{request_line.format(path)}\r\nHost: x\r\n{headers}\r\n".encode()
+        answers.append(_without_date(await _raw_exchange(fast_and_plain.port, raw)))
+    assert answers[0].startswith(b"HTTP/1.") and b"X-Request-Id: abc123\r\n" in answers[0]
+    assert answers[0] == answers[1]
+
+
+async def test_a_header_aiohttp_would_refuse_is_refused_not_written(fast_and_plain, aiohttp_server):
+    """A CR/LF in a header value: the one-piece head steps aside and aiohttp refuses it, as for web.Response."""
+    async def injected(request: web.Request) -> web.StreamResponse:
+        kind = FastJsonResponse if request.match_info["kind"] == "fast" else web.Response
+        response = kind(body=b"{}")
+        response.headers["X-Note"] = "a\r\nSet-Cookie: stolen=1"
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{kind}", injected)
+    server = await aiohttp_server(app)
+    answers = [await _raw_exchange(server.port, f"GET /{kind} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+               for kind in ("fast", "plain")]
+    assert answers[0] == answers[1] and b"stolen" not in answers[0]
+
+
+async def test_body_length_is_counted_as_aiohttp_counts_it(aiohttp_client):
+    """The access log's ``bytes`` (``body_length``): the writer's count, head included, on either path."""
+    made: dict[str, web.StreamResponse] = {}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        response = made[kind] = (FastJsonResponse(b'{"a":1}') if kind == "fast"
+                                 else web.Response(body=b'{"a":1}', content_type="application/json"))
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{kind}", answer)
+    client = await aiohttp_client(app)
+    for kind in ("fast", "plain"):
+        assert (await client.get(f"/{kind}")).status == 200
+    assert made["fast"].body_length == made["plain"].body_length > len(b'{"a":1}')
+    assert made["fast"].prepared and made["fast"].keep_alive

@@ -29,6 +29,7 @@ from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
 from ..jsonio import json_response, raw_json_response
 from ..keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..paging import page_params
+from ..store.cache import Identity
 from ..store.records import Records
 from .context import target_context
 
@@ -172,6 +173,23 @@ def _complete_envelope(key: tuple[Any, ...], items: memoryview, job: Record, off
     return raw_json_response(b"".join((b'{"output":[', items, head, status)))
 
 
+def complete_page(records: Records, ref: JobRef, job: Record, version: Identity, offset: int,
+                  limit: int) -> web.Response | None:
+    """The page of a job whose record (of identity ``version``) says complete, read from files kept open.
+
+    None when the open files cannot answer it (``Records.complete_lines``): then the caller
+    reads the page the ordinary way. Shared by ``get_output`` and the page path before the
+    router (``fastpage.py``), so both answer the very same bytes.
+    """
+    lines = records.complete_lines(ref.user, ref.repo, ref.target, ref.kind, version, offset, limit)
+    if lines is None:
+        return None
+    key = (records.paths.root, ref, version, lines.total)
+    return _complete_envelope(key, lines.items, job, offset, limit, lines.count, lines.total,
+                              lambda: records.job_usage(ref.user, ref.repo, ref.target, ref.kind),
+                              kind_fields(records, ref, job, lines.total))
+
+
 async def get_output(request: web.Request, kind: str) -> web.Response:
     settings = request.app[SETTINGS]
     offset, limit = page_params(request.query, settings.default_page_size, settings.max_page_size)
@@ -182,13 +200,9 @@ async def get_output(request: web.Request, kind: str) -> web.Response:
         target_context(request)  # raises the right 404 (or the 422 of a bad name)
         return _envelope(b"", None, offset, limit, 0, 0, extra=kind_fields(records, ref, None, 0))
     if job.get("status") == JobStatus.COMPLETE and version is not None:
-        # Fast path (issue 13): a complete job's output is read from files kept open.
-        lines = records.complete_lines(ref.user, ref.repo, ref.target, kind, version, offset, limit)
-        if lines is not None:
-            key = (records.paths.root, ref, version, lines.total)
-            return _complete_envelope(key, lines.items, job, offset, limit, lines.count, lines.total,
-                                      lambda: records.job_usage(ref.user, ref.repo, ref.target, kind),
-                                      kind_fields(records, ref, job, lines.total))
+        answer = complete_page(records, ref, job, version, offset, limit)
+        if answer is not None:
+            return answer
     job = await _live(request, ref, job)
     page = await records.job_page(ref.user, ref.repo, ref.target, kind, offset, limit)
     body = page.body if page.body is not None else b"[]"
@@ -246,3 +260,9 @@ async def rollout_output(request: web.Request) -> web.Response:
 @routes.delete("/v1/repo/{repo_name}/targets/{target_name}/rollout/output")
 async def rollout_discard(request: web.Request) -> web.Response:
     return await discard_job(request, "rollout")
+
+
+# The page handlers by job kind: each is ``get_output(request, kind)`` on its literal route
+# ``/v1/repo/{repo_name}/targets/{target_name}/<kind>/output``, which lets the page path
+# before the router (``fastpage.py``) answer a complete job's page of that kind itself.
+PAGE_HANDLERS: dict[str, object] = {"stim": stim_output, "rollout": rollout_output}
