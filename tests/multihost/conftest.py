@@ -1,8 +1,9 @@
 """The multi-host cluster (tests/multihost/cluster.py), built once for the whole directory.
 
-These tests are part of every ``scripts/test`` run (``STIMSERVER_MULTIHOST=0`` leaves them
-out; ``scripts/test-multihost`` runs them alone). They are skipped, with the reason printed,
-only when this machine really cannot build the cluster: ``cluster.why_not_possible`` tries
+These tests run only when asked for (``scripts/test-multihost``, which sets
+``STIMSERVER_MULTIHOST=1``; tests/conftest.py leaves the directory out otherwise, so the
+default run does not take them twice). They are skipped, with the reason printed, only
+when this machine really cannot build the cluster: ``cluster.why_not_possible`` tries
 FUSE and the namespaces rather than guessing.
 
 A fake OpenAI-compatible provider (tests/llm/fake_providers.py) listens on the bridge's
