@@ -20,11 +20,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from . import lineindex
 from .atomic import fsync_dir, is_no_space, no_space
-from .output import DATA_NAME, INDEX_NAME
+from .output import DATA_NAME, INDEX_NAME, open_pair
 
 __all__ = ["FROZEN_DATA", "FROZEN_INDEX", "freeze", "FrozenLines"]
 
@@ -71,12 +69,10 @@ class FrozenLines:
     """Reads line ``i`` of a frozen output: two index entries and one data read."""
 
     def __init__(self, job_dir: Path) -> None:
-        self._idx_fd = os.open(job_dir / FROZEN_INDEX, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self._data_fd = os.open(job_dir / FROZEN_DATA, os.O_RDONLY | os.O_CLOEXEC)
-        except BaseException:
-            os.close(self._idx_fd)
-            raise
+        pair = open_pair(job_dir, FROZEN_DATA, FROZEN_INDEX)
+        if pair is None:
+            raise FileNotFoundError(f"no frozen stimuli in {job_dir}")
+        self._data_fd, self._idx_fd = pair
         self.lines = lineindex.count_entries(self._idx_fd)
 
     def line(self, i: int) -> dict[str, Any]:
@@ -84,10 +80,7 @@ class FrozenLines:
         raw = os.pread(self._data_fd, end - begin, begin)
         if len(raw) != end - begin:
             raise EOFError(f"the frozen stimuli end before line {i}")
-        value = orjson.loads(raw)
-        if not isinstance(value, dict):
-            raise ValueError(f"stimulus line {i} is not a JSON object")
-        return value
+        return lineindex.parse_line(raw, i)
 
     def close(self) -> None:
         for fd in (self._idx_fd, self._data_fd):

@@ -59,14 +59,17 @@ def splice(raw: bytes) -> bytes:
     return b"".join((b"[", memoryview(commas)[:-1], b"]"))
 
 
-def open_pair(job_dir: Path) -> tuple[int, int] | None:
-    """(data fd, index fd) of a job's output opened for reading; None if either file is missing."""
+def open_pair(job_dir: Path, data_name: str = DATA_NAME, index_name: str = INDEX_NAME) -> tuple[int, int] | None:
+    """(data fd, index fd) of a job's output opened for reading; None if either file is missing.
+
+    Other names open another data + index pair of the same format (a rollout's frozen stimuli).
+    """
     try:
-        idx_fd = os.open(job_dir / INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        idx_fd = os.open(job_dir / index_name, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
-        data_fd = os.open(job_dir / DATA_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        data_fd = os.open(job_dir / data_name, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         os.close(idx_fd)
         return None
