@@ -136,3 +136,15 @@ def bread(bread_server):
 
 __all__ = ["TEACHER", "STUDENT", "hardcoded", "seed_target", "lines_of", "record_of", "wait_until", "StubLLM",
            "numbered_answer", "asked_count", "Records", "Path"]
+
+
+@pytest.fixture
+def use(monkeypatch):
+    """``use(server, **env)`` points the LLM settings of this test at a fake provider (and nothing else)."""
+    def point_at(server, **env):
+        for key, value in {**server.env(), "STIMSERVER_LLM_MAX_RETRIES": "1", **env}.items():
+            monkeypatch.setenv(key, value)
+    for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
+                "STIMSERVER_LLM_PROVIDER", "STIMSERVER_LLM_TIMEOUT"):
+        monkeypatch.delenv(key, raising=False)
+    return point_at

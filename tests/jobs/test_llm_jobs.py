@@ -20,17 +20,6 @@ def answer(body):
     return numbered_answer(body["messages"][-1]["content"])
 
 
-@pytest.fixture
-def use(monkeypatch):
-    def point_at(server, **env):
-        for key, value in {**server.env(), "STIMSERVER_LLM_MAX_RETRIES": "1", **env}.items():
-            monkeypatch.setenv(key, value)
-    for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                "STIMSERVER_LLM_PROVIDER", "STIMSERVER_LLM_TIMEOUT"):
-        monkeypatch.delenv(key, raising=False)
-    return point_at
-
-
 async def run_job(make_runner, paths, generators, **config):
     ref = JobRef("alice", "r1", "t1", "stim")
     runner = await make_runner(llm_factory=client_factory(Settings.from_env()))

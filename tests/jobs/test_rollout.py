@@ -25,17 +25,6 @@ ROLLOUT = JobRef("alice", "r1", "t1", "rollout")
 TOOLS = [{"type": "function", "function": {"name": "calc", "parameters": {"type": "object"}}}]
 
 
-@pytest.fixture
-def use(monkeypatch):
-    def point_at(server, **env):
-        for key, value in {**server.env(), "STIMSERVER_LLM_MAX_RETRIES": "1", **env}.items():
-            monkeypatch.setenv(key, value)
-    for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                "STIMSERVER_LLM_PROVIDER", "STIMSERVER_LLM_TIMEOUT"):
-        monkeypatch.delenv(key, raising=False)
-    return point_at
-
-
 def question_of(body) -> str:
     return body["messages"][-1]["content"] if isinstance(body["messages"][-1]["content"], str) else \
         body["messages"][-1]["content"][0]["text"]
