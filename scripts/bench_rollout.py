@@ -17,42 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from livebench import HEADERS, latency_summary, print_table, run_and_page, serving, wait_up  # noqa: E402
 
 from stimserver.store.paths import DataPaths  # noqa: E402
 from tests.jobs.conftest import hardcoded, seed_target  # noqa: E402
 from tests.llm.fake_providers import FakeOpenAI, ProviderThread, Reply  # noqa: E402
-
-KEY = "bench-master-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_up(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(300):
-        try:
-            async with session.get(url + "/v1/health") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("stimserver did not start")
 
 
 async def until_complete(session: aiohttp.ClientSession, url: str) -> dict:
@@ -74,68 +51,34 @@ async def bench(stimuli: int, trajectories: int, latency: float, concurrency: in
     data = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
     seed_target(DataPaths(data), [hardcoded(stimuli)], model_name="bench-model", num_traj_per_stimulus=trajectories,
                 max_concurrency=concurrency)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STIMSERVER_MASTER_KEY": KEY, "STIMSERVER_ACCESS_LOG": "false",
-           "OPENAI_BASE_URL": f"{fake.url}/v1", "OPENAI_API_KEY": "", "STIMSERVER_LLM_PROVIDER": "openai",
-           "STIMSERVER_LLM_MAX_CONCURRENT": str(max(64, concurrency))}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stimserver", "serve", "--data", str(data), "--port", str(port),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {KEY}", "X-User-Id": "alice"}
-    target = f"{url}/v1/repo/r1/targets/t1"
     try:
-        async with aiohttp.ClientSession(headers=headers) as session:
+        async with serving(data, fake.url, STIMSERVER_LLM_MAX_CONCURRENT=str(max(64, concurrency))) as url, \
+                aiohttp.ClientSession(headers=HEADERS) as session:
             await wait_up(session, url)
+            target = f"{url}/v1/repo/r1/targets/t1"
             async with session.post(target + "/stim") as r:
                 r.raise_for_status()
             await until_complete(session, target + "/stim")
-            start = time.perf_counter()
-
-            async def run() -> None:
-                async with session.post(target + "/rollout") as r:  # waits up to 1 s; pages go on meanwhile
-                    r.raise_for_status()
-
-            posted = asyncio.create_task(run())
-            first: float | None = None
-            pages: list[float] = []
-            lines = 0
-            while True:
-                offset = 0 if len(pages) % 2 == 0 else max(0, lines - 100)
-                t0 = time.perf_counter()
-                async with session.get(f"{target}/rollout/output?offset={offset}&limit=100") as r:
-                    body = await r.json()
-                pages.append(time.perf_counter() - t0)
-                lines = body["lines"] or 0
-                if first is None and lines:
-                    first = time.perf_counter() - start
-                if body["status"] in ("complete", "failed"):
-                    total = time.perf_counter() - start
-                    await posted
-                    break
-                await asyncio.sleep(0.01)
-            if body["status"] != "complete":
-                raise RuntimeError(f"the rollout failed: {body['error']}")
+            # offset 0 and the newest 100 lines, alternately
+            run = await run_and_page(session, target + "/rollout",
+                                     lambda n, lines: f"offset={0 if n % 2 == 0 else max(0, lines - 100)}&limit=100")
     finally:
-        proc.terminate()
-        await proc.wait()
         provider.stop()
     requests = stimuli * trajectories
     ideal = requests * latency / concurrency
-    ms = sorted(p * 1000 for p in pages)
+    body = run.last
     return [
         ("stimuli × trajectories", f"{stimuli} × {trajectories} = {requests} requests "
                                    f"(provider saw {len(fake.received)})"),
         ("latency × concurrency",
          f"{latency * 1000:.0f} ms × {concurrency} (max in flight seen: {fake.max_in_flight})"),
-        ("time to first committed trajectory", f"{first:.2f} s" if first is not None else "n/a"),
-        ("total time", f"{total:.2f} s"),
+        ("time to first committed trajectory", f"{run.first:.2f} s" if run.first is not None else "n/a"),
+        ("total time", f"{run.total:.2f} s"),
         ("ideal (requests × latency / concurrency)", f"{ideal:.2f} s"),
-        ("total / ideal", f"{total / ideal:.2f}"),
+        ("total / ideal", f"{run.total / ideal:.2f}"),
         ("lines committed / expected", f"{body['lines']} / {body['total_expected']}"),
-        ("page reads while running (limit 100)", str(len(ms))),
-        ("page latency median / p95 / max", f"{statistics.median(ms):.1f} / {ms[max(0, int(len(ms) * 0.95) - 1)]:.1f}"
-                                             f" / {ms[-1]:.1f} ms"),
+        ("page reads while running (limit 100)", str(len(run.pages))),
+        ("page latency median / p95 / max", latency_summary(run.pages)),
         ("usage", str(body["usage"])),
     ]
 
@@ -147,11 +90,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.3)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
-    rows = asyncio.run(bench(args.stimuli, args.trajectories, args.latency, args.concurrency))
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |\n|{'-' * (width + 2)}|-------|")
-    for k, v in rows:
-        print(f"| {k.ljust(width)} | {v} |")
+    print_table(asyncio.run(bench(args.stimuli, args.trajectories, args.latency, args.concurrency)))
 
 
 if __name__ == "__main__":
