@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .describe import clip
 from .errors import Answer, LLMError
-from .wire import DEFAULT_MAX_TOKENS, anthropic_kwargs, openai_kwargs, tokens
+from .wire import DEFAULT_MAX_TOKENS, answered_choice, anthropic_kwargs, openai_kwargs, tokens, unrefused
 
 if TYPE_CHECKING:
     import anthropic
@@ -73,15 +72,8 @@ async def create_chat_chat_completion(client: openai.AsyncOpenAI, model: str, me
 
 def chat_completion_reply(completion: Any, model: str) -> ChatAnswer:
     # Typed Any: a server that is not the real API can send anything, and the SDK does not validate.
-    choices = completion.choices
-    if isinstance(choices, list) and not choices:
-        raise LLMError(f"model {model!r} returned no completion", rejected=True)
-    choice = choices[0]
+    choice = answered_choice(completion, model)
     message = choice.message
-    if getattr(message, "refusal", None):
-        raise LLMError(f"model {model!r} refused the request: {clip(message.refusal)}", rejected=True)
-    if choice.finish_reason == "content_filter":
-        raise LLMError(f"model {model!r} refused the request (content filter)", rejected=True)
     calls = tuple({"id": str(call.id), "type": "function",
                    "function": {"name": call.function.name, "arguments": call.function.arguments}}
                   for call in (message.tool_calls or []))
@@ -185,9 +177,7 @@ async def create_chat_message(client: anthropic.AsyncAnthropic, model: str, mess
 
 
 def chat_message_reply(message: Any, model: str) -> ChatAnswer:
-    if message.stop_reason == "refusal":
-        raise LLMError(f"model {model!r} refused the request", rejected=True)
-    text = "".join(block.text for block in message.content if block.type == "text")
+    text = "".join(block.text for block in unrefused(message, model).content if block.type == "text")
     calls = tuple({"id": str(block.id), "type": "function",
                    "function": {"name": block.name, "arguments": orjson.dumps(block.input).decode()}}
                   for block in message.content if block.type == "tool_use")

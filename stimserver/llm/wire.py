@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     import openai
 
 __all__ = ["DEFAULT_MAX_TOKENS", "create_message", "create_chat_completion", "message_answer",
-           "chat_completion_answer", "anthropic_kwargs", "openai_kwargs", "checked_kwargs", "tokens"]
+           "chat_completion_answer", "anthropic_kwargs", "openai_kwargs", "checked_kwargs", "tokens",
+           "answered_choice", "unrefused"]
 
 DEFAULT_MAX_TOKENS = 4096
 """Sent to Anthropic when the caller gives no max_tokens: the Messages API requires one."""
@@ -94,9 +95,7 @@ def tokens(usage: Any, name: str) -> int:
 
 def message_answer(message: Any, model: str) -> Answer:
     # Typed Any: a server that is not the real API can send anything, and the SDK does not validate.
-    if message.stop_reason == "refusal":
-        raise LLMError(f"model {model!r} refused the request", rejected=True)
-    text = "".join(block.text for block in message.content if block.type == "text")
+    text = "".join(block.text for block in unrefused(message, model).content if block.type == "text")
     usage = getattr(message, "usage", None)
     return Answer(_nonempty(text, model, message.stop_reason), tokens(usage, "input_tokens"),
                   tokens(usage, "output_tokens"))
@@ -108,15 +107,29 @@ def chat_completion_answer(completion: Any, model: str) -> Answer:
                   tokens(usage, "completion_tokens"))
 
 
-def _chat_completion_text(completion: Any, model: str) -> str:
+def answered_choice(completion: Any, model: str) -> Any:
+    """The first choice of a chat completion; a rejected ``LLMError`` for none, a refusal or a content filter."""
     choices = completion.choices
     if isinstance(choices, list) and not choices:
         raise LLMError(f"model {model!r} returned no completion", rejected=True)
     choice = choices[0]
-    if choice.message.refusal:
-        raise LLMError(f"model {model!r} refused the request: {clip(choice.message.refusal)}", rejected=True)
+    refusal = getattr(choice.message, "refusal", None)
+    if refusal:
+        raise LLMError(f"model {model!r} refused the request: {clip(refusal)}", rejected=True)
     if choice.finish_reason == "content_filter":
         raise LLMError(f"model {model!r} refused the request (content filter)", rejected=True)
+    return choice
+
+
+def unrefused(message: Any, model: str) -> Any:
+    """A Messages API reply, unless its stop reason says the model refused (a rejected ``LLMError``)."""
+    if message.stop_reason == "refusal":
+        raise LLMError(f"model {model!r} refused the request", rejected=True)
+    return message
+
+
+def _chat_completion_text(completion: Any, model: str) -> str:
+    choice = answered_choice(completion, model)
     return _nonempty(choice.message.content or "", model, choice.finish_reason)
 
 
