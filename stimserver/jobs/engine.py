@@ -121,11 +121,15 @@ class JobLLM:
 class AnswerStream:
     """The answer log ``name`` of a job, and requests sent through it in order."""
 
-    def __init__(self, job_dir: Path, name: str, *, window: int) -> None:
+    def __init__(self, job_dir: Path, name: str, *, window: int, in_flight: int | None = None) -> None:
         self.job_dir = job_dir
         self.name = name
         self.window = max(1, window)
         self._log: AnswerLog | None = None
+        # At most ``in_flight`` requests sent and not yet logged: a crash then re-asks no more
+        # than that many (the job's LLM cap alone lets the next request go out while an
+        # answer is still being written).
+        self._slots = asyncio.Semaphore(in_flight) if in_flight else None
 
     async def __aenter__(self) -> AnswerStream:
         self._log = await asyncio.to_thread(AnswerLog.open, self.job_dir, self.name)
@@ -146,6 +150,12 @@ class AnswerStream:
         """Request ``request``'s answer: from the log, or sent now and logged."""
         if request in self.log.done:
             return self.log.done[request]
+        if self._slots is None:
+            return await self._ask_and_log(request, send)
+        async with self._slots:
+            return await self._ask_and_log(request, send)
+
+    async def _ask_and_log(self, request: int, send: Send) -> Any:
         answer = await send(request)
         append = asyncio.ensure_future(asyncio.to_thread(self.log.append, request, answer))
         try:

@@ -112,8 +112,8 @@ class _RejectionGuard:
 
     ``limit`` rejections held at once, with no success yet, mean the provider rejects
     everything: the one that reaches it raises, and the job fails (the engine cancels the
-    held ones, unlogged). ``limit`` must not exceed the engine's window, or the held
-    requests could fill it and wait forever.
+    held ones, unlogged). ``limit`` must not exceed the requests the engine lets be in flight
+    (its window, its in-flight slots), or the held requests could fill them and wait forever.
     """
 
     def __init__(self, limit: int, succeeded: bool) -> None:
@@ -221,11 +221,13 @@ class RolloutKind(JobKind):
                 guard.success()
                 return {"response": answer.response()}
 
-            window = 4 * self.max_concurrency(spec)
-            async with AnswerStream(run.job_dir, ANSWER_LOG, window=window) as stream:
+            concurrency = self.max_concurrency(spec)
+            window = 4 * concurrency
+            async with AnswerStream(run.job_dir, ANSWER_LOG, window=window, in_flight=concurrency) as stream:
                 done = stream.log.done
                 unasked = sum(1 for n in range(run.start, total) if n not in done)
-                guard = _RejectionGuard(min(ALL_REJECTED, window, unasked),
+                # A held rejection keeps its in-flight slot: never hold more than there are slots.
+                guard = _RejectionGuard(min(ALL_REJECTED, concurrency, unasked),
                                         succeeded=any(not _failed(a) for a in done.values()))
                 failed = sorted(n for n, a in stream.log.done.items() if n < total and _failed(a))
                 await asyncio.to_thread(write_failed, run.job_dir, failed)

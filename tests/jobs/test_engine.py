@@ -249,3 +249,34 @@ async def test_failed_requests_log_one_line_each_without_the_key(make_runner, pa
     assert lines == [f"LLM request failed: provider={provider} model={model_for(server)} status=503 attempt=1 "
                      "(retry in 0.01 s)"]
     assert server.api_key not in caplog.text
+
+
+async def test_in_flight_counts_a_request_until_its_answer_is_logged(tmp_path, monkeypatch):
+    """With ``in_flight=n`` no more than n requests are sent and not yet logged, however slow the log is:
+    what a crash can make the stream ask again."""
+    import time
+
+    from stimserver.jobs.engine import AnswerStream
+    from stimserver.store.answers import AnswerLog
+
+    slow_append = AnswerLog.append
+
+    def append(self, request, answer):  # a slow disk: the log line lands well after the answer
+        time.sleep(0.02)
+        slow_append(self, request, answer)
+
+    monkeypatch.setattr(AnswerLog, "append", append)
+    sent: set[int] = set()
+    unlogged_max = 0
+
+    async def send(n: int) -> dict:
+        nonlocal unlogged_max
+        sent.add(n)
+        unlogged_max = max(unlogged_max, len(sent - set(stream.log.done)))
+        await asyncio.sleep(0)
+        return {"n": n}
+
+    async with AnswerStream(tmp_path, "t", window=32, in_flight=3) as stream:
+        answers = [a async for a in stream.ordered(0, 40, send)]
+    assert answers == [{"n": n} for n in range(40)]
+    assert 1 < unlogged_max <= 3

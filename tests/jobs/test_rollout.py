@@ -152,7 +152,7 @@ async def test_a_provider_that_rejects_every_request_fails_the_job_and_logs_noth
         make_runner, paths, openai_server, use):
     use(openai_server)
     openai_server.default = lambda body: Fail(400, "unsupported parameter: 'logit_bias'")
-    runner, target, record = await stim_then_rollout(make_runner, paths, [hardcoded(30)], max_concurrency=4)
+    runner, target, record = await stim_then_rollout(make_runner, paths, [hardcoded(30)], max_concurrency=8)
     assert record["status"] == "failed"
     assert "rejected all of the first 8 trajectory requests and answered none" in record["error"]
     assert "unsupported parameter: 'logit_bias'" in record["error"]
