@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -79,6 +81,38 @@ async def test_a_rerun_is_seen_by_the_next_page(client, make_job, alice, records
     status, body = await page(client, alice)
     assert status == 200 and body["job_id"] == 99 and body["lines"] == 3
     assert [r["stimulus_id"] for r in body["output"]] == [1000, 1001, 1002]
+
+
+RERUN_ELSEWHERE = """
+import sys, orjson
+from pathlib import Path
+from stimserver.store import jobrecords as jr
+from stimserver.store.locks import FileLock
+from stimserver.store.output import OutputWriter, lock_path
+from stimserver.store.paths import DataPaths
+from stimserver.store.records import Records
+records = Records(DataPaths(Path(sys.argv[1])))
+job_dir = records.paths.job_dir("alice", "repo1", "t1", "stim")
+record = jr.read_record(job_dir)
+jr.write_record(job_dir, {**record, "status": "failed"})
+with FileLock.acquire(lock_path(job_dir), blocking=True) as lock:
+    jr.reset_output(job_dir)
+    jr.write_record(job_dir, {**record, "status": "running", "job_id": 77})
+    with OutputWriter.open(job_dir, lock) as writer:
+        writer.append([orjson.dumps({"stimulus_id": 2000 + i}) for i in range(4)])
+records.write_job("alice", "repo1", "t1", "stim", {**record, "status": "complete", "job_id": 77})
+"""
+
+
+async def test_a_rerun_by_another_os_process_is_seen_by_the_next_page(client, make_job, alice, records):
+    """The change board (store/changes.py) lets hits skip their stat; another process's re-run still shows at once."""
+    make_job(lines=20)
+    for _ in range(3):
+        assert (await page(client, alice))[1]["lines"] == 20
+    subprocess.run([sys.executable, "-c", RERUN_ELSEWHERE, str(records.paths.root)], check=True, timeout=60)
+    status, body = await page(client, alice)
+    assert status == 200 and body["job_id"] == 77 and body["lines"] == 4
+    assert [r["stimulus_id"] for r in body["output"]] == [2000, 2001, 2002, 2003]
 
 
 async def test_a_deleted_target_is_seen_by_the_next_page(client, make_job, alice, records):

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import orjson
 
+from .changes import notice
 from .errors import NoSpace
 
 __all__ = ["write_atomic", "write_json_atomic", "create_json_exclusive", "fsync_dir", "sweep_temp_files",
@@ -71,11 +72,16 @@ def _guarded(path: Path, fn: Callable[[], T]) -> T:
 
 
 def fsync_dir(path: Path) -> None:
+    """Make the renames and unlinks in ``path`` durable, then tell readers (``changes.notice``).
+
+    Every change of a name in the store ends here, so this is where the change board learns of it.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    notice(path)
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from .atomic import write_all
+from .changes import notice
 
 __all__ = ["ENTRY_SIZE", "read_entry", "read_span", "count_entries", "append_entries", "recover",
            "RecoveryReport", "InvalidLine", "parse_line"]
@@ -205,6 +206,8 @@ def recover(data_path: str | os.PathLike[str], idx_path: str | os.PathLike[str])
             os.ftruncate(data_fd, pos)
         os.fsync(data_fd)
         os.fsync(idx_fd)
+        if kept * ENTRY_SIZE != idx_size or cut > 0 or scanned:
+            notice(os.fspath(data_path))  # cut or grown in place: cached open outputs look again
         lines = count_entries(idx_fd)
         return RecoveryReport(lines=lines, data_size=pos, kept_entries=kept, scanned_lines=scanned,
                               cut_bytes=cut, saved_to=saved)

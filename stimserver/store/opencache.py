@@ -10,6 +10,8 @@ both descriptors and the committed length, as long as:
   makes a new one, and a deleted target has no record at all, so the caller never asks);
 - the two files keep the sizes and the link they had (one ``fstat`` each, no path walk):
   a crash repair truncates in place and a reset unlinks, and either drops the entry.
+  With a ``changes.ChangeBoard`` the ``fstat``s are skipped while the board says the
+  store changed nothing since the last check and that check is under a second old.
 
 Anything unexpected answers None and the caller reads the page the ordinary way
 (``output.read_page_async``, which repairs), so this path never serves a byte the ordinary
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from . import lineindex, output
 from .cache import Identity
+from .changes import RECHECK_SECONDS, ChangeBoard
 
 __all__ = ["OpenOutputs", "Lines"]
 
@@ -52,6 +55,8 @@ class _Open:
     data_size: int
     idx_size: int
     total: int
+    word: int | None = None  # the change board's word read before the files' last check
+    checked: float = 0.0  # monotonic time of that check
 
     def close(self) -> None:
         for fd in (self.data_fd, self.idx_fd):
@@ -103,8 +108,9 @@ def _open(job_dir: Path, version: Identity) -> _Open | None:
 class OpenOutputs:
     """A fixed-size LRU of open complete outputs by job folder; see the module doc."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 32, board: ChangeBoard | None = None) -> None:
         self.size = size
+        self.board = board
         self._items: OrderedDict[Path, _Open] = OrderedDict()
         self._lock = threading.Lock()  # pages are read on the loop; the lock only guards odd callers
         self._swept = time.monotonic()
@@ -118,8 +124,10 @@ class OpenOutputs:
         ``version`` is the identity of the ``job.json`` that says the job is complete.
         Pages over ``output.INLINE_READ_BYTES`` answer None too: those are read off the loop.
         """
+        word = None if self.board is None else self.board.word()
         with self._lock:
-            if time.monotonic() - self._swept >= SWEEP_SECONDS:
+            now = time.monotonic()
+            if now - self._swept >= SWEEP_SECONDS:
                 self._sweep()
             entry = self._items.get(job_dir)
             if entry is not None and entry.version != version:
@@ -129,20 +137,23 @@ class OpenOutputs:
                 entry = _open(job_dir, version)
                 if entry is None:
                     return None
+                entry.word, entry.checked = word, now
                 self._items[job_dir] = entry
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)[1].close()
             else:
                 self._items.move_to_end(job_dir)
             try:
+                if word is None or entry.word != word or now - entry.checked >= RECHECK_SECONDS:
+                    if not (_unchanged(entry.idx_fd, entry.idx_size) and _unchanged(entry.data_fd, entry.data_size)):
+                        raise EOFError("the output changed under a complete job")  # repaired or reset: look again
+                    entry.word, entry.checked = word, now
                 return self._read(entry, offset, limit)
             except (OSError, EOFError):
                 self._drop(job_dir)
                 return None
 
     def _read(self, entry: _Open, offset: int, limit: int) -> Lines | None:
-        if not (_unchanged(entry.idx_fd, entry.idx_size) and _unchanged(entry.data_fd, entry.data_size)):
-            raise EOFError("the output changed under a complete job")  # repaired or reset: look again
         total = entry.total
         stop = min(offset + limit, total)
         if stop <= offset:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .changes import board_for
 from .errors import InvalidName
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -72,6 +73,7 @@ class DataPaths:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        board_for(root)  # so the store's changes under root reach the change board (changes.notice)
         self._jobs: dict[tuple[str, str, str, str], tuple[Path, Path]] = {}
 
     @property

@@ -5,7 +5,8 @@ Each record is one small JSON file, written with ``atomic.write_json_atomic`` (o
 keyed by the file's identity (inode, size, mtime), so the hot paging path re-reads
 ``job.json`` only when it has changed — also when another process changed it. Pages of
 complete jobs come from ``opencache.OpenOutputs`` (files kept open, keyed by that record's
-identity), so a page costs one ``stat`` of ``job.json`` and no open.
+identity), so a page costs one ``stat`` of ``job.json`` and no open — and not even that
+while ``changes.ChangeBoard`` says nothing changed (on a local file system).
 
 Listings read the folders: a name counts only if it is a valid name and its record
 file exists, so temp files and trash a crash left behind never show up. Changes that
@@ -29,6 +30,7 @@ from . import output
 from .answers import FAILED_FILE, USAGE_FILE
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
 from .cache import FileCache, Identity
+from .changes import board_for
 from .errors import Busy
 from .locks import FileLock
 from .opencache import Lines, OpenOutputs
@@ -53,8 +55,11 @@ class Records:
 
     def __init__(self, paths: DataPaths, cache: FileCache | None = None) -> None:
         self.paths = paths
-        self.cache = FileCache() if cache is None else cache
-        self.outputs = OpenOutputs()  # complete jobs' open output files (the paging fast path)
+        board = board_for(paths.root)  # also what lets this process's changes be noticed
+        self.cache = FileCache(board=board) if cache is None else cache
+        if self.cache.board is None:
+            self.cache.board = board
+        self.outputs = OpenOutputs(board=board)  # complete jobs' open output files (the paging fast path)
 
     # -- reads ---------------------------------------------------------------------
     def repo(self, user: str, repo: str) -> Record | None:
