@@ -69,12 +69,16 @@ class ChangeBoard:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._view: memoryview | None = None
-        self.trusted = False
+        # On a network file system the board is never made: its word could not be trusted,
+        # and mmap there may fail (FUSE with direct I/O) on every try. Decided once, at start.
+        self.trusted = local_file_system(root)
         self._lock = threading.Lock()
         self._tried = -float("inf")  # monotonic time of the last failed open (retried once a second)
-        self._open()
+        if self.trusted:
+            self._open()
 
     def _open(self) -> None:
+        self._tried = time.monotonic()
         try:
             fd = os.open(self.root / BOARD_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -85,34 +89,40 @@ class ChangeBoard:
             self._view = memoryview(mmap.mmap(fd, _SIZE)).cast("Q")
         except (OSError, ValueError) as e:
             log.warning("no change board in %s (%s): every read checks its file", self.root, e)
-            return
+            self.trusted = False  # not retried: this file system cannot map it
         finally:
             os.close(fd)
-        self.trusted = local_file_system(self.root)
+
+    def _reopen(self) -> memoryview | None:
+        """The view, opening it if the last try is over ``RECHECK_SECONDS`` old (the directory may exist now)."""
+        if self.trusted and time.monotonic() - self._tried >= RECHECK_SECONDS:
+            with self._lock:
+                if self._view is None and time.monotonic() - self._tried >= RECHECK_SECONDS:
+                    self._open()
+        return self._view
 
     def word(self) -> int | None:
         """The current word, or None when it cannot be trusted (then check the file)."""
         view = self._view
         if view is None:
-            now = time.monotonic()
-            if now - self._tried < RECHECK_SECONDS:
-                return None
-            with self._lock:
-                self._tried = now
-                if self._view is None:
-                    self._open()  # the data directory may exist by now
-                view = self._view
+            view = self._reopen()
             if view is None:
                 return None
         return view[0] if self.trusted else None
 
     def bump(self) -> None:
         """Say that something under the data directory changed (after the change is made)."""
-        with self._lock:
-            if self._view is None:
-                self._open()
-            if self._view is not None:
-                self._view[0] = int.from_bytes(os.urandom(8), "little")
+        view = self._view
+        if view is None:
+            if not self.trusted:
+                return
+            with self._lock:  # a writer may be the one that just made the directory: try at once
+                if self._view is None:
+                    self._open()
+                view = self._view
+            if view is None:
+                return
+        view[0] = int.from_bytes(os.urandom(8), "little")
 
 
 _boards: dict[str, ChangeBoard] = {}  # by the real path of the root

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from stimserver.store import cache as cache_module
+from stimserver.store import changes as changes_module
 from stimserver.store.atomic import write_json_atomic
 from stimserver.store.cache import FileCache
 from stimserver.store.changes import BOARD_NAME, RECHECK_SECONDS, ChangeBoard, board_for, local_file_system, notice
@@ -132,3 +133,11 @@ def test_an_untrusted_board_means_a_stat_per_read(tmp_path, monkeypatch):
     for _ in range(3):
         assert cache.read(path) == {"n": 1}
     assert stats.calls == 3
+
+
+def test_on_a_network_file_system_no_board_is_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(changes_module, "local_file_system", lambda root: False)
+    board = ChangeBoard(tmp_path)
+    board.bump()
+    assert not board.trusted and board.word() is None
+    assert not (tmp_path / BOARD_NAME).exists()  # nothing written to the shared directory
