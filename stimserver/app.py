@@ -15,7 +15,7 @@ from .keys import AUTH, JOB_CONTROL, METRICS, OPENAPI, PATHS, RECORDS, SETTINGS
 from .llm.providers import client_factory
 from .logs import flush_on_cleanup
 from .masterkey import load_master_key
-from .metrics import Metrics, count_lines_generated
+from .metrics import Metrics, count_lines_generated, fold_on_cleanup
 from .metrics import routes as metrics_routes
 from .openapi import openapi_bytes
 from .openapi import routes as openapi_routes
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> PageApplication:
     app.on_startup.append(partial(_start_fast_page, proxies=proxies))
     app.on_startup.append(_freeze_startup_objects)
     app.on_cleanup.append(flush_on_cleanup)
+    app.on_cleanup.append(fold_on_cleanup)  # the last second's request counts, before the process ends
     app.on_cleanup.append(_unfreeze)
     app.on_cleanup.append(_close_outputs)  # requests drained at shutdown get their access-log lines
     return app

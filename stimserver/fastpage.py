@@ -38,6 +38,7 @@ _NAME = r"([A-Za-z0-9][A-Za-z0-9._-]*)"  # store.paths.name_problem's names; the
 _PAGE = re.compile(rf"/v1/repo/{_NAME}/targets/{_NAME}/([a-z_]+)/output(?:\?(.*))?", re.DOTALL)
 _TEMPLATE = re.compile(r"/v1/repo/\{repo_name\}/targets/\{target_name\}/([a-z_]+)/output")
 _INTEGER = re.compile(r"[0-9]{1,20}")
+_USUAL_QUERY = re.compile(r"offset=([0-9]{1,20})&limit=([0-9]{1,20})")
 _COMPLETE = JobStatus.COMPLETE.value
 
 
@@ -59,6 +60,10 @@ class FastPage:
         offset, limit = 0, self.default_limit
         if not query:
             return offset, limit
+        usual = _USUAL_QUERY.fullmatch(query)  # the official client's own form: one match, no loop
+        if usual is not None:
+            offset, limit = int(usual.group(1)), int(usual.group(2))
+            return (offset, limit) if 1 <= limit <= self.max_limit else None
         seen = set()
         for part in query.split("&"):
             name, eq, value = part.partition("=")

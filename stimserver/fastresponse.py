@@ -16,10 +16,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.web_response import MAX_SYNC_CHUNK_SIZE
+from multidict import CIMultiDict
 
 __all__ = ["FastJsonResponse"]
 
@@ -34,8 +36,20 @@ class FastJsonResponse(web.Response):
     """``web.Response(body=..., content_type="application/json")`` with the head made in one step."""
 
     def __init__(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        super().__init__(body=body, status=status, content_type="application/json", headers=headers)
         self._head: bytes | None = None
+        if type(body) is not bytes or (headers and any(k.lower() == "content-type" for k in headers)):
+            super().__init__(body=body, status=status, content_type="application/json", headers=headers)
+            return
+        # What ``web.Response(body=bytes, content_type=...)`` sets, without its generic steps (the
+        # text, charset and payload cases): a page makes one per request (issue 13).
+        # ``tests/test_fastresponse.py`` checks that the two objects agree attribute by attribute.
+        real_headers: CIMultiDict[str] = CIMultiDict(headers) if headers else CIMultiDict()
+        real_headers[hdrs.CONTENT_TYPE] = "application/json"
+        web.StreamResponse.__init__(self, status=status, _real_headers=real_headers)
+        self._body = body
+        self._compressed_body = None
+        self._zlib_executor_size = MAX_SYNC_CHUNK_SIZE
+        self._zlib_executor = None
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self._eof_sent:

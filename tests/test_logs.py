@@ -223,3 +223,15 @@ def test_a_logged_line_is_json_whatever_the_path(path, monkeypatch) -> None:
     assert entry["path"] == path and entry["user"] == 'al"ice' and entry["status"] == 201
     assert entry["duration_ms"] == 1.234 and entry["request_id"] == "r1" and entry["pid"] == os.getpid()
     assert abs(entry["ts"] - time.time()) < 60
+
+
+def test_the_logger_reads_the_requests_own_state_dict():
+    """``logs._state`` is aiohttp's dict behind ``request[key]``; if aiohttp renames it, the copy still works."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from stimserver.keys import REQUEST_ID
+
+    request = make_mocked_request("GET", "/")
+    request[REQUEST_ID] = "r1"
+    assert logs._state(request) is request._state and logs._state(request)[REQUEST_ID] == "r1"
+    assert logs.REQUEST_ERROR not in logs._state(request)

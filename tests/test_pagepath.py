@@ -295,6 +295,23 @@ async def test_a_header_aiohttp_would_refuse_is_refused_not_written(fast_and_pla
     assert answers[0] == answers[1] and b"stolen" not in answers[0]
 
 
+@pytest.mark.parametrize("status, headers", [(200, None), (404, {"X-Request-Id": "r1", "X-Other": "2"})])
+def test_a_fast_response_is_made_as_web_response_makes_it(status, headers):
+    """FastJsonResponse sets what ``web.Response(body=..., content_type=...)`` sets, without its generic
+    steps: the same attributes and values, so aiohttp (and a newer aiohttp) treats both alike."""
+    body = b'{"output":[]}'
+    fast = FastJsonResponse(body, status=status, headers=headers)
+    plain = web.Response(body=body, status=status, content_type="application/json", headers=headers)
+    mine = {k: v for k, v in vars(fast).items() if k != "_head"}
+    theirs = vars(plain)
+    assert mine.keys() == theirs.keys()
+    for name, value in theirs.items():
+        if name == "_headers":
+            assert list(mine[name].items()) == list(value.items())
+        else:
+            assert mine[name] == value, name
+
+
 async def test_body_length_is_counted_as_aiohttp_counts_it(aiohttp_client):
     """The access log's ``bytes`` (``body_length``): the writer's count, head included, on either path."""
     made: dict[str, web.StreamResponse] = {}
