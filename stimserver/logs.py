@@ -89,17 +89,20 @@ class _LineBuffer:
     MAX_BUFFER_BYTES = 64 * 1024
     CHUNK_BYTES = select.PIPE_BUF  # one write() of at most this many bytes is atomic on a pipe
 
+    ENTRY_BYTES = 320  # what a request's entry counts towards MAX_BUFFER_BYTES (a line is about that long)
+
     def __init__(self, stream: Callable[[], IO[bytes]]) -> None:
         self._stream = stream
-        self._lines: list[bytes] = []
+        self._lines: list[bytes | tuple[Any, ...]] = []
         self._size = 0
         self._last_write = -float("inf")
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, line: bytes) -> None:
+    def add(self, line: bytes | tuple[Any, ...]) -> None:
+        """A line, or a request's entry (``JsonAccessLogger.log``), which becomes its line when written."""
         self._lines.append(line)
-        self._size += len(line)
+        self._size += len(line) if type(line) is bytes else self.ENTRY_BYTES
         # A live timer writes this line within FLUSH_SECONDS: then adding is an append (issue 13).
         if self._size >= self.MAX_BUFFER_BYTES:
             self.flush()
@@ -135,7 +138,8 @@ class _LineBuffer:
             stream = self._stream()
             chunk: list[bytes] = []
             size = 0
-            for line in lines:
+            for item in lines:
+                line = item if type(item) is bytes else _line(*item)
                 if chunk and size + len(line) > self.CHUNK_BYTES:
                     stream.write(b"".join(chunk))
                     stream.flush()
@@ -189,39 +193,42 @@ def _state(request: web.BaseRequest) -> dict[Any, Any]:
     return state if isinstance(state, dict) else dict(request)
 
 
+def _line(ts: float, rid: str | None, client: str | None, peer: str | None, method: str | None,
+          route: str | None, path: str | None, status: int, duration: float, nbytes: int,
+          user: str | None, error: str | None) -> bytes:
+    """One access-log line. One f-string, not a dict through orjson: a third of the cost. The keys
+    and their order are the same as ever; strings go through orjson (escaping)."""
+    strs = _JSON_STRS
+    tail = "}\n" if error is None else f',"error":{_json_str(error)}}}\n'
+    remote = client or peer
+    return (f'{{"ts":{ts:.3f},"request_id":{"null" if rid is None else _dumps(rid).decode()},'
+            f'"remote":{strs.get(remote) or _json_str(remote)},'
+            f'"via":{(strs.get(peer) or _json_str(peer)) if client else "null"},'
+            f'"method":{strs.get(method) or _json_str(method)},"route":{strs.get(route) or _json_str(route)},'
+            f'"path":{"null" if path is None else _dumps(path).decode()},"status":{status:d},'
+            f'"duration_ms":{duration * 1000:.3f},"bytes":{nbytes:d},'
+            f'"user":{strs.get(user) or _json_str(user)},"pid":{_PID}{tail}').encode()
+
+
 class JsonAccessLogger(AbstractAccessLogger):
     """aiohttp access logger writing compact JSON lines to stdout (buffered, see the module doc)."""
 
     stream: IO[bytes] = sys.stdout.buffer
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
-        # One f-string, not a dict through orjson: a third of the cost, on every request (issue 13).
-        # The keys and their order are the same as ever; strings go through orjson (escaping).
+        # The request's entry is kept as plain values and made a line when the buffer is written:
+        # formatting a thousand lines in one loop costs far less than one at a time between
+        # requests, each of which has pushed a page through the caches since (issue 13).
         state = _state(request)
         error = state.get(REQUEST_ERROR)
         ident = state.get(IDENTITY)
-        client = state.get(CLIENT_ADDR)
-        peer = request.remote
-        rid = state.get(REQUEST_ID)
-        strs = _JSON_STRS
         if error is None:
-            method = strs.get(request.method) or _json_str(request.method)
-            route = _route(request)
-            route = strs.get(route) or _json_str(route)
-            path = _dumps(request.path).decode()
-            tail = "}\n"
+            method, route, path = request.method, _route(request), request.path
         else:
-            method = route = path = "null"
-            tail = f',"error":{_json_str(error)}}}\n'
-        remote = client or peer
-        user = None if ident is None else ident.user
-        line = (f'{{"ts":{time.time():.3f},"request_id":{"null" if rid is None else _dumps(rid).decode()},'
-                f'"remote":{strs.get(remote) or _json_str(remote)},'
-                f'"via":{(strs.get(peer) or _json_str(peer)) if client else "null"},'
-                f'"method":{method},"route":{route},"path":{path},"status":{response.status:d},'
-                f'"duration_ms":{time_ * 1000:.3f},"bytes":{response.body_length:d},'
-                f'"user":{strs.get(user) or _json_str(user)},"pid":{_PID}{tail}')
-        _buffer.add(line.encode())
+            method = route = path = None
+        _buffer.add((time.time(), state.get(REQUEST_ID), state.get(CLIENT_ADDR), request.remote, method, route,
+                     path, response.status, time_, response.body_length, None if ident is None else ident.user,
+                     error))
 
     @property
     def enabled(self) -> bool:

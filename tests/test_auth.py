@@ -185,3 +185,36 @@ def test_damaged_keys_file_is_never_overwritten(records):
     with pytest.raises(OSError, match="damaged"):
         store.create("bob")
     assert records.paths.keys_file.read_text() == '{"keys": ['
+
+
+def test_an_accepted_header_is_not_hashed_again_until_the_key_records_change(records, monkeypatch):
+    from stimserver import auth as auth_module
+
+    store = KeyStore(records.paths.keys_file)
+    rec, token = store.create("alice")
+    authenticator = auth_module.Authenticator("ssm_master", "admin", store)
+    hashed = []
+    real_hash = auth_module.hash_token
+    monkeypatch.setattr(auth_module, "hash_token", lambda t: hashed.append(t) or real_hash(t))
+    header = f"Bearer {token}"
+    for _ in range(3):
+        assert authenticator.plain_identity(header).user == "alice"
+    assert len(hashed) == 1
+    store.revoke(rec["id"])  # this process's own KeyFile: a new version at once
+    assert authenticator.plain_identity(header) is None
+    for _ in range(2):  # refused headers are not remembered: each is checked again
+        assert authenticator.plain_identity("Bearer ssk_000000000000_nope") is None
+    assert hashed.count("ssk_000000000000_nope") == 2
+
+
+def test_the_remembered_headers_are_bounded(records, monkeypatch):
+    from stimserver import auth as auth_module
+
+    monkeypatch.setattr(auth_module, "_ACCEPTED_SIZE", 4)
+    authenticator = auth_module.Authenticator("ssm_master", "admin", KeyStore(records.paths.keys_file))
+    assert authenticator.plain_identity("Bearer ssm_master").is_master
+    tokens = [KeyStore(records.paths.keys_file).create(f"u{n}")[1] for n in range(10)]
+    for token in tokens:
+        assert authenticator.plain_identity(f"Bearer {token}") is not None
+    assert len(authenticator._accepted) <= 4
+    assert all(authenticator.plain_identity(f"Bearer {token}") is not None for token in tokens)

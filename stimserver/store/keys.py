@@ -51,6 +51,14 @@ class KeyFile:
             found = self._by_id(force=True).get(key_id)
         return found
 
+    def version(self) -> object:
+        """What stays the same object while the key records do; looked at as ``by_id`` looks.
+
+        Lets a caller keep a decision about a key (``auth.Authenticator``) until keys.json
+        changes, with the same revocation bound as ``by_id``.
+        """
+        return self._by_id()
+
     def list(self) -> builtins.list[KeyRecord]:
         """Every key record without its hash."""
         return [{k: v for k, v in r.items() if k != "hash"} for r in self._by_id().values()]
