@@ -222,10 +222,11 @@ class JsonAccessLogger(AbstractAccessLogger):
         state = _state(request)
         error = state.get(REQUEST_ERROR)
         ident = state.get(IDENTITY)
+        method: str | None = None
+        route: str | None = None
+        path: str | None = None
         if error is None:
             method, route, path = request.method, _route(request), request.path
-        else:
-            method = route = path = None
         _buffer.add((time.time(), state.get(REQUEST_ID), state.get(CLIENT_ADDR), request.remote, method, route,
                      path, response.status, time_, response.body_length, None if ident is None else ident.user,
                      error))
