@@ -28,7 +28,6 @@ from .handlers.jobs import PAGE_HANDLERS, complete_page
 from .jobs import JobRef, JobStatus
 from .keys import AUTH, IDENTITY, METRICS, RECORDS, REQUEST_ID, SETTINGS
 from .logs import request_id_of
-from .metrics import observe_request
 from .proxy import TrustedProxies, note_forwarded
 from .store.paths import MAX_NAME
 
@@ -40,6 +39,7 @@ _TEMPLATE = re.compile(r"/v1/repo/\{repo_name\}/targets/\{target_name\}/([a-z_]+
 _INTEGER = re.compile(r"[0-9]{1,20}")
 _USUAL_QUERY = re.compile(r"offset=([0-9]{1,20})&limit=([0-9]{1,20})")
 _COMPLETE = JobStatus.COMPLETE.value
+_MATCHES_SIZE = 1024
 
 
 class FastPage:
@@ -54,6 +54,9 @@ class FastPage:
         self.default_limit = settings.default_page_size
         self.max_limit = settings.max_page_size
         self.routes = page_routes(app)
+        self.templates = {kind: route.resource.canonical for kind, route in self.routes.items()
+                          if route.resource is not None}
+        self._matches: dict[tuple[ResourceRoute, str, str], UrlMappingMatchInfo] = {}
 
     def _query(self, query: str | None) -> tuple[int, int] | None:
         """``(offset, limit)`` of a plain query, or None (then ``paging.page_params`` decides)."""
@@ -108,17 +111,30 @@ class FastPage:
             return None
         if response is None:
             return None
-        match_info = UrlMappingMatchInfo({"repo_name": repo, "target_name": target}, route)
-        match_info.add_app(app)
-        match_info.freeze()
-        request._match_info = match_info
+        request._match_info = self._match_info(app, route, repo, target)
         if self.proxies is not None:
             note_forwarded(request, self.proxies)
         request[IDENTITY] = identity
         rid = request[REQUEST_ID] = request_id_of(request)
         response.headers["X-Request-Id"] = rid
-        observe_request(self.metrics, request, started, response)
+        body = response.body
+        self.metrics.observe(self.templates[kind], "GET", response.status, time.perf_counter() - started,
+                             len(body) if isinstance(body, bytes) else 0)  # what observe_request counts
         return response
+
+    def _match_info(self, app: web.Application, route: ResourceRoute, repo: str, target: str) -> UrlMappingMatchInfo:
+        """The frozen match of ``route`` for these names, as the router makes it; kept per (route, names),
+        since a frozen match is never changed and the same few pages are asked for again and again."""
+        key = (route, repo, target)
+        found = self._matches.get(key)
+        if found is None:
+            found = UrlMappingMatchInfo({"repo_name": repo, "target_name": target}, route)
+            found.add_app(app)
+            found.freeze()
+            if len(self._matches) >= _MATCHES_SIZE:
+                self._matches.clear()
+            self._matches[key] = found
+        return found
 
 
 def page_routes(app: web.Application) -> dict[str, ResourceRoute]:
