@@ -27,7 +27,7 @@ from aiohttp.web_urldispatcher import ResourceRoute, UrlMappingMatchInfo
 from .handlers.jobs import PAGE_HANDLERS, complete_page
 from .jobs import JobRef, JobStatus
 from .keys import AUTH, IDENTITY, METRICS, RECORDS, REQUEST_ID, SETTINGS
-from .logs import request_id_of
+from .logs import PAGE_ROUTE, request_id_of, request_state
 from .proxy import TrustedProxies, note_forwarded
 from .store.paths import MAX_NAME
 
@@ -56,6 +56,7 @@ class FastPage:
         self.routes = page_routes(app)
         self.templates = {kind: route.resource.canonical for kind, route in self.routes.items()
                           if route.resource is not None}
+        self._refs: dict[tuple[str, str, str, str], JobRef] = {}
         self._matches: dict[tuple[ResourceRoute, str, str], UrlMappingMatchInfo] = {}
 
     def _query(self, query: str | None) -> tuple[int, int] | None:
@@ -106,7 +107,8 @@ class FastPage:
             job, version = records.job_versioned(identity.user, repo, target, kind)
             if job is None or version is None or job.get("status") != _COMPLETE:
                 return None
-            response = complete_page(records, JobRef(identity.user, repo, target, kind), job, version, offset, limit)
+            response = complete_page(records, self._ref(identity.user, repo, target, kind), job, version, offset,
+                                     limit)
         except Exception:  # the ordinary path meets it again and answers it in the one error shape
             return None
         if response is None:
@@ -114,13 +116,27 @@ class FastPage:
         request._match_info = self._match_info(app, route, repo, target)
         if self.proxies is not None:
             note_forwarded(request, self.proxies)
-        request[IDENTITY] = identity
-        rid = request[REQUEST_ID] = request_id_of(request)
+        state = request_state(request)  # request[key] = ..., without aiohttp's per-call key checks
+        if state is None:
+            return None  # an aiohttp without it: the ordinary path answers
+        state[IDENTITY] = identity
+        rid = state[REQUEST_ID] = request_id_of(request)
+        state[PAGE_ROUTE] = (self.templates[kind], request.raw_path.partition("?")[0])  # = request.path here
         response.headers["X-Request-Id"] = rid
         body = response.body
         self.metrics.observe(self.templates[kind], "GET", response.status, time.perf_counter() - started,
                              len(body) if isinstance(body, bytes) else 0)  # what observe_request counts
         return response
+
+    def _ref(self, user: str, repo: str, target: str, kind: str) -> JobRef:
+        """``JobRef(user, repo, target, kind)``, made once per job (a frozen dataclass is slow to make)."""
+        key = (user, repo, target, kind)
+        found = self._refs.get(key)
+        if found is None:
+            if len(self._refs) >= _MATCHES_SIZE:
+                self._refs.clear()
+            found = self._refs[key] = JobRef(user, repo, target, kind)
+        return found
 
     def _match_info(self, app: web.Application, route: ResourceRoute, repo: str, target: str) -> UrlMappingMatchInfo:
         """The frozen match of ``route`` for these names, as the router makes it; kept per (route, names),

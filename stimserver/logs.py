@@ -41,11 +41,13 @@ from aiohttp.abc import AbstractAccessLogger
 
 from .keys import CLIENT_ADDR, IDENTITY, REQUEST_ID
 
-__all__ = ["request_id_of", "new_request_id", "JsonAccessLogger", "REQUEST_ERROR",
+__all__ = ["request_state", "request_id_of", "new_request_id", "JsonAccessLogger", "REQUEST_ERROR", "PAGE_ROUTE",
            "flush_access_log", "flush_on_cleanup"]
 
 # The error code of a request aiohttp's parser refused; set by protocol.SafeRequestHandler.
 REQUEST_ERROR = web.RequestKey("REQUEST_ERROR", str)
+# (route template, path) of a page answered before the router (fastpage.py): what the log would look up.
+PAGE_ROUTE = web.RequestKey("PAGE_ROUTE", tuple)
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _COUNTER_LIMIT = 1 << 24  # six hex digits
 _PID = os.getpid()  # remade after a fork
@@ -141,8 +143,8 @@ class _LineBuffer:
             stream = self._stream()
             chunk: list[bytes] = []
             size = 0
-            for item in lines:
-                line = item if type(item) is bytes else _line(*item)
+            made = [item if type(item) is bytes else _line(*item) for item in lines]
+            for line in made:
                 if chunk and size + len(line) > self.CHUNK_BYTES:
                     stream.write(b"".join(chunk))
                     stream.flush()
@@ -179,7 +181,7 @@ def _json_str(value: str | None) -> str:
 
 def _route(request: web.BaseRequest) -> str | None:
     """The route template, or None for a request that never reached the router."""
-    if _state(request).get(REQUEST_ERROR) is not None:
+    if (request_state(request) or dict(request)).get(REQUEST_ERROR) is not None:
         return None
     try:
         match_info = getattr(request, "match_info", None)
@@ -189,28 +191,41 @@ def _route(request: web.BaseRequest) -> str | None:
     return resource.canonical if resource is not None else None
 
 
-def _state(request: web.BaseRequest) -> dict[Any, Any]:
-    """The dict behind ``request[key]``: ``request.get`` of an absent key raises and catches a
-    KeyError inside ``Mapping.get``, three times a line (issue 13). ``tests/test_logs.py`` pins it."""
+def request_state(request: web.BaseRequest) -> dict[Any, Any] | None:
+    """The dict behind ``request[key]``, or None if aiohttp no longer has it (``tests/test_logs.py`` pins it).
+
+    ``request.get`` of an absent key raises and catches a KeyError inside ``Mapping.get``, and
+    ``request[key] = value`` checks the key's type on every call: on the page path, three and
+    four times a request (issue 13).
+    """
     state = getattr(request, "_state", None)
-    return state if isinstance(state, dict) else dict(request)
+    return state if isinstance(state, dict) else None
+
+
+_MIDDLES: dict[tuple[str | None, ...], tuple[str, str]] = {}  # see _line; cleared after a fork (the pid)
+_MIDDLES_SIZE = 4096
 
 
 def _line(ts: float, rid: str | None, client: str | None, peer: str | None, method: str | None,
           route: str | None, path: str | None, status: int, duration: float, nbytes: int,
           user: str | None, error: str | None) -> bytes:
     """One access-log line. One f-string, not a dict through orjson: a third of the cost. The keys
-    and their order are the same as ever; strings go through orjson (escaping)."""
-    strs = _JSON_STRS
+    and their order are the same as ever; strings go through orjson (escaping). The parts that
+    repeat from request to request (client, method, route, user) are made once per combination."""
+    key = (client, peer, method, route, user)
+    middle = _MIDDLES.get(key)
+    if middle is None:
+        remote = client or peer
+        middle = (f'"remote":{_json_str(remote)},"via":{_json_str(peer) if client else "null"},'
+                  f'"method":{_json_str(method)},"route":{_json_str(route)},',
+                  f'"user":{_json_str(user)},"pid":{_PID}')
+        if len(_MIDDLES) >= _MIDDLES_SIZE:
+            _MIDDLES.clear()
+        _MIDDLES[key] = middle
     tail = "}\n" if error is None else f',"error":{_json_str(error)}}}\n'
-    remote = client or peer
-    return (f'{{"ts":{ts:.3f},"request_id":{"null" if rid is None else _dumps(rid).decode()},'
-            f'"remote":{strs.get(remote) or _json_str(remote)},'
-            f'"via":{(strs.get(peer) or _json_str(peer)) if client else "null"},'
-            f'"method":{strs.get(method) or _json_str(method)},"route":{strs.get(route) or _json_str(route)},'
+    return (f'{{"ts":{ts:.3f},"request_id":{"null" if rid is None else _dumps(rid).decode()},{middle[0]}'
             f'"path":{"null" if path is None else _dumps(path).decode()},"status":{status:d},'
-            f'"duration_ms":{duration * 1000:.3f},"bytes":{nbytes:d},'
-            f'"user":{strs.get(user) or _json_str(user)},"pid":{_PID}{tail}').encode()
+            f'"duration_ms":{duration * 1000:.3f},"bytes":{nbytes:d},{middle[1]}{tail}').encode()
 
 
 class JsonAccessLogger(AbstractAccessLogger):
@@ -222,13 +237,18 @@ class JsonAccessLogger(AbstractAccessLogger):
         # The request's entry is kept as plain values and made a line when the buffer is written:
         # formatting a thousand lines in one loop costs far less than one at a time between
         # requests, each of which has pushed a page through the caches since (issue 13).
-        state = _state(request)
+        state = request_state(request)
+        if state is None:
+            state = dict(request)
         error = state.get(REQUEST_ERROR)
         ident = state.get(IDENTITY)
         method: str | None = None
         route: str | None = None
         path: str | None = None
-        if error is None:
+        page = state.get(PAGE_ROUTE)
+        if page is not None:  # set by fastpage: the route template and path it matched
+            method, (route, path) = "GET", page
+        elif error is None:
             method, route, path = request.method, _route(request), request.path
         _buffer.add((time.time(), state.get(REQUEST_ID), state.get(CLIENT_ADDR), request.remote, method, route,
                      path, response.status, time_, response.body_length, None if ident is None else ident.user,
@@ -256,6 +276,7 @@ def _after_fork() -> None:
     _PID = os.getpid()
     new_request_id.reset()
     _buffer.forget()
+    _MIDDLES.clear()  # they hold the parent's pid
 
 
 os.register_at_fork(before=flush_access_log, after_in_child=_after_fork)

@@ -226,12 +226,12 @@ def test_a_logged_line_is_json_whatever_the_path(path, monkeypatch) -> None:
 
 
 def test_the_logger_reads_the_requests_own_state_dict():
-    """``logs._state`` is aiohttp's dict behind ``request[key]``; if aiohttp renames it, the copy still works."""
+    """``logs.request_state`` is aiohttp's dict behind ``request[key]`` (the page path writes to it too)."""
     from aiohttp.test_utils import make_mocked_request
 
     from stimserver.keys import REQUEST_ID
 
     request = make_mocked_request("GET", "/")
     request[REQUEST_ID] = "r1"
-    assert logs._state(request) is request._state and logs._state(request)[REQUEST_ID] == "r1"
-    assert logs.REQUEST_ERROR not in logs._state(request)
+    assert logs.request_state(request) is request._state and logs.request_state(request)[REQUEST_ID] == "r1"
+    assert logs.REQUEST_ERROR not in logs.request_state(request)

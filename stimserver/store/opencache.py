@@ -38,13 +38,18 @@ __all__ = ["OpenOutputs", "Lines"]
 SWEEP_SECONDS = 1.0  # how often entries whose files were deleted (a trashed target) are closed
 
 
-@dataclass(frozen=True)
 class Lines:
-    """A page's stored lines joined by commas (``items``: no brackets), ready to be framed."""
+    """A page's stored lines joined by commas (``items``: no brackets), ready to be framed.
 
-    items: memoryview
-    count: int
-    total: int
+    A plain slotted class, not a frozen dataclass: one is made per page, and a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__`` (issue 13)."""
+
+    __slots__ = ("items", "count", "total")
+
+    def __init__(self, items: memoryview, count: int, total: int) -> None:
+        self.items = items
+        self.count = count
+        self.total = total
 
 
 @dataclass
