@@ -50,6 +50,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 JOB_STATES = tuple(s for s in JobStatus if s is not JobStatus.NOT_STARTED)  # what a record can hold
 JOB_SCAN_SECONDS = 5.0
 FOLD_SECONDS = 1.0  # request counts reach prometheus-client (and other processes' scrapes) within this
+FOLD_AT = 4096  # or once this many requests wait
 UNMATCHED = "unmatched"
 
 _lines: Counter | None = None
@@ -175,27 +176,25 @@ class Metrics:
         _lines_counter().labels("stim")  # the series exists (at 0) before the first job
         self._children: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
         self._bounds = list(self.latency._upper_bounds)
-        self._pending: dict[tuple[str, str, int], list[Any]] = {}  # counts not yet folded in (see observe)
+        self._pending: list[tuple[str, str, int, float, int]] = []  # requests not yet folded in (see observe)
         self._timer: asyncio.TimerHandle | None = None
 
     def observe(self, route: str, method: str, status: int, seconds: float, nbytes: int) -> None:
-        """Count one answered request: into plain numbers now, into prometheus-client within ``FOLD_SECONDS``.
+        """Count one answered request: now into a list, into prometheus-client within ``FOLD_SECONDS``.
 
         Four ``inc``s a request, each taking a lock (and in the multi-process mode writing a
-        file's page), were a measurable share of a page (issue 13); summed here and folded
-        in once a second, they cost one dictionary lookup and four additions. A scrape
-        folds this process's counts first; another process's arrive within ``FOLD_SECONDS``.
+        file's page), were a measurable share of a page (issue 13); kept as a tuple and summed
+        in one loop when folded, a request costs an append. A scrape folds this process's
+        counts first; another process's arrive within ``FOLD_SECONDS``. At most ``FOLD_AT``
+        wait, so memory stays bounded however busy the second.
         """
-        key = (route, method, status)
-        counts = self._pending.get(key)
-        if counts is None:
-            counts = self._pending[key] = [0, 0.0, [0] * len(self._bounds), 0]
-        counts[0] += 1
-        counts[1] += seconds
-        counts[2][bisect_left(self._bounds, seconds)] += 1
-        counts[3] += nbytes
-        if self._timer is None:
-            self._arm()
+        pending = self._pending
+        pending.append((route, method, status, seconds, nbytes))
+        if self._timer is None or len(pending) >= FOLD_AT:
+            if len(pending) >= FOLD_AT:
+                self.fold()
+            else:
+                self._arm()
 
     def _arm(self) -> None:
         try:
@@ -210,8 +209,19 @@ class Metrics:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        pending, self._pending = self._pending, {}
-        for key, (count, seconds, buckets, nbytes) in pending.items():
+        pending, self._pending = self._pending, []
+        sums: dict[tuple[str, str, int], list[Any]] = {}
+        bounds = self._bounds
+        for route, method, status, seconds, nbytes in pending:
+            key = (route, method, status)
+            counts = sums.get(key)
+            if counts is None:
+                counts = sums[key] = [0, 0.0, [0] * len(bounds), 0]
+            counts[0] += 1
+            counts[1] += seconds
+            counts[2][bisect_left(bounds, seconds)] += 1
+            counts[3] += nbytes
+        for key, (count, seconds, buckets, nbytes) in sums.items():
             children = self._children.get(key)
             if children is None:
                 route, method, status = key

@@ -246,3 +246,19 @@ def test_without_an_event_loop_counts_go_in_at_once(tmp_path):
     m = metrics_module.Metrics(DataPaths(tmp_path))
     m.observe("/r", "GET", 200, 0.001, 5)
     assert _value(m, "/r", 200) == 1
+
+
+async def test_a_busy_second_folds_at_a_bounded_count(tmp_path, monkeypatch):
+    from stimserver import metrics as metrics_module
+    from stimserver.store.paths import DataPaths
+
+    monkeypatch.setattr(metrics_module, "FOLD_SECONDS", 3600.0)
+    monkeypatch.setattr(metrics_module, "FOLD_AT", 3)
+    m = metrics_module.Metrics(DataPaths(tmp_path))
+    for _ in range(2):
+        m.observe("/r", "GET", 200, 0.001, 1)
+    assert _value(m, "/r", 200) == 0 and len(m._pending) == 2
+    m.observe("/r", "GET", 200, 0.001, 1)
+    assert _value(m, "/r", 200) == 3 and not m._pending
+    m.fold()  # and the timer armed for the first of them is gone with it
+    assert m._timer is None
