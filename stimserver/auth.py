@@ -96,6 +96,7 @@ class Authenticator:
         self.keystore = keystore
         self._identities: dict[str, Identity] = {}
         self._accepted: dict[str, tuple[object, str, bool]] = {}  # Authorization header → see _key_of
+        self._plain: dict[str, tuple[object, Identity]] = {}  # the same, with its plain_identity
         self.sessions: Sessions | None = None  # the viewer's cookies (sessions.py), set by create_app
 
     @property
@@ -153,11 +154,22 @@ class Authenticator:
         The caller makes sure no user is named; a refused key is left to ``identify``,
         which raises the error that names why.
         """
+        if header is not None:  # the accepted header's identity at once (see _key_of)
+            accepted = self._plain.get(header)
+            if accepted is not None and (accepted[0] is None or accepted[0] is self.keystore.file.version()):
+                return accepted[1]
         try:
             key_user, is_master = self._key_of(header)
         except Unauthorized:
             return None
-        return Identity(key_user, key_user, True) if is_master else self._own_identity(key_user)
+        identity = Identity(key_user, key_user, True) if is_master else self._own_identity(key_user)
+        assert header is not None  # _key_of refuses a missing header
+        found = self._accepted.get(header)
+        if found is not None:
+            if len(self._plain) >= _ACCEPTED_SIZE:
+                self._plain.clear()
+            self._plain[header] = (None if is_master else found[0], identity)
+        return identity
 
     def identify(self, request: web.Request) -> Identity:
         key_user, is_master = self._key_of(request.headers.get("Authorization"))

@@ -74,20 +74,21 @@ class FastJsonResponse(web.Response):
         keep_alive = self._keep_alive
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
-        lines = [f"HTTP/{version.major}.{version.minor} {self.status} {self.reason}\r\n"]
+        # The status line and the Connection header, by what decides them: made once each (issue 13).
+        key = (version, self._status, self._reason, keep_alive)
+        frame = _FRAMES.get(key)
+        if frame is None:
+            if len(_FRAMES) >= 256:  # a reason of the caller's own making could vary: stay bounded
+                _FRAMES.clear()
+            frame = _FRAMES[key] = _frame(version, self._status, self.reason, keep_alive)
+        lines = [frame[0]]
         for name, value in self._headers.items():
             if name not in _USUAL and (name.lower() in _OWN or _FORBIDDEN.search(name)):
                 return None  # let aiohttp decide (and refuse a header it would refuse)
             if not value.isprintable() and _FORBIDDEN.search(value):
                 return None
             lines.append(f"{name}: {value}\r\n")
-        lines.append(f"Content-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}\r\n{_SERVER}")
-        if keep_alive:
-            if version == HttpVersion10:
-                lines.append("Connection: keep-alive\r\n")
-        elif version == HttpVersion11:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
+        lines.append(f"Content-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}\r\n{frame[1]}")
         return "".join(lines).encode("utf-8", "surrogateescape")
 
     async def write_eof(self, data: bytes = b"") -> None:
@@ -102,6 +103,20 @@ class FastJsonResponse(web.Response):
         self._req = None
         self._body_length = writer.output_size  # head included, as aiohttp counts it
         self._payload_writer = None
+
+
+_FRAMES: dict[tuple[Any, ...], tuple[str, str]] = {}  # few: two versions, a handful of statuses
+
+
+def _frame(version: Any, status: int, reason: str, keep_alive: bool) -> tuple[str, str]:
+    """(status line, the head's end: Server, Connection when aiohttp adds it, the blank line)."""
+    connection = ""
+    if keep_alive:
+        if version == HttpVersion10:
+            connection = "Connection: keep-alive\r\n"
+    elif version == HttpVersion11:
+        connection = "Connection: close\r\n"
+    return f"HTTP/{version.major}.{version.minor} {status} {reason}\r\n", f"{_SERVER}{connection}\r\n"
 
 
 def _has_prepare_signals(request: Any) -> bool:

@@ -57,6 +57,8 @@ class KeyFile:
         Lets a caller keep a decision about a key (``auth.Authenticator``) until keys.json
         changes, with the same revocation bound as ``by_id``.
         """
+        if time.monotonic() - self._checked_at < self.recheck_seconds:  # _by_id's first step, one call less
+            return self._index
         return self._by_id()
 
     def list(self) -> builtins.list[KeyRecord]:
