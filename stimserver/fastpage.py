@@ -88,7 +88,8 @@ class FastPage:
         """The response to a plain complete-job page request, or None: the ordinary path answers it."""
         started = time.perf_counter()
         found = _PAGE.fullmatch(request.raw_path)
-        if found is None:
+        state = request_state(request)  # written as request[key] = ..., without aiohttp's per-call key checks
+        if found is None or state is None:  # no state dict (another aiohttp): the ordinary path answers
             return None
         repo, target, kind, query = found.groups()
         route = self.routes.get(kind)
@@ -116,9 +117,6 @@ class FastPage:
         request._match_info = self._match_info(app, route, repo, target)
         if self.proxies is not None:
             note_forwarded(request, self.proxies)
-        state = request_state(request)  # request[key] = ..., without aiohttp's per-call key checks
-        if state is None:
-            return None  # an aiohttp without it: the ordinary path answers
         state[IDENTITY] = identity
         rid = state[REQUEST_ID] = request_id_of(request)
         state[PAGE_ROUTE] = (self.templates[kind], request.raw_path.partition("?")[0])  # = request.path here
