@@ -19,7 +19,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import web
 
@@ -89,14 +89,22 @@ class KeyStore:
 _ACCEPTED_SIZE = 1024
 
 
+class _Accepted(NamedTuple):
+    """An accepted Authorization header: the key records' version it was checked against, and what it is."""
+
+    version: object
+    user: str
+    is_master: bool
+    identity: Identity
+
+
 class Authenticator:
     def __init__(self, master_key: str, master_user: str, keystore: KeyStore) -> None:
         self._master_hash = hash_token(master_key)
         self.master_user = master_user
         self.keystore = keystore
         self._identities: dict[str, Identity] = {}
-        self._accepted: dict[str, tuple[object, str, bool]] = {}  # Authorization header → see _key_of
-        self._plain: dict[str, tuple[object, Identity]] = {}  # the same, with its plain_identity
+        self._accepted: dict[str, _Accepted] = {}  # Authorization header → see _accepted_header
         self.sessions: Sessions | None = None  # the viewer's cookies (sessions.py), set by create_app
 
     @property
@@ -113,7 +121,12 @@ class Authenticator:
         return found
 
     def _key_of(self, header: str | None) -> tuple[str, bool]:
-        """(the key's user, whether it is the master key) of an Authorization header; 401 otherwise.
+        """(the key's user, whether it is the master key) of an Authorization header; 401 otherwise."""
+        accepted = self._accepted_header(header)
+        return accepted.user, accepted.is_master
+
+    def _accepted_header(self, header: str | None) -> _Accepted:
+        """What an Authorization header was accepted as; 401 if it is not.
 
         An accepted header is remembered with the version of the key records it was checked
         against (``KeyFile.version``), so the next request with it skips the hash: a sha256 and
@@ -124,16 +137,15 @@ class Authenticator:
         if not header:
             raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <API key>'")
         accepted = self._accepted.get(header)
-        if accepted is not None:
-            version, user, is_master = accepted
-            if is_master or version is self.keystore.file.version():
-                return user, is_master
+        if accepted is not None and (accepted.is_master or accepted.version is self.keystore.file.version()):
+            return accepted
         version = self.keystore.file.version()  # before the check: a change during it makes a newer one
         user, is_master = self._check_key(header)
+        identity = Identity(user, user, True) if is_master else self._own_identity(user)
         if len(self._accepted) >= _ACCEPTED_SIZE:
             self._accepted.clear()
-        self._accepted[header] = (version, user, is_master)
-        return user, is_master
+        accepted = self._accepted[header] = _Accepted(version, user, is_master, identity)
+        return accepted
 
     def _check_key(self, header: str) -> tuple[str, bool]:
         scheme, _, token = header.partition(" ")
@@ -154,22 +166,10 @@ class Authenticator:
         The caller makes sure no user is named; a refused key is left to ``identify``,
         which raises the error that names why.
         """
-        if header is not None:  # the accepted header's identity at once (see _key_of)
-            accepted = self._plain.get(header)
-            if accepted is not None and (accepted[0] is None or accepted[0] is self.keystore.file.version()):
-                return accepted[1]
         try:
-            key_user, is_master = self._key_of(header)
+            return self._accepted_header(header).identity
         except Unauthorized:
             return None
-        identity = Identity(key_user, key_user, True) if is_master else self._own_identity(key_user)
-        assert header is not None  # _key_of refuses a missing header
-        found = self._accepted.get(header)
-        if found is not None:
-            if len(self._plain) >= _ACCEPTED_SIZE:
-                self._plain.clear()
-            self._plain[header] = (None if is_master else found[0], identity)
-        return identity
 
     def identify(self, request: web.Request) -> Identity:
         key_user, is_master = self._key_of(request.headers.get("Authorization"))
