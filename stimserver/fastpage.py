@@ -39,7 +39,7 @@ _TEMPLATE = re.compile(r"/v1/repo/\{repo_name\}/targets/\{target_name\}/([a-z_]+
 _INTEGER = re.compile(r"[0-9]{1,20}")
 _USUAL_QUERY = re.compile(r"offset=([0-9]{1,20})&limit=([0-9]{1,20})")
 _COMPLETE = JobStatus.COMPLETE.value
-_MATCHES_SIZE = 1024
+_KEPT_SIZE = 1024  # JobRefs and route matches kept, each
 
 
 class FastPage:
@@ -88,8 +88,10 @@ class FastPage:
         """The response to a plain complete-job page request, or None: the ordinary path answers it."""
         started = time.perf_counter()
         found = _PAGE.fullmatch(request.raw_path)
+        if found is None:
+            return None
         state = request_state(request)  # written as request[key] = ..., without aiohttp's per-call key checks
-        if found is None or state is None:  # no state dict (another aiohttp): the ordinary path answers
+        if state is None:  # no state dict (another aiohttp): the ordinary path answers
             return None
         repo, target, kind, query = found.groups()
         route = self.routes.get(kind)
@@ -131,7 +133,7 @@ class FastPage:
         key = (user, repo, target, kind)
         found = self._refs.get(key)
         if found is None:
-            if len(self._refs) >= _MATCHES_SIZE:
+            if len(self._refs) >= _KEPT_SIZE:
                 self._refs.clear()
             found = self._refs[key] = JobRef(user, repo, target, kind)
         return found
@@ -145,7 +147,7 @@ class FastPage:
             found = UrlMappingMatchInfo({"repo_name": repo, "target_name": target}, route)
             found.add_app(app)
             found.freeze()
-            if len(self._matches) >= _MATCHES_SIZE:
+            if len(self._matches) >= _KEPT_SIZE:
                 self._matches.clear()
             self._matches[key] = found
         return found

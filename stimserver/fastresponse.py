@@ -42,7 +42,7 @@ class FastJsonResponse(web.Response):
             return
         # What ``web.Response(body=bytes, content_type=...)`` sets, without its generic steps (the
         # text, charset and payload cases): a page makes one per request (issue 13).
-        # ``tests/test_fastresponse.py`` checks that the two objects agree attribute by attribute.
+        # ``tests/test_pagepath.py`` checks that the two objects agree attribute by attribute.
         real_headers: CIMultiDict[str] = CIMultiDict(headers) if headers else CIMultiDict()
         real_headers[hdrs.CONTENT_TYPE] = "application/json"
         web.StreamResponse.__init__(self, status=status, _real_headers=real_headers)

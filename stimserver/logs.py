@@ -180,9 +180,10 @@ def _json_str(value: str | None) -> str:
 
 
 def _route(request: web.BaseRequest) -> str | None:
-    """The route template, or None for a request that never reached the router."""
-    if (request_state(request) or dict(request)).get(REQUEST_ERROR) is not None:
-        return None
+    """The route template, or None for a request that never reached the router.
+
+    ``log`` asks only when the request has no ``REQUEST_ERROR`` (aiohttp's parser took it).
+    """
     try:
         match_info = getattr(request, "match_info", None)
     except AssertionError:  # aiohttp asserts when the request was never routed

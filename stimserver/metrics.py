@@ -190,11 +190,10 @@ class Metrics:
         """
         pending = self._pending
         pending.append((route, method, status, seconds, nbytes))
-        if self._timer is None or len(pending) >= FOLD_AT:
-            if len(pending) >= FOLD_AT:
-                self.fold()
-            else:
-                self._arm()
+        if len(pending) >= FOLD_AT:
+            self.fold()
+        elif self._timer is None:
+            self._arm()
 
     def _arm(self) -> None:
         try:
