@@ -50,7 +50,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 JOB_STATES = tuple(s for s in JobStatus if s is not JobStatus.NOT_STARTED)  # what a record can hold
 JOB_SCAN_SECONDS = 5.0
 FOLD_SECONDS = 1.0  # request counts reach prometheus-client (and other processes' scrapes) within this
-FOLD_AT = 512  # or once this many wait: a fold of many holds the loop (p99), one of few loses the batch
+FOLD_AT = 128  # or once this many wait (~45 µs to fold): a fold of many holds the loop (p99)
 UNMATCHED = "unmatched"
 
 _lines: Counter | None = None
