@@ -107,7 +107,7 @@ def keys_list(data_dir: Path) -> None:
 @click.argument("key_id")
 @DATA_OPTION
 def keys_revoke(key_id: str, data_dir: Path) -> None:
-    """Revoke a key by its id; requests with it get 401 at once."""
+    """Revoke a key by its id; every server process answers its requests 401 within 0.5 s."""
     record = _keystore(data_dir).revoke(key_id)
     if record is None:
         raise click.ClickException(f"no key with id {key_id!r}")
