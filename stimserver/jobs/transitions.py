@@ -33,6 +33,9 @@ __all__ = ["JobBusy", "MAX_INTERRUPTIONS", "Locked", "locked_record", "submit", 
 
 MAX_INTERRUPTIONS = 5  # runner deaths in a row without a committed line before the job is failed
 RESUBMIT_LOCK_WAIT = 5.0
+# A finished job's lock is held only while a writer lets go of it (the runner that just wrote
+# "complete", a liveness check): discard waits that long for it rather than refuse at once.
+FINISHED_LOCK_WAIT = 1.0
 
 Record = dict[str, Any]
 
@@ -75,16 +78,16 @@ class Locked:
 
 
 @contextmanager
-def locked_record(paths: DataPaths, ref: JobRef,
-                  statuses: Collection[str] | None = ACTIVE) -> Iterator[Locked | None]:
-    """Take the job's lock if it is free and read its record under it.
+def locked_record(paths: DataPaths, ref: JobRef, statuses: Collection[str] | None = ACTIVE,
+                  wait: float = 0.0) -> Iterator[Locked | None]:
+    """Take the job's lock if it is free (or frees within ``wait`` seconds) and read its record under it.
 
     Yields None — and holds nothing — when a writer holds the lock, the target is gone,
     or the record's status is not one of ``statuses`` (``None``: any record, even none).
     The lock is released on leaving, unless the body ended normally after
     ``Locked.hand_over`` (a claim gives it to the runner); on an error it is always released.
     """
-    lock = jr.try_job_lock(ref.job_dir(paths))
+    lock = jr.wait_job_lock(ref.job_dir(paths), wait)
     if lock is None:
         yield None
         return
@@ -177,10 +180,14 @@ def _prepared(kind: JobKind, plan: JobPlan, source: JobSource, job_dir: Path) ->
 def discard(paths: DataPaths, ref: JobRef) -> bool:
     """Remove a finished job (record, output, checkpoints): the explicit fresh start.
 
-    False when there is none; ``JobBusy`` when it is pending or running (or its lock is held).
+    False when there is none; ``JobBusy`` when it is pending or running, or when a writer still
+    holds its lock after ``FINISHED_LOCK_WAIT`` (the runner that wrote "complete" lets go a moment
+    later; a DELETE from a client that saw "complete", on this host or another, can land in it).
     """
     job_dir = ref.job_dir(paths)
-    with locked_record(paths, ref, None) as job:
+    seen = jr.read_record(job_dir)
+    wait = 0.0 if seen is None or seen.get("status") in ACTIVE else FINISHED_LOCK_WAIT  # a run holds it for long
+    with locked_record(paths, ref, None, wait) as job:
         if job is None:
             if jr.read_record(job_dir) is None:
                 return False

@@ -1,6 +1,8 @@
 """locked_record: the one way a transition takes a job's lock and reads its record."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from stimserver.jobs import liveness, transitions
@@ -109,3 +111,34 @@ def test_every_transition_goes_through_locked_record(paths, ref, job, monkeypatc
     assert liveness.observe_orphan(paths, ref, 3600) is not None
     assert liveness.stop_job(paths, ref, 5) is True
     assert len(calls) == 4 and jobrecords.read_record(ref.job_dir(paths))["status"] == "failed"
+
+
+def test_wait_takes_a_lock_its_writer_lets_go_of(paths, ref, job):
+    writer = FileLock.acquire(lock_path(ref.job_dir(paths)), blocking=False)
+    threading.Timer(0.2, writer.release).start()
+    with locked_record(paths, ref, None, wait=30) as locked:
+        assert locked is not None and locked.status == JobStatus.PENDING and held(paths, ref)
+
+
+def test_discard_waits_for_the_writer_of_a_finished_job_only(paths, ref, job, monkeypatch):
+    """The runner that wrote "complete" still holds the lock for a moment: DELETE waits it out
+    (the multi-host suite saw a 409 there); a running job's lock is held for the whole run."""
+    waits: list[float] = []
+    real = jobrecords.wait_job_lock
+
+    def recording(job_dir, seconds):
+        waits.append(seconds)
+        return real(job_dir, seconds)
+
+    monkeypatch.setattr(jobrecords, "wait_job_lock", recording)
+    job("running")
+    with FileLock.acquire(lock_path(ref.job_dir(paths)), blocking=False):
+        with pytest.raises(transitions.JobBusy, match="is being written"):
+            transitions.discard(paths, ref)
+    assert waits == [0.0]
+
+    job("complete")
+    writer = FileLock.acquire(lock_path(ref.job_dir(paths)), blocking=False)
+    threading.Timer(0.2, writer.release).start()
+    assert transitions.discard(paths, ref) is True
+    assert waits == [0.0, transitions.FINISHED_LOCK_WAIT] and jobrecords.read_record(ref.job_dir(paths)) is None
