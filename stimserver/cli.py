@@ -19,7 +19,7 @@ from . import __version__
 from .config import Settings, setting
 
 if TYPE_CHECKING:
-    from .auth import KeyStore
+    from .api.auth import KeyStore
     from .store.records import Records
 
 _T = TypeVar("_T")
@@ -64,8 +64,8 @@ def serve(host: str, port: int, data_dir: Path, access_log: bool, workers: int) 
     SIGTERM or Ctrl-C stops it gracefully: requests in flight finish, running jobs are
     handed back and resume on the next start.
     """
-    from .memory import tune_malloc
-    from .server import serve as run_server
+    from .web.memory import tune_malloc
+    from .web.server import serve as run_server
 
     settings = _settings(data_dir=data_dir, host=host, port=port, access_log=access_log, workers=workers)
     tune_malloc()  # large page bodies: see memory.py
@@ -198,7 +198,7 @@ def worker(data_dir: Path, max_jobs: int) -> None:
     Start as many workers as you like on one data directory (next to `serve`, which can
     leave jobs to them with STIMSERVER_RUN_JOBS=false); each job runs in exactly one.
     """
-    from .jobs.worker import run_worker
+    from .worker import run_worker
 
     sys.exit(run_worker(_settings(data_dir=data_dir, max_jobs=max_jobs)))
 
@@ -258,14 +258,14 @@ def _records(data_dir: Path) -> Records:
 
 
 def _keystore(data_dir: Path) -> KeyStore:
-    from .auth import KeyStore
+    from .api.auth import KeyStore
 
     return KeyStore(_records(data_dir).paths.keys_file)
 
 
 def _cli_errors(fn: Callable[[], _T]) -> _T:
     """Turn our validation errors into one-line CLI errors."""
-    from .errors import ApiError
+    from .api.errors import ApiError
     from .store.errors import StoreError
 
     try:

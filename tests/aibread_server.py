@@ -12,8 +12,8 @@ from typing import Any
 import aibread
 from aiohttp import web
 
-from stimserver.app import create_app
 from stimserver.config import Settings
+from stimserver.web.app import create_app
 
 
 class ServerThread:

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from stimserver.app import create_app
-from stimserver.auth import KeyStore
+from stimserver.api.auth import KeyStore
 from stimserver.config import Settings
 from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
+from stimserver.web.app import create_app
 
 # tests/multihost/ builds a GlusterFS cluster (root, FUSE, namespaces): its own CI step,
 # scripts/test-multihost, runs it; the default run leaves it out rather than take it twice.

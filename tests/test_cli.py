@@ -11,7 +11,7 @@ import urllib.request
 import orjson
 import pytest
 
-from stimserver.auth import KeyStore
+from stimserver.api.auth import KeyStore
 from stimserver.store import output
 
 
@@ -164,8 +164,8 @@ def test_a_refused_serve_leaves_no_files_behind(tmp_path, problem):
 
 def test_a_refused_start_removes_what_it_created(tmp_path, monkeypatch):
     """A failure after the data directory and key were made (here: building the app) undoes them."""
-    from stimserver import server
     from stimserver.config import Settings
+    from stimserver.web import server
 
     def broken_app(settings):
         raise OSError(28, "No space left on device")

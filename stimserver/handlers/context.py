@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import NotFound
-from ..keys import IDENTITY, RECORDS
+from ..api.errors import NotFound
+from ..api.keys import IDENTITY, RECORDS
 from ..store.paths import check_name
 from ..store.records import Records
 

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from ..errors import ApiError, ValidationError
-from ..keys import PATHS
+from ..api.errors import ApiError, ValidationError
+from ..api.keys import PATHS
 from ..store import formats, snapshot
 from .context import target_context
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import __version__
-from ..jsonio import json_response
-from ..keys import PATHS
+from ..api.jsonio import json_response
+from ..api.keys import PATHS
 
 routes = web.RouteTableDef()
 

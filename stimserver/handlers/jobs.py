@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import BadRequest, Conflict
+from ..api.errors import BadRequest, Conflict
+from ..api.jsonio import json_response, raw_json_response
+from ..api.keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
+from ..api.paging import page_params
 from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
-from ..jsonio import json_response, raw_json_response
-from ..keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
-from ..paging import page_params
 from ..store.cache import Identity
 from ..store.records import Records
 from .context import target_context

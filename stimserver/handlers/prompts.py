@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import Conflict, NotFound
-from ..jsonio import json_response, parse_body, read_json_object, same_json
+from ..api.errors import Conflict, NotFound
+from ..api.jsonio import json_response, parse_body, read_json_object, same_json
 from ..schemas.prompts import PromptBatch, PromptCreate, PromptSet
 from ..schemas.targets import prompt_refs
 from ..schemas.validation import Invalid, parse

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import Conflict, NotFound
-from ..jsonio import json_response, parse_body, read_json_object, unprocessable
-from ..keys import IDENTITY, RECORDS, SETTINGS
-from ..paging import int_param
+from ..api.errors import Conflict, NotFound
+from ..api.jsonio import json_response, parse_body, read_json_object, unprocessable
+from ..api.keys import IDENTITY, RECORDS, SETTINGS
+from ..api.paging import int_param
 from ..schemas.repos import RepoCreate
 from ..schemas.targets import DEFAULT_BASE_MODEL
 from ..schemas.validation import problem

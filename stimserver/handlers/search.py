@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from ..errors import ValidationError
-from ..jsonio import raw_json_response
-from ..keys import PATHS, SETTINGS
-from ..paging import int_param
+from ..api.errors import ValidationError
+from ..api.jsonio import raw_json_response
+from ..api.keys import PATHS, SETTINGS
+from ..api.paging import int_param
 from ..store import sample as sampling
 from ..store import scan
 from ..store import stats as output_stats

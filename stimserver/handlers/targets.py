@@ -24,9 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ApiError, Conflict, NotFound, ValidationError
-from ..jsonio import json_response, parse_body, raise_422, read_json_object, same_json, unprocessable
-from ..keys import JOB_CONTROL
+from ..api.errors import ApiError, Conflict, NotFound, ValidationError
+from ..api.jsonio import json_response, parse_body, raise_422, read_json_object, same_json, unprocessable
+from ..api.keys import JOB_CONTROL
 from ..schemas.generators import GeneratorBase, template_files
 from ..schemas.targets import (
     DEFAULT_TEMPLATE,

@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..auth import UI_PREFIX, Identity
-from ..errors import BadRequest, Forbidden, NotFound, ValidationError
-from ..jsonio import json_response, read_json_object
-from ..keys import AUTH, RECORDS
-from ..sessions import Sessions
+from ..api.auth import UI_PREFIX, Identity
+from ..api.errors import BadRequest, Forbidden, NotFound, ValidationError
+from ..api.jsonio import json_response, read_json_object
+from ..api.keys import RECORDS
+from ..api.sessions import SESSIONS, Sessions
 
 __all__ = ["routes", "SECURITY_HEADERS", "sessions_of"]
 
@@ -69,9 +69,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 def sessions_of(request: web.Request) -> Sessions:
-    sessions = request.app[AUTH].sessions
-    assert sessions is not None, "create_app sets the sessions"
-    return sessions
+    return request.app[SESSIONS]
 
 
 def _same_origin(request: web.Request) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import NotFound
+from ..api.errors import NotFound
 
 routes = web.RouteTableDef()
 

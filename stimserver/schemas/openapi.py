@@ -1,4 +1,4 @@
-"""The OpenAPI components, generated from the models (served by ``stimserver/openapi.py``).
+"""The OpenAPI components, generated from the models (served by ``stimserver/web/openapi.py``).
 
 Pydantic writes JSON Schema 2020-12; ``to_openapi30`` turns it into OpenAPI 3.0.3: a
 union with null becomes ``nullable``, ``const`` an ``enum``, titles go. Refs point

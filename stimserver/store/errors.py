@@ -1,6 +1,6 @@
 """Domain errors of the storage layer: plain exceptions, no HTTP.
 
-The store says what went wrong in its own terms; ``stimserver.errors`` is the one place
+The store says what went wrong in its own terms; ``stimserver.api.errors`` is the one place
 that turns each of these into an HTTP status and the JSON error shape.
 """
 from __future__ import annotations

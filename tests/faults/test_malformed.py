@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stimserver.auth import KeyStore
+from stimserver.api.auth import KeyStore
 from stimserver.store.paths import DataPaths
 from tests.serverproc import ServerProcess, free_port
 

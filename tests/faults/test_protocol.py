@@ -7,8 +7,8 @@ import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, BadStatusLine, InvalidHeader, LineTooLong
 
-from stimserver.errors import error_middleware
-from stimserver.protocol import (
+from stimserver.api.errors import error_middleware
+from stimserver.web.protocol import (
     MAX_HEADER_BYTES,
     MAX_URL_BYTES,
     SafeAppRunner,

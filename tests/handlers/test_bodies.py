@@ -4,8 +4,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stimserver.app import create_app
 from stimserver.config import Settings
+from stimserver.web.app import create_app
 
 from ..conftest import MASTER_KEY
 

@@ -11,13 +11,13 @@ import threading
 import orjson
 import pytest
 
-from stimserver.app import create_app
+from stimserver.api.keys import JOB_CONTROL
 from stimserver.config import Settings
 from stimserver.handlers import jobs as jobs_handlers
-from stimserver.keys import JOB_CONTROL
 from stimserver.schemas.targets import DEFAULT_TARGET_CONFIG
 from stimserver.store import output
 from stimserver.store.locks import FileLock
+from stimserver.web.app import create_app
 from tests.jobs.conftest import hardcoded, seed_target, wait_until
 from tests.jobs.test_runner import GateKind
 
@@ -131,7 +131,7 @@ async def idle_client(aiohttp_client, settings):
     """An app with no job runner, so hand-made job records stay exactly as written."""
     from dataclasses import replace
 
-    from stimserver.app import create_app
+    from stimserver.web.app import create_app
 
     return await aiohttp_client(create_app(replace(settings, run_jobs=False)))
 

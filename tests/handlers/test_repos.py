@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from stimserver.app import create_app
 from stimserver.config import Settings
 from stimserver.schemas.targets import DEFAULT_BASE_MODEL
+from stimserver.web.app import create_app
 
 from ..conftest import MASTER_KEY
 

@@ -6,8 +6,8 @@ import asyncio
 import pytest
 from aiohttp.test_utils import TestClient
 
-from stimserver.app import create_app
 from stimserver.config import Settings
+from stimserver.web.app import create_app
 from tests.conftest import MASTER_KEY
 from tests.jobs.conftest import hardcoded, record_of, seed_target, wait_until
 from tests.llm.fake_providers import Slow, openai_server  # noqa: F401  (fixture)

@@ -42,8 +42,8 @@ async def test_search_substring_continues_to_the_end(client, make_job, alice, se
 
 
 async def test_search_scans_a_bounded_number_of_bytes(aiohttp_client, settings, make_job, alice):
-    from stimserver.app import create_app
     from stimserver.config import Settings
+    from stimserver.web.app import create_app
 
     small = Settings.build(**{**{f: getattr(settings, f) for f in ("data_dir", "master_key", "access_log")},
                               "search_scan_bytes": 4096})

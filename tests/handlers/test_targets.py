@@ -6,11 +6,11 @@ import copy
 
 import pytest
 
-from stimserver.app import create_app
-from stimserver.keys import JOB_CONTROL
+from stimserver.api.keys import JOB_CONTROL
 from stimserver.schemas.targets import DEFAULT_TARGET_CONFIG
 from stimserver.store import output
 from stimserver.store.locks import FileLock
+from stimserver.web.app import create_app
 
 BASE = "/v1/repo/r1/targets"
 HARDCODED = {"type": "hardcoded", "questions": ["Q1?", "Q2?", "Q3?"]}

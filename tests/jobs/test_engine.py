@@ -14,7 +14,6 @@ import signal
 import orjson
 import pytest
 
-from stimserver.app import create_app
 from stimserver.config import Settings
 from stimserver.jobs import JobRef, transitions
 from stimserver.jobs.stim import StimKind
@@ -22,6 +21,7 @@ from stimserver.llm.providers import client_factory
 from stimserver.store import output
 from stimserver.store.answers import answer_log_path
 from stimserver.store.datasets import Datasets
+from stimserver.web.app import create_app
 from tests.conftest import MASTER_KEY
 from tests.llm.fake_providers import Fail, FakeAnthropic, FakeProvider, Slow
 

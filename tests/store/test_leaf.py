@@ -10,9 +10,8 @@ from pathlib import Path
 
 import stimserver.store
 
-FORBIDDEN = ("aiohttp", "stimserver.handlers", "stimserver.errors", "stimserver.jsonio", "stimserver.jobs",
-             "stimserver.llm", "stimserver.keys", "stimserver.targetconfig", "stimserver.generatorconfig",
-             "stimserver.schemas")
+FORBIDDEN = ("aiohttp", "stimserver.web", "stimserver.handlers", "stimserver.api", "stimserver.jobs",
+             "stimserver.llm", "stimserver.schemas", "stimserver.worker", "stimserver.cli", "torch")
 
 PROBE = """
 import importlib, json, pkgutil, sys

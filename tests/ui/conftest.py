@@ -87,8 +87,8 @@ def artifact_dir() -> Path:
 @pytest.fixture(scope="module")
 def rollout_server(tmp_path_factory):
     """The app in a thread of this process (rollout files are written as fixtures, not run)."""
-    from stimserver.app import create_app
     from stimserver.config import Settings
+    from stimserver.web.app import create_app
     from tests.aibread_server import ServerThread
 
     settings = Settings.build(data_dir=tmp_path_factory.mktemp("ui-rollout") / "data",
