@@ -3,7 +3,7 @@
 Filled from defaults, then environment variables, then CLI flags (the CLI passes
 overrides to ``Settings.from_env``). The table ``SETTINGS`` is the single source of
 names, environment variables, defaults, ranges, CLI flags and help text: the CLI
-builds its options from it and the README's settings table is checked against it.
+builds its options from it and docs/settings.md's table is checked against it.
 """
 from __future__ import annotations
 

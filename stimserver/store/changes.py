@@ -14,7 +14,7 @@ Changes made by hand (an editor, ``mv``) do not store a word; they are seen with
 ``RECHECK_SECONDS``, when the hit checks the file again. The word is trusted only on a
 local file system: on a network one (GlusterFS, NFS, CephFS) another host's change
 never reaches this host's page, so there every read checks the file as before
-(README "Several machines").
+(docs/multihost.md).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ __all__ = ["ChangeBoard", "board_for", "notice", "RECHECK_SECONDS", "BOARD_NAME"
 log = logging.getLogger("stimserver.store")
 
 BOARD_NAME = ".changes"
-RECHECK_SECONDS = 1.0  # the bound for changes made outside the store (README "Caches")
+RECHECK_SECONDS = 1.0  # the bound for changes made outside the store (docs/storage.md)
 _SIZE = mmap.PAGESIZE
 # File systems whose pages every process of a host shares; any other (FUSE, NFS, CIFS,
 # Ceph, 9p, ...) may be changed from another host, so its word is never trusted.

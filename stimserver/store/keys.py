@@ -23,7 +23,7 @@ from .records import now_iso
 
 __all__ = ["KeyFile", "RECHECK_SECONDS"]
 
-RECHECK_SECONDS = 0.5  # the documented revocation bound across processes (README "Keys")
+RECHECK_SECONDS = 0.5  # the documented revocation bound across processes (docs/auth.md)
 
 KeyRecord = dict[str, Any]
 

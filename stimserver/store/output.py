@@ -35,7 +35,7 @@ __all__ = ["OutputWriter", "Page", "read_page", "read_page_async", "splice", "en
 
 # Pages larger than this are read in a worker thread so that one big read never stalls
 # the event loop; smaller ones are a direct pread, cheaper than the thread hop (see
-# scripts/bench_pageread.py for the measurement behind the number).
+# scripts/bench/bench_pageread.py for the measurement behind the number).
 INLINE_READ_BYTES = 1 << 20
 
 
@@ -249,7 +249,7 @@ async def read_page_async(job_dir: Path, offset: int, limit: int, max_inline: in
     """``read_page`` for the event loop: inline ``pread`` for ordinary pages, a thread otherwise.
 
     For pages up to ``max_inline`` bytes a direct ``pread`` from the page cache is cheaper
-    than a hop to a thread (scripts/bench_pageread.py measures it), so the common page
+    than a hop to a thread (scripts/bench/bench_pageread.py measures it), so the common page
     costs one index pair read and one data read on the loop. Larger pages are read in a
     worker thread from the file already opened (no second open, no race with a reset), and
     a repair — which scans the data — also runs in a thread, so one request never stalls

@@ -425,7 +425,7 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
     else failed(err);
   });
 
-  // The viewer's measurements (scripts/bench_viewer.py reads them).
+  // The viewer's measurements (scripts/bench/bench_viewer.py reads them).
   window.__viewer = { list, jump: (n) => selectLine(n, "viewer:jump") };
 
   return {

@@ -13,7 +13,7 @@ needs the bearer key and takes the user override (``user_id`` / ``X-User-Id``, m
 key only). Errors are ``Error`` objects; 422 adds ``detail``. HEAD mirrors each GET and
 is not listed. Endpoints of the Bread API that stimserver does not serve (bakes,
 recipes) are listed with their only answer, 404. The viewer's pages and its sign-in
-under ``/ui`` are a browser app, not part of the API, and are not listed (README "Viewer").
+under ``/ui`` are a browser app, not part of the API, and are not listed (docs/viewer.md).
 """
 from __future__ import annotations
 

@@ -154,7 +154,7 @@ def test_stimserver_restart_behind_nginx(deploy):
 
 
 def test_loadtest_through_nginx(deploy):
-    from tests.test_loadtest import run_loadtest
+    from tests.scripts.test_loadtest import run_loadtest
 
     server, nginx = deploy["server"], deploy["nginx"]
     result = run_loadtest(f"http://127.0.0.1:{nginx.port}", server.master_key, user="alice", repo="demo",

@@ -46,7 +46,7 @@ DATA = MOUNT / "data"
 WEB_PORT = 8080
 NGINX_PORT = int(os.environ.get("STIMSERVER_MULTIHOST_NGINX_PORT", "18080"))
 MASTER_KEY = "multihost-master-key-0123456789abcdef"
-PING_TIMEOUT = 10  # seconds; see README "Several machines"
+PING_TIMEOUT = 10  # seconds; see docs/multihost.md
 # No kernel attribute/entry caching: another host's rename or append is seen by the next stat;
 # direct I/O: no kernel page cache, which keeps bytes another host rewrote in place (the job
 # counter handed out the same id on two hosts without it).

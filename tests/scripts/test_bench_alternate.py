@@ -1,4 +1,4 @@
-"""scripts/bench_alternate.py: its wrk parsing, its CPU accounting, and a tiny real run (no timing asserted)."""
+"""scripts/bench/bench_alternate.py: its wrk parsing, its CPU accounting, and a tiny real run (no timing asserted)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -63,16 +63,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+NAIVE = ROOT / "scripts" / "bench" / "naive_server.py"
+
+
 def test_a_tiny_run_against_the_naive_server_prints_both_tables(tmp_path):
     bench_output = _load("bench_output")
     output, token = bench_output.prepare(tmp_path / "w", 2000)
     data = tmp_path / "w" / "data"
     port, baseline_port = _free_port(), _free_port()
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_alternate.py"), "--data", str(data),
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "bench_alternate.py"), "--data", str(data),
                         "--token", token, "--port", str(port), "--baseline-port", str(baseline_port),
                         "--baseline-name", "naive", "--baseline-token", token, "--deep", "1000",
                         "--rounds", "2", "--seconds", "1",
-                        "--baseline", f"{sys.executable} {ROOT / 'scripts' / 'naive_server.py'} --port {{port}} "
+                        "--baseline", f"{sys.executable} {NAIVE} --port {{port}} "
                                       f"--file {output} --token {token}"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

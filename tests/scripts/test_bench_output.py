@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_output_small_run(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_output.py"), "--lines", "2000",
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "bench_output.py"), "--lines", "2000",
                         "--duration", "1", "--reps", "5", "--naive-reps", "2", "--work", str(tmp_path / "w")],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -19,7 +19,7 @@ def test_bench_output_small_run(tmp_path):
 
 
 def test_bench_output_compares_with_another_checkout(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_output.py"), "--lines", "2000",
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "bench_output.py"), "--lines", "2000",
                         "--duration", "1", "--reps", "5", "--naive-reps", "2", "--work", str(tmp_path / "w"),
                         "--before", str(ROOT)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

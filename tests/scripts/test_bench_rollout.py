@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_rollout_small_run():
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_rollout.py"), "--stimuli", "15",
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "bench_rollout.py"), "--stimuli", "15",
                         "--trajectories", "2", "--latency", "0.01", "--concurrency", "4"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """stimserver and a baseline server side by side, their wrk runs alternated, medians compared.
 
-    python scripts/bench_alternate.py --data DATA --baseline "python aiohttp_floor.py --port {port} --file F"
-    python scripts/bench_alternate.py ... --rounds 8 --seconds 3 --deep 1000000 --baseline-token T
+    python scripts/bench/bench_alternate.py --data DATA --baseline "python aiohttp_floor.py --port {port} --file F"
+    python scripts/bench/bench_alternate.py ... --rounds 8 --seconds 3 --deep 1000000 --baseline-token T
 
 Why: on a shared VM the speed of the machine itself drifts by 10-40 % within a minute, so two
 cells measured a minute apart in separate fresh starts (as ../shared/bench/run_bench.sh does)
@@ -13,7 +13,7 @@ pairwise ratios, the server's CPU time per request (from /proc: user + system of
 its children, which on a saturated server is the cost of a request with the client's share taken
 out), and the median p99 / p50. Then the deep page against the first, per server.
 
-scripts/bench_reference.sh runs this after the reference harness, with aiohttp_floor as the
+scripts/bench/bench_reference.sh runs this after the reference harness, with aiohttp_floor as the
 baseline. Needs wrk.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Direct pread on the event loop vs aiofiles (a thread hop), for page-sized reads.
 
-    python scripts/bench_pageread.py [--file PATH]
+    python scripts/bench/bench_pageread.py [--file PATH]
 
 The page path reads one byte range per request. aiofiles runs each call in a worker
 thread, which keeps the loop free during a long read but costs a hop (submit, wake,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A rollout under load: stimuli × trajectories against a slow local fake provider.
 
-    PYTHONPATH=$PWD python3 scripts/bench_rollout.py [--stimuli 2000] [--trajectories 4] [--latency 0.3]
+    PYTHONPATH=$PWD python3 scripts/bench/bench_rollout.py [--stimuli 2000] [--trajectories 4] [--latency 0.3]
                                                       [--concurrency 64]
 
 Starts a local fake OpenAI-compatible provider (tests/llm/fake_providers.py) on its own

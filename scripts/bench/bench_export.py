@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark export, search, samples and stats against the shell's tools, in the same run.
 
-    python scripts/bench_export.py                   # 2,000,000 lines (~1.45 GB), the full run
-    python scripts/bench_export.py --lines 100000    # a quick look
+    python scripts/bench/bench_export.py                   # 2,000,000 lines (~1.45 GB), the full run
+    python scripts/bench/bench_export.py --lines 100000    # a quick look
 
-It builds the same synthetic stim output as scripts/bench_output.py (with ``stimserver
+It builds the same synthetic stim output as scripts/bench/bench_output.py (with ``stimserver
 import``) in its own work folder, starts ``stimserver serve`` (auth and access log on,
 as deployed) and prints one Markdown table:
 

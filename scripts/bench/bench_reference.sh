@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # stimserver beside the reference servers of ../shared/bench (competent FastAPI, nginx), in one run.
 #
-#   scripts/bench_reference.sh                 # 2,000,000 lines, as in the bench README
-#   QUICK=1 scripts/bench_reference.sh         # 100,000 lines, short runs
-#   WORKERS=2 scripts/bench_reference.sh       # stimserver serve --workers 2 (named stimserver_w2)
-#   ALTERNATE=0 scripts/bench_reference.sh     # skip the alternated comparison at the end
+#   scripts/bench/bench_reference.sh                 # 2,000,000 lines, as in the bench README
+#   QUICK=1 scripts/bench/bench_reference.sh         # 100,000 lines, short runs
+#   WORKERS=2 scripts/bench/bench_reference.sh       # stimserver serve --workers 2 (named stimserver_w2)
+#   ALTERNATE=0 scripts/bench/bench_reference.sh     # skip the alternated comparison at the end
 #
 # run_bench.sh generates the data file; this imports that same file into a stimserver data
 # directory (building the index), makes a user key for the run's bearer token, and adds
@@ -13,14 +13,14 @@
 # issue 13's targets are ratios to it within one run. Any other knob of run_bench.sh
 # (ONLY, DURATION, REPEAT, ...) passes through.
 #
-# Then (unless ALTERNATE=0) scripts/bench_alternate.py runs stimserver and aiohttp_floor side by
+# Then (unless ALTERNATE=0) scripts/bench/bench_alternate.py runs stimserver and aiohttp_floor side by
 # side with their wrk runs alternated (ROUNDS rounds of ROUND_SECONDS per page and server) and
 # prints medians, pairwise ratios and each server's CPU time per request: the harness's cells come
 # from separate fresh starts a minute apart, and this VM's own speed drifts by more than 5 % within
 # a minute, so the ratios an issue asks about are read more steadily there.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-BENCH=${BENCH:-$HERE/../../shared/bench}
+BENCH=${BENCH:-$HERE/../../../shared/bench}
 [[ -f $BENCH/run_bench.sh ]] || { echo "no reference bench at $BENCH (set BENCH=...)" >&2; exit 1; }
 export STIMBENCH_DIR=${STIMBENCH_DIR:-/tmp/stimbench}
 if [[ ${QUICK:-0} == 1 ]]; then LINES=${LINES:-100000}; fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The LLM engine under load: a big oneshot_qs job against a slow local fake provider.
 
-    PYTHONPATH=$PWD python3 scripts/bench_engine.py [--numq 10000] [--latency 0.2] [--concurrency 50]
+    PYTHONPATH=$PWD python3 scripts/bench/bench_engine.py [--numq 10000] [--latency 0.2] [--concurrency 50]
 
 Starts a local fake OpenAI-compatible provider (tests/llm/fake_providers.py) in this process,
 answering every request after ``--latency`` seconds with as many distinct questions as asked,

@@ -1,4 +1,4 @@
-"""scripts/loadtest.py: bounded, loopback-only, and it reports what it measured."""
+"""scripts/bench/loadtest.py: bounded, loopback-only, and it reports what it measured."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from .aibread_server import ServerThread
-from .conftest import MASTER_KEY
+from tests.aibread_server import ServerThread
+from tests.conftest import MASTER_KEY
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "loadtest.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "loadtest.py"
 
 
 def loadtest(*args: str) -> subprocess.CompletedProcess:
@@ -107,7 +107,7 @@ def test_prepare_makes_data_and_a_key(tmp_path):
 def test_a_bad_token_or_unreachable_server_is_a_clear_refusal():
     r = loadtest("run", "--token", "two\nlines", "--repo", "r", "--target", "t")
     assert r.returncode == 2 and "one key" in r.stderr and "Traceback" not in r.stderr
-    from .serverproc import free_port
+    from tests.serverproc import free_port
 
     r = loadtest("run", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t", "--repo", "r", "--target", "t")
     assert r.returncode == 2 and "probe" in r.stderr and "Traceback" not in r.stderr

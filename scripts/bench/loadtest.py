@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A bounded load generator for stimserver's paged output, with realistic access patterns.
 
-    python scripts/loadtest.py prepare --data ./lt-data --lines 200000     # sample data + a key
-    python scripts/loadtest.py run --url http://127.0.0.1:8080 --token TOKEN \\
+    python scripts/bench/loadtest.py prepare --data ./lt-data --lines 200000     # sample data + a key
+    python scripts/bench/loadtest.py run --url http://127.0.0.1:8080 --token TOKEN \\
         --repo benchrepo --target benchtarget --requests 20000 --duration 30 --concurrency 16
 
 ``run`` keeps ``--concurrency`` clients busy, each one with an access pattern (``--mix``

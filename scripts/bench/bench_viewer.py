@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Measure the viewer (/ui/) in a real browser on a 2,000,000-line stim output.
 
-    python scripts/bench_viewer.py                 # 2,000,000 lines (made once, kept in --work)
-    python scripts/bench_viewer.py --lines 100000  # a quick look
+    python scripts/bench/bench_viewer.py                 # 2,000,000 lines (made once, kept in --work)
+    python scripts/bench/bench_viewer.py --lines 100000  # a quick look
 
-The output is made by scripts/bench_output.py's generator (stim-shaped lines of ~500
+The output is made by scripts/bench/bench_output.py's generator (stim-shaped lines of ~500
 bytes, imported with ``stimserver import``: the same fixture as the page benchmark, shared
 through ``--work``). Then ``stimserver serve`` starts, headless Chromium (Debian's
 /usr/bin/chromium, driven by Playwright) signs in, and the figures come from the page's

@@ -6,7 +6,7 @@ next ``limit`` ones — what a first version does. It splices raw lines exactly 
 stimserver, checks the same bearer token, and reads the line count once at start,
 so the only difference measured is the index.
 
-    python scripts/naive_server.py --port 8120 --file DATA/…/stim/output.jsonl --token TOKEN
+    python scripts/bench/naive_server.py --port 8120 --file DATA/…/stim/output.jsonl --token TOKEN
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark the stim output endpoint against a naive reader, in the same run.
 
-    python scripts/bench_output.py                  # 2,000,000 lines, the full run
-    python scripts/bench_output.py --lines 50000 --duration 2   # a quick look
-    python scripts/bench_output.py --before ../old-checkout     # this code against an older one
+    python scripts/bench/bench_output.py                  # 2,000,000 lines, the full run
+    python scripts/bench/bench_output.py --lines 50000 --duration 2   # a quick look
+    python scripts/bench/bench_output.py --before ../old-checkout     # this code against an older one
 
 It writes a synthetic stim output (stim-shaped lines of ~500 bytes), imports it with
 ``stimserver import`` (building the index), makes a user key with ``stimserver keys
 create``, then starts ``stimserver serve`` (auth and JSON access log on, as deployed)
-and scripts/naive_server.py (skips lines up to the offset) side by side, and prints:
+and scripts/bench/naive_server.py (skips lines up to the offset) side by side, and prints:
 
 1. single-request latency (p50/p99 over sequential keep-alive requests) for the first,
    middle and last page at limit 100, and the last/first ratio;

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Measure the multi-host deployment that scripts/multihost builds (root; several minutes).
 
-    python scripts/bench_multihost.py            # builds (and removes) its own cluster
-    python scripts/bench_multihost.py --pages    # page throughput only
-    python scripts/bench_multihost.py --partition   # a cut-off host's job: time to resume elsewhere
+    python scripts/bench/bench_multihost.py            # builds (and removes) its own cluster
+    python scripts/bench/bench_multihost.py --pages    # page throughput only
+    python scripts/bench/bench_multihost.py --partition   # a cut-off host's job: time to resume elsewhere
 
 1. Page throughput through nginx with 1, 2 and 3 web hosts as upstreams (wrk, 100-line
    pages of ~1 KB lines from a complete output on the GlusterFS volume), beside one
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
