@@ -87,17 +87,17 @@ def _field(raw: str | None) -> tuple[str, ...] | None:
 
 
 def _pattern(request: web.Request) -> scan.Pattern:
+    """``q`` (a substring), ``regex``, both (a line must match both) or neither (every line matches)."""
     q, regex = request.query.get("q"), request.query.get("regex")
-    if (q is None) == (regex is None):
-        raise ValidationError("give exactly one of the query parameters q (substring) and regex",
-                              detail=[{"loc": ["query", "q" if q is None else "regex"],
-                                       "msg": "give exactly one of q and regex", "type": "value_error"}])
-    name, text = ("q", q) if regex is None else ("regex", regex)
-    try:
-        return scan.compile_pattern(q, regex)
-    except scan.BadPattern as e:
-        shown = text if text is None or len(text) <= 60 else text[:60] + "…"
-        raise _bad(name, f"{shown!r} is not a usable pattern: {e}", "value_error.pattern") from None
+    for name, text in (("q", q), ("regex", regex)):
+        if text is None:
+            continue
+        try:
+            scan.compile_pattern(text if name == "q" else None, text if name == "regex" else None)
+        except scan.BadPattern as e:
+            shown = text if len(text) <= 60 else text[:60] + "…"
+            raise _bad(name, f"{shown!r} is not a usable pattern: {e}", "value_error.pattern") from None
+    return scan.compile_pattern(q, regex)
 
 
 async def search(request: web.Request, kind: str) -> web.Response:

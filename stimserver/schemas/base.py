@@ -16,8 +16,8 @@ from pydantic_core import PydanticCustomError
 
 from ..store.paths import MAX_NAME, name_problem
 
-__all__ = ["Answer", "ApiModel", "JsonInt", "PositiveInt", "Temperature", "Text", "NonBlank", "Name", "PromptName",
-           "StudentPromptName", "integral", "json_type", "NAME_PATTERN", "MAX_TEXT"]
+__all__ = ["Answer", "ApiModel", "DatasetName", "MAX_INT", "JsonInt", "PositiveInt", "Temperature", "Text", "NonBlank",
+           "Name", "PromptName", "StudentPromptName", "integral", "json_type", "NAME_PATTERN", "MAX_TEXT"]
 
 # The rule of store.paths.name_problem as a pattern (no trailing '.'); 'batch' is refused too.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?$"
@@ -85,6 +85,14 @@ def _prompt_name(value: str) -> str:
     return value
 
 
+def _dataset_name(value: str) -> str:
+    """The store's dataset rule (``Datasets.find``), checked when a target names one, not first at run time."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("value_error.name", "is not a valid dataset name: it {problem}", {"problem": problem})
+    return value
+
+
 def _student_prompt_name(value: str) -> str:
     return value if value == "" else _prompt_name(value)
 
@@ -94,12 +102,18 @@ _NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN, "maxLength": MAX_NAME
                                "'.'; not 'batch'"}
 
 # Constraints go before the BeforeValidator, or pydantic writes them as "ge"/"le" into the JSON Schema.
-JsonInt = Annotated[int, BeforeValidator(integral)]
-PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(integral)]
+# Every integer of a body is a signed 64-bit one: what the document's int64 promises and every answer
+# that echoes it can serialise (JSON numbers beyond it arrive as floats and are refused here).
+MAX_INT = 2**63 - 1
+JsonInt = Annotated[int, Field(ge=-MAX_INT - 1, le=MAX_INT), BeforeValidator(integral)]
+PositiveInt = Annotated[int, Field(ge=1, le=MAX_INT), BeforeValidator(integral)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
-NonBlank = Annotated[str, AfterValidator(_not_blank)]
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_not_blank)]
+# "Not blank" in the document too: at least one character that is not white space (\S, as str.strip sees it).
+_NOT_BLANK_SCHEMA = {"minLength": 1, "pattern": r"\S"}
+NonBlank = Annotated[str, AfterValidator(_not_blank), Field(json_schema_extra=_NOT_BLANK_SCHEMA)]
+Text = Annotated[str, Field(max_length=MAX_TEXT, json_schema_extra=_NOT_BLANK_SCHEMA), AfterValidator(_not_blank)]
 Name = Annotated[str, AfterValidator(_name), WithJsonSchema(_NAME_SCHEMA)]
 PromptName = Annotated[str, AfterValidator(_prompt_name), WithJsonSchema(_NAME_SCHEMA)]
+DatasetName = Annotated[str, AfterValidator(_dataset_name), WithJsonSchema(_NAME_SCHEMA)]
 StudentPromptName = Annotated[str, AfterValidator(_student_prompt_name), WithJsonSchema(
     {"anyOf": [_NAME_SCHEMA, {"type": "string", "enum": [""]}], "description": "a prompt name, or '' for none"})]

@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..llm.templates import MAX_TEMPLATE_BYTES, validate_template
-from ..store.paths import TEMPLATE_DIR, name_problem, template_file_name
-from .base import ApiModel, JsonInt, NonBlank, PositiveInt, Temperature, Text, integral
+from ..store.paths import MAX_NAME, TEMPLATE_DIR, name_problem, template_file_name
+from .base import NAME_PATTERN, ApiModel, DatasetName, JsonInt, NonBlank, PositiveInt, Temperature, Text, integral
 
 __all__ = ["GENERATOR_TYPES", "GENERATOR_FIELDS", "LLM_TYPES", "MAX_NUMQ", "MAX_TEMPLATE_BYTES", "Generator",
            "GeneratorBase", "HardcodedGenerator", "FromDatasetGenerator", "OneshotQsGenerator", "PersonaGenerator",
@@ -57,9 +57,11 @@ class GeneratorBase(ApiModel):
     numq: Numq | None = None
     temperature: Temperature | None = None
     max_tokens: PositiveInt | None = None
-    dataset: Text | None = None
+    dataset: DatasetName | None = None
     questions: Annotated[list[NonBlank], Field(min_length=1)] | None = None
-    template_path: str | None = Field(default=None, description="a file of the repo's templates/ folder")
+    template_path: str | None = Field(default=None, description="a file of the repo's templates/ folder",
+                                      json_schema_extra={"pattern": f"^({TEMPLATE_DIR}/)?" + NAME_PATTERN[1:],
+                                                         "maxLength": len(TEMPLATE_DIR) + 1 + MAX_NAME})
     template_content: TemplateContent | None = None
     seed: JsonInt | None = None
     rollout_with_conditioned: bool | None = None
@@ -116,7 +118,7 @@ class HardcodedGenerator(GeneratorBase):
 class FromDatasetGenerator(GeneratorBase):
     type: Literal["from_dataset"]
     numq: Numq
-    dataset: Text
+    dataset: DatasetName
 
 
 class OneshotQsGenerator(GeneratorBase):
@@ -133,6 +135,10 @@ class PersonaGenerator(GeneratorBase):
 
 
 class CustomGenerator(GeneratorBase):
+    # The rule below, stated in the document too: template_path or template_content, not null.
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["template_path"], "properties": {"template_path": {"type": "string"}}},
+        {"required": ["template_content"], "properties": {"template_content": {"type": "string"}}}]})
     renders = True
     type: Literal["custom"]
     numq: Numq

@@ -61,15 +61,10 @@ class TargetOverrides(ApiModel):
 
     @model_validator(mode="after")
     def _aliases_and_templates(self) -> TargetOverrides:
-        for alias, name in ALIASES.items():
+        for alias, name in ALIASES.items():  # the current name wins over the old one, as a header over user_id
             value = getattr(self, alias)
-            if value is None:
-                continue
-            given = getattr(self, name)
-            if given is not None and given != value:
-                raise PydanticCustomError("value_error.alias", "is the deprecated name of {name}, which is also given "
-                                          "with another value; send only one", {"name": name, "loc": (alias,)})
-            setattr(self, name, value)
+            if value is not None and getattr(self, name) is None:
+                setattr(self, name, value)
         for i, clash in template_files(list(self.generators or []))[1]:
             raise PydanticCustomError("value_error.template", "{clash}",
                                       {"clash": clash, "loc": ("generators", i, "template_content")})

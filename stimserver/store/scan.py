@@ -56,6 +56,7 @@ class Pattern:
     lines: Any
     value: Any
     text: str
+    also: Pattern | None = None  # a second pattern the same line (or value) must match too (q and regex both)
 
 
 def _compile(text: str, literal: bool, line_mode: bool) -> Any:
@@ -79,7 +80,14 @@ def _compile(text: str, literal: bool, line_mode: bool) -> Any:
 
 
 def compile_pattern(query: str | None, regex: str | None) -> Pattern:
-    """A substring ``query`` (case-insensitive) or a ``regex`` (RE2 syntax); BadPattern says why not."""
+    """A substring ``query`` (case-insensitive), a ``regex`` (RE2 syntax), both (a line must match
+    both), or neither (every line matches); BadPattern says why not."""
+    if query is None and regex is None:
+        return Pattern(_compile("^", False, True), _compile("", False, False), "")
+    if query is not None and regex is not None:
+        first = compile_pattern(query, None)
+        first.also = compile_pattern(None, regex)
+        return first
     text = regex if regex is not None else query
     if text is None or text == "":
         raise BadPattern("must not be empty")
@@ -164,7 +172,8 @@ def _scan_chunk(buf: bytes, pattern: Pattern, path: tuple[str, ...] | None, firs
             nl = buf.index(b"\n", start)
             raw = buf[start:nl]
             value = field_value(orjson.loads(raw), path)
-            if value is not None and pattern.value.search(value) is not None:
+            if value is not None and pattern.value.search(value) is not None and (
+                    pattern.also is None or pattern.also.value.search(value) is not None):
                 result.matches.append(Match(line, raw))
                 if len(result.matches) >= limit:
                     return nl + 1
@@ -182,6 +191,9 @@ def _scan_chunk(buf: bytes, pattern: Pattern, path: tuple[str, ...] | None, firs
             return None  # only the (empty) position after the last newline
         line += buf.count(b"\n", counted, ls)
         counted = ls
+        if pattern.also is not None and pattern.also.lines.search(buf, ls, le) is None:
+            pos = le + 1
+            continue
         result.matches.append(Match(line, buf[ls:le]))
         if len(result.matches) >= limit:
             return le + 1

@@ -26,6 +26,7 @@ from aiohttp.web_urldispatcher import ResourceRoute, UrlMappingMatchInfo
 
 from ..api.auth import AUTH
 from ..api.keys import IDENTITY, RECORDS, REQUEST_ID, SETTINGS
+from ..api.paging import MAX_QUERY_INT
 from ..handlers.jobs import PAGE_HANDLERS, complete_page
 from ..jobs import JobRef, JobStatus
 from ..store.paths import MAX_NAME
@@ -69,7 +70,7 @@ class FastPage:
         usual = _USUAL_QUERY.fullmatch(query)  # the official client's own form: one match, no loop
         if usual is not None:
             offset, limit = int(usual.group(1)), int(usual.group(2))
-            return (offset, limit) if 1 <= limit <= self.max_limit else None
+            return (offset, limit) if 1 <= limit <= self.max_limit and offset <= MAX_QUERY_INT else None
         seen = set()
         for part in query.split("&"):
             name, eq, value = part.partition("=")
@@ -78,6 +79,8 @@ class FastPage:
             seen.add(name)
             if name == "offset":
                 offset = int(value)
+                if offset > MAX_QUERY_INT:
+                    return None  # paging.page_params refuses it in the one error shape
             elif name == "limit":
                 limit = int(value)
                 if not 1 <= limit <= self.max_limit:

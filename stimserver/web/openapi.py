@@ -17,6 +17,7 @@ under ``/ui`` are a browser app, not part of the API, and are not listed (docs/v
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..api.keys import OPENAPI
+from ..api.paging import MAX_QUERY_INT
 from ..config import Settings
 from ..schemas.base import NAME_PATTERN
 from ..schemas.openapi import component_schemas
@@ -61,7 +63,8 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
          "description": "true: a page of {repo_name, base_model} objects (offset/limit apply)"},
         int_query("offset", minimum=0, default=0, description="with include_metadata: first repo of the page"),
         {**int_query("limit", minimum=1, description=f"with include_metadata: repos per page (at most "
-                      f"{settings.max_page_size}; default: all)"), "schema": nullable({**INT, "minimum": 1})},
+                      f"{settings.max_page_size}; default: all)"),
+         "schema": nullable({**INT, "minimum": 1, "maximum": MAX_QUERY_INT})},
     ]
     created = {201: ok("RepoResponse", "Created"), 200: ok("RepoResponse", "Exists already, identical")}
     kind = "stim"
@@ -208,6 +211,43 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
     return paths
 
 
+# What a created resource is used with next: (the creating operation, the path prefix of the operations it
+# links to, the path parameter its answer names, where the answer names it).
+CREATED_LINKS = (("repo_create", R, "repo_name", "$response.body#/repo_name"),
+                 ("prompts_create", R + "/prompts/{prompt_name}", "prompt_name", "$response.body#/prompt_name"),
+                 ("targets_create", T, "target_name", "$response.body#/target_name"))
+
+
+def _operations(path_item: dict[str, Any]) -> list[dict[str, Any]]:
+    return [op for method, op in path_item.items() if method in ("get", "put", "post", "delete", "patch")]
+
+
+def with_links(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """OpenAPI links from each create to the operations on what it created (201 and 200 answers).
+
+    A client generator can follow them, and so does schemathesis's stateful phase, which then runs the
+    job, export and search operations on a target that exists instead of on random names (404s).
+    """
+    creates = {op["operationId"]: (path, op) for path, ops in paths.items() for op in _operations(ops)}
+    for op_id, prefix, param, source in CREATED_LINKS:
+        create_path, create = creates[op_id]
+        links = {}
+        for path, ops in paths.items():
+            if not path.startswith(prefix) or path.startswith(prefix + "/batch") or "{bake_name}" in path:
+                continue
+            names = re.findall(r"\{(\w+)\}", path)
+            if param not in names or any(n != param and "{" + n + "}" not in create_path for n in names):
+                continue  # the link can fill in only the new name and the create's own path parameters
+            for op in _operations(ops):
+                if op.get("deprecated") or "not served" in op["tags"]:
+                    continue
+                values = {n: (source if n == param else f"$request.path.{n}") for n in names}
+                links[op["operationId"]] = {"operationId": op["operationId"], "parameters": values}
+        for status in ("201", "200"):
+            create["responses"][status]["links"] = links
+    return paths
+
+
 def build_openapi(settings: Settings) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -221,7 +261,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "tags": [{"name": t} for t in ("health", "repos", "prompts", "targets", "stim", "rollout", "not served",
                                         "operations")],
-        "paths": _paths(settings),
+        "paths": with_links(_paths(settings)),
         "components": {
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",

@@ -54,9 +54,10 @@ def output_paths(kind: str) -> dict[str, dict[str, Any]]:
                         "with Content-Length; gzip, when asked and without Range, is streamed chunked.")},
         f"{T}/{kind}/output/search": {"get": operation(
             f"{kind}_output_search", f"Search the {kind} output", kind, {200: ok("SearchAnswer")},
-            query=[_text_query("q", "case-insensitive substring (give q or regex)", minLength=1,
+            query=[_text_query("q", "case-insensitive substring; with regex too, a line must match both", minLength=1,
                                maxLength=MAX_PATTERN),
-                   _text_query("regex", "RE2 pattern (linear time; no backreferences)", minLength=1,
+                   _text_query("regex", "RE2 pattern (linear time; no backreferences); without q and regex every line "
+                                        "matches", minLength=1,
                                maxLength=MAX_PATTERN),
                    _text_query("field", "dotted path of the value to match, e.g. question or response.content",
                                pattern=FIELD_PATH, maxLength=MAX_FIELD),
@@ -64,7 +65,8 @@ def output_paths(kind: str) -> dict[str, dict[str, Any]]:
                    int_query("limit", minimum=1, maximum=MAX_MATCHES, default=100, description="matches at most")],
             errors=(404,),
             description="Scans at most search_scan_bytes per request; continue from next_offset until it is null. "
-                        "422 names a pattern that does not compile, and asks for exactly one of q and regex.")},
+                        "422 names a pattern that does not compile. Neither q nor regex: every line (with field: every "
+                        "line that has it); both: the lines that match both.")},
         f"{T}/{kind}/output/sample": {"get": operation(
             f"{kind}_output_sample", f"A seeded random sample of the {kind} output", kind, {200: ok("SampleAnswer")},
             query=[int_query("n", minimum=1, maximum=MAX_SAMPLE, default=10, description="lines to draw"),

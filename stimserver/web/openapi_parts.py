@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.paging import MAX_QUERY_INT
 from ..schemas.base import NAME_PATTERN
 from ..schemas.openapi import REF_TEMPLATE
 
@@ -71,9 +72,7 @@ USER_OVERRIDE = [
 
 def int_query(name: str, *, minimum: int, maximum: int | None = None, default: int | None = None,
                description: str) -> dict[str, Any]:
-    schema: dict[str, Any] = {**INT, "minimum": minimum}
-    if maximum is not None:
-        schema["maximum"] = maximum
+    schema: dict[str, Any] = {**INT, "minimum": minimum, "maximum": MAX_QUERY_INT if maximum is None else maximum}
     if default is not None:
         schema["default"] = default
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}

@@ -33,11 +33,14 @@ def test_good_values(params, expected):
     ({"limit": "ten"}, "limit", "type_error.integer"),
     ({"limit": "1.5"}, "limit", "type_error.integer"),
     ({"limit": "٣"}, "limit", "type_error.integer"),  # a digit, but not ASCII
-    ({"offset": "9" * 21}, "offset", "type_error.integer"),
+    ({"offset": "9" * 21}, "offset", "value_error.number.not_le"),  # an integer, past 64 bits
+    ({"offset": "9223372036854775808"}, "offset", "value_error.number.not_le"),
+    ({"offset": "-" + "9" * 5000}, "offset", "value_error.number.not_ge"),
     ({"limit": "0"}, "limit", "value_error.number.not_ge"),
     ({"offset": "-1"}, "offset", "value_error.number.not_ge"),
     ({"limit": "1001"}, "limit", "value_error.number.not_le"),
-], ids=["empty-limit", "empty-offset", "blank-offset", "word", "float", "arabic-digit", "too-long", "limit-0",
+], ids=["empty-limit", "empty-offset", "blank-offset", "word", "float", "arabic-digit", "too-long", "2**63",
+        "very-negative", "limit-0",
         "negative-offset", "over-max"])
 def test_bad_values_are_422_naming_the_parameter(params, name, type_):
     with pytest.raises(ValidationError) as caught:

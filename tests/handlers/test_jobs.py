@@ -422,3 +422,13 @@ def test_the_runner_is_registered_only_when_jobs_run(settings):
     app = create_app(Settings.build(data_dir=settings.data_dir, master_key=settings.master_key, run_jobs=False))
     assert not list(app.cleanup_ctx)
     assert app[JOB_CONTROL].active is False  # still there: it submits jobs and stops them for deletes
+
+
+@pytest.mark.parametrize("offset", ["57250484562325512192", "99999999999999999999", "9223372036854775808"])
+async def test_a_page_offset_beyond_64_bits_is_the_same_422_on_both_paths(client, make_job, alice, offset):
+    """The fast page path and the ordinary one refuse it alike (the fast path hands it over)."""
+    make_job(lines=3)
+    for query in (f"offset={offset}&limit=2", f"offset={offset}"):
+        r = await client.get(f"{BASE}/output?{query}", headers=alice)
+        body = await r.json()
+        assert r.status == 422 and body["detail"][0]["loc"] == ["query", "offset"], body

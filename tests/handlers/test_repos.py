@@ -184,3 +184,15 @@ async def test_crash_mid_write_leaves_no_record(client, alice, records, monkeypa
     assert (await (await client.get("/v1/repo", headers=alice)).json()) == {"repos": []}
     status, _, _ = await post_repo(client, alice, repo_name="r1")
     assert status == 201
+
+
+@pytest.mark.parametrize("offset", ["57250484562325512192", "9223372036854775808", "1" + "0" * 5000])
+async def test_an_offset_beyond_64_bits_is_a_422_not_a_500(client, alice, offset):
+    """Fuzzer finding: the offset was echoed into the reply and orjson refused to serialise it."""
+    await post_repo(client, alice, repo_name="r1")
+    r = await client.get(f"/v1/repo?include_metadata=true&offset={offset}", headers=alice)
+    body = await r.json()
+    assert r.status == 422 and body["detail"][0]["loc"] == ["query", "offset"], body
+    assert "at most 9223372036854775807" in body["message"]
+    r = await client.get("/v1/repo?include_metadata=true&offset=9223372036854775807", headers=alice)
+    assert r.status == 200 and (await r.json())["repos"] == []

@@ -77,7 +77,7 @@ async def test_u_and_v_become_teacher_and_student(client, alice):
     status, body = await create(client, alice, "t2", overrides={"u": "u1", "teacher_prompt": "u1"})
     assert status == 201
     status, body = await create(client, alice, "t3", overrides={"u": "u1", "teacher_prompt": "u2"})
-    assert status == 422 and body["detail"][0]["loc"] == ["body", "overrides", "u"]
+    assert status == 201 and body["config"]["teacher_prompt"] == "u2"  # the current name wins
 
 
 async def test_empty_student_prompt_is_allowed(client, alice):
@@ -398,3 +398,30 @@ async def test_racing_creates_make_one_target(client, alice, records):
     results = await asyncio.gather(*(call(client, "POST", BASE, alice, body) for _ in range(6)))
     assert sorted(s for s, _ in results) == [200] * 5 + [201]
     assert records.target_names("alice", "r1") == ["race"]
+
+
+@pytest.mark.parametrize("field, value", [("max_tokens", 1e30), ("max_tokens", 18446744073709551616),
+                                          ("max_concurrency", 2**63), ("num_traj_per_stimulus", 2**64)])
+async def test_integers_beyond_64_bits_are_refused_at_creation(client, alice, field, value):
+    """An integer the answer could not echo (orjson stops at 64 bits) never gets stored."""
+    status, body = await create(client, alice, "big", overrides={"teacher_prompt": "u1", field: value})
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "overrides", field], body
+
+
+@pytest.mark.parametrize("dataset", ["..", ".", "a/b", "-x", "x."])
+async def test_a_dataset_name_is_checked_at_creation(client, alice, dataset):
+    """Fuzzer finding: a from_dataset generator naming '..' was stored with 201 and refused only at run time."""
+    status, body = await create(client, alice, "ds", overrides={
+        "teacher_prompt": "u1", "generators": [{"type": "from_dataset", "dataset": dataset, "numq": 1}]})
+    assert status == 422, body
+    assert body["detail"][0]["loc"] == ["body", "overrides", "generators", 0, "dataset"]
+    assert body["detail"][0]["type"] == "value_error.name"
+
+
+@pytest.mark.parametrize("body, loc", [
+    ({"target_name": "t", "template": ""}, ["body", "template"]),
+    ({"target_name": "t", "template": "  "}, ["body", "template"]),
+])
+async def test_a_blank_template_is_refused_as_the_document_says(client, alice, body, loc):
+    status, answer = await call(client, "POST", BASE, alice, body)
+    assert status == 422 and answer["detail"][0]["loc"] == loc

@@ -85,8 +85,12 @@ def test_hardcoded_numq_is_checked_against_the_list():
 
 def test_aliases_are_renamed_once():
     assert parse(TargetOverrides, {"u": "p1", "v": ""}).stored() == {"teacher_prompt": "p1", "student_prompt": ""}
-    detail = problems(TargetOverrides, {"u": "p1", "teacher_prompt": "p2"}, ())
-    assert detail[0]["loc"] == ["u"] and detail[0]["type"] == "value_error.alias"
+
+
+def test_the_current_name_wins_over_its_old_alias():
+    """Both names with different values: the document allows it, so it is not a 422; the current name wins."""
+    assert parse(TargetOverrides, {"u": "p1", "teacher_prompt": "p2", "v": "s1", "student_prompt": ""}).stored() == {
+        "teacher_prompt": "p2", "student_prompt": ""}
 
 
 def test_same_path_with_two_contents_is_refused():

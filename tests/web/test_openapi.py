@@ -178,3 +178,24 @@ def test_writes_document_507_and_the_fresh_start(settings):
     assert set(discard["responses"]) >= {"200", "404", "409"} and "line 0" in discard["description"]
     assert doc["paths"]["/v1/repo"]["post"]["responses"]["507"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"}
+
+
+def test_the_document_states_the_non_blank_and_integer_rules():
+    """Fuzzer finding: '' was allowed by the document for base_model, a message role and a target template,
+    and no integer had a maximum: each rule is now stated where the server keeps it."""
+    from stimserver.api.paging import MAX_QUERY_INT
+    from stimserver.config import Settings
+    from stimserver.web.openapi import build_openapi
+
+    doc = build_openapi(Settings())
+    schemas = doc["components"]["schemas"]
+    for model, field in (("RepoCreate", "base_model"), ("Message", "role"), ("TargetCreate", "template")):
+        prop = schemas[model]["properties"][field]
+        prop = next((s for s in prop.get("anyOf", [prop]) if s.get("type") == "string"), prop)
+        assert prop.get("minLength") == 1 and prop.get("pattern") == r"\S", (model, field, prop)
+    for path, item in doc["paths"].items():
+        for op in (v for k, v in item.items() if k in ("get", "post", "put", "delete")):
+            for param in op.get("parameters", []):
+                if param["schema"].get("type") == "integer":
+                    assert param["schema"].get("maximum", 0) <= MAX_QUERY_INT and "maximum" in param["schema"], (
+                        path, param["name"])

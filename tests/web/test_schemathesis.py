@@ -1,108 +1,91 @@
-"""Schemathesis against a live stimserver: no 5xx, and every answer as the OpenAPI document says.
+"""Schemathesis against a live, seeded stimserver: every check, every phase, a fixed seed.
 
-The document is fetched from the running server (GET /openapi.json), so what is checked
-is what users get. Each operation gets a bounded number of generated requests (valid
-and invalid ones) with the master key; the data directory holds a repo with prompts, a
-target and a completed stim output so that deep paths answer 200 too, not only 404.
-Jobs are not run (``run_jobs`` off): generated targets may name LLM generators, and
-these tests stay on loopback.
+The document is fetched from the running server (GET /openapi.json), so what is checked is
+what users get. The run is schemathesis's own command line with tests/web/schemathesis.toml:
+- checks: all of them, with ``positive_data_acceptance`` replaced by the same check less the
+  refusals the document states in words (tests/web/schemathesis_hooks.py);
+- phases: examples, coverage (boundary values: just outside every minimum and maximum, huge
+  integers, empty and over-long strings), fuzzing, and stateful (the document's links from
+  each create to what it made, so job, export and search operations run on targets that exist);
+- a fixed seed with deterministic generation, so a failure reproduces.
+The data (tests/web/seeded_server.py) puts a complete stim and rollout under the names the
+document gives as examples. Its summary (requests, statuses) is printed for the record.
 """
 from __future__ import annotations
 
+import collections
 import os
-import urllib.request
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, Phase, seed, settings
-from schemathesis.checks import CHECKS as REGISTRY
 
-from stimserver.config import Settings
-from stimserver.store.paths import DataPaths
-from stimserver.store.records import Records
-from tests.aibread_server import ServerThread
-from tests.conftest import MASTER_KEY, import_jsonl
+from tests.conftest import MASTER_KEY
+from tests.web.schemathesis_hooks import documented_refusal
+from tests.web.seeded_server import start
 
-EXAMPLES_PER_OPERATION = int(os.environ.get("STIMSERVER_SCHEMATHESIS_EXAMPLES", "12"))  # more for a deep run
-SEED = 16  # fixed: the same requests on every run (with derandomize), so a failure reproduces
-# Every check schemathesis has (its CLI's --checks all): among them negative_data_rejection (what
-# the document forbids must not be accepted) and positive_data_acceptance (what it allows must not
-# be refused, unless the refusal is documented).
-CHECKS = REGISTRY.get_all()
-AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+EXAMPLES = os.environ.get("STIMSERVER_SCHEMATHESIS_EXAMPLES")  # more for a deep run by hand
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    root = tmp_path_factory.mktemp("schemathesis")
-    config = Settings.build(data_dir=root / "data", master_key=MASTER_KEY, access_log=False, run_jobs=False)
-    server = ServerThread(config).start()
-    _seed(server.base_url, Records(DataPaths(config.data_dir)), root)
+    server = start(tmp_path_factory.mktemp("schemathesis"))
     yield server
     server.stop()
 
 
-def _call(base: str, method: str, path: str, body: dict | None = None) -> None:
-    request = urllib.request.Request(base + path, method=method, headers={**AUTH, "Content-Type": "application/json"},
-                                     data=orjson.dumps(body) if body is not None else None)
-    with urllib.request.urlopen(request, timeout=30) as r:
-        assert r.status in (200, 201)
+def test_api_conforms(live, tmp_path):
+    report = tmp_path / "report"
+    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
+               f"{live.base_url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+               "-H", f"Authorization: Bearer {MASTER_KEY}", "--no-color",
+               "--report", "ndjson", "--report-dir", str(report)]
+    if EXAMPLES:
+        command += ["--max-examples", EXAMPLES]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.web.schemathesis_hooks",
+                               "PYTHONPATH": str(ROOT)})
+    statuses = _statuses(report)
+    print(f"schemathesis: {sum(statuses.values())} requests; statuses {dict(sorted(statuses.items()))}")
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert sum(statuses.values()) > 2000, "the run sent far fewer requests than it should: a vacuous run"
+    assert 200 in statuses and 201 in statuses and 422 in statuses
 
 
-def _seed(base: str, records: Records, root) -> None:
-    """Data under the names the document gives as examples, so generated requests reach deep."""
-    _call(base, "POST", "/v1/repo", {"repo_name": "demo"})
-    for prompt in ("teacher", "retired"):
-        _call(base, "POST", "/v1/repo/demo/prompts", {"prompt_name": prompt,
-                                                     "messages": [{"role": "system", "content": "Be exact."}]})
-    _call(base, "POST", "/v1/repo/demo/targets", {"target_name": "retired", "template": "default", "overrides": {
-        "teacher_prompt": "teacher", "student_prompt": "",
-        "generators": [{"type": "hardcoded", "questions": ["Capital of France?"]}]}})
-    src = root / "lines.jsonl"
-    src.write_bytes(b"".join(orjson.dumps({"stimulus_id": i, "question": f"Q{i}?"}) + b"\n" for i in range(150)))
-    import_jsonl(records, "admin", "demo", "geo", src)  # a completed stim output of 150 lines
-    _complete_rollout(records, "admin", "demo", "geo", lines=120)
+def _statuses(report: Path) -> collections.Counter[int]:
+    """Response statuses from schemathesis's ndjson report."""
+    counts: collections.Counter[int] = collections.Counter()
+    for file in report.glob("*.ndjson"):
+        for line in file.read_bytes().splitlines():
+            for status in _walk_statuses(orjson.loads(line)):
+                counts[status] += 1
+    return counts
 
 
-def _complete_rollout(records: Records, user: str, repo: str, target: str, lines: int) -> None:
-    """A complete rollout job as the rollout kind leaves one: record, lines, failed.json."""
-    from stimserver.store import jobrecords, output
-    from stimserver.store.answers import write_failed
-    from stimserver.store.locks import FileLock
-
-    job_dir = records.paths.job_dir(user, repo, target, "rollout")
-    job_dir.mkdir(parents=True)
-    stim_job = jobrecords.read_record(records.paths.job_dir(user, repo, target, "stim")) or {}
-    config = {"model_name": "m", "num_traj_per_stimulus": 1, "temperature": 1.0, "max_tokens": None,
-              "max_concurrency": 10, "extra_kwargs": {}, "stim_job_id": stim_job.get("job_id")}
-    rows = [{"stimulus_id": i, "trajectory_id": 0, "question": f"Q{i}?", "stimulus": f"Q{i}?",
-             "response": {"role": "assistant", "content": "A.", "finish_reason": "stop",
-                          "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}},
-             "error": None, "model": "m", "temperature": 1.0, "tokens": 3} for i in range(lines)]
-    lock = FileLock.acquire(output.lock_path(job_dir), blocking=True)
-    assert lock is not None
-    with lock, output.OutputWriter.open(job_dir, lock) as writer:
-        writer.append([output.encode(row) for row in rows])
-    write_failed(job_dir, [])
-    jobrecords.write_record(job_dir, {"job_id": records.next_job_id(), "kind": "rollout", "status": "complete",
-                                      "config": config, "expected_lines": lines, "error": None,
-                                      "spec": {**config, "stimuli": lines}})
+def _walk_statuses(event: object):
+    if isinstance(event, dict):
+        response = event.get("response")
+        if isinstance(response, dict) and isinstance(response.get("status_code"), int):
+            yield response["status_code"]
+        for value in event.values():
+            if isinstance(value, (dict, list)):
+                yield from _walk_statuses(value)
+    elif isinstance(event, list):
+        for value in event:
+            yield from _walk_statuses(value)
 
 
-@pytest.fixture(scope="module")
-def api_schema(live):
-    with urllib.request.urlopen(live.base_url + "/openapi.json", timeout=30) as r:
-        doc = orjson.loads(r.read())
-    return schemathesis.openapi.from_dict(doc)
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-@schema.parametrize()
-@seed(SEED)
-@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
-          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-def test_api_conforms(case, live):
-    case.call_and_validate(base_url=live.base_url, headers=AUTH, checks=CHECKS, timeout=30)
+@pytest.mark.parametrize("op, status, body, allowed", [
+    ("stim_output_search", 422, {"message": "x", "detail": [{"type": "value_error.pattern"}]}, True),
+    ("stim_output_search", 422, {"message": "x", "detail": [{"type": "type_error.integer"}]}, False),
+    ("rollout_run", 400, {"message": "model_name must be configured in target"}, True),
+    ("targets_create", 400, {"message": "anything"}, False),
+    ("targets_create", 422, {"message": "x", "detail": [{"type": "value_error.template"}]}, True),
+    ("repo_create", 422, {"message": "x", "detail": [{"type": "value_error.template"}]}, False),
+])
+def test_only_the_documented_refusals_are_forgiven(op, status, body, allowed):
+    assert documented_refusal(op, status, orjson.dumps(body)) is allowed
