@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 __all__ = ["SETTINGS", "Secret", "Setting", "Settings", "setting"]
 
+OpenAIServer = Literal["openai", "transformers"]
 LLMProvider = Literal["auto", "anthropic", "openai"]
 
 
@@ -87,6 +88,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("openai_api_key", "OPENAI_API_KEY", None, "API key for OpenAI-compatible models", Secret),
     Setting("openai_base_url", "OPENAI_BASE_URL", None,
             "OpenAI-compatible base URL, e.g. a local vLLM or Ollama (default: https://api.openai.com/v1)"),
+    Setting("openai_server", "STIMSERVER_OPENAI_SERVER", "openai",
+            "what answers at the OpenAI-compatible URL: openai (the OpenAI API, vLLM, Ollama, llama.cpp: they "
+            "sample at a temperature above 0) or transformers (transformers serve: greedy unless a request asks "
+            "it to sample, which stimserver then does)", choices=("openai", "transformers")),
     Setting("llm_timeout", "STIMSERVER_LLM_TIMEOUT", 120.0, "seconds one LLM request may take", float),
     Setting("llm_max_retries", "STIMSERVER_LLM_MAX_RETRIES", 4,
             "retries of a failed LLM request (connection, timeout, 408/409/429/5xx), with backoff and retry-after",
@@ -182,6 +187,7 @@ class Settings:
     anthropic_base_url: str | None = None
     openai_api_key: Secret | None = field(default=None, repr=False)
     openai_base_url: str | None = None
+    openai_server: OpenAIServer = "openai"
     llm_timeout: float = 120.0
     llm_max_retries: int = 4
     llm_max_concurrent: int = 64

@@ -4,7 +4,10 @@ Every import counts, also one inside a function or under ``TYPE_CHECKING``: a cy
 only type-checking sees still ties two modules together for the reader. The layers, from
 the top (docs/architecture.md draws them):
 
-    cli  ->  worker  ->  web  ->  handlers  ->  api  ->  jobs  ->  schemas  ->  llm  ->  config  ->  store
+    cli -> worker -> web -> handlers -> api -> jobs -> schemas -> llm -> train -> config -> store
+
+``train/`` runs in processes of its own (the model side: torch, transformers); nothing of the server
+imports it, which ``test_serve_never_loads_the_training_stack`` checks at run time.
 
 ``stimserver/__init__.py`` holds only ``__version__`` and may be read from anywhere.
 """
@@ -21,7 +24,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "stimserver"
 
 # From the top down; a module may import its own layer and any layer below it.
-LAYERS = ["cli", "worker", "web", "handlers", "api", "jobs", "schemas", "llm", "config", "store"]
+LAYERS = ["cli", "worker", "web", "handlers", "api", "jobs", "schemas", "llm", "train", "config", "store"]
 ROOT = "stimserver"
 
 

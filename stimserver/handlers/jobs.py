@@ -72,14 +72,35 @@ def rollout_fields(records: Records, ref: JobRef, job: Record | None, lines: int
     ``failed_trajectories`` counts the committed lines whose request the provider rejected;
     ``stim_outdated`` is true when the target's stim job is no longer the one this rollout
     read (re-run or deleted since): the rollout's lines still come from the stimuli it froze.
+    ``duplicate_stimuli`` counts the committed stimuli with two identical trajectories, and
+    ``warning`` says when every stimulus compared had them at a temperature above 0: the model
+    server decoded greedily and half the requests were paid for nothing.
     """
     if job is None:
-        return {"total_expected": None, "failed_trajectories": None, "stim_outdated": None}
+        return {"total_expected": None, "failed_trajectories": None, "stim_outdated": None,
+                "duplicate_stimuli": None, "warning": None}
     failed = records.job_failed(ref.user, ref.repo, ref.target, ref.kind)
     stim = records.job(ref.user, ref.repo, ref.target, "stim")
-    read = (job.get("config") or {}).get("stim_job_id")
+    config = job.get("config") or {}
+    read = config.get("stim_job_id")
+    k = config.get("num_traj_per_stimulus")
+    k = k if isinstance(k, int) and k > 0 else 1
+    compared, stimuli = records.job_duplicates(ref.user, ref.repo, ref.target, ref.kind)
+    whole = lines // k  # stimuli whose trajectories are all committed
+    duplicated = bisect.bisect_left(stimuli, whole)
     return {"total_expected": job.get("expected_lines"), "failed_trajectories": bisect.bisect_left(failed, lines),
-            "stim_outdated": stim is None or stim.get("job_id") != read}
+            "stim_outdated": stim is None or stim.get("job_id") != read, "duplicate_stimuli": duplicated,
+            "warning": duplicates_warning(duplicated, min(compared, whole), config.get("temperature"))}
+
+
+def duplicates_warning(duplicated: int, compared: int, temperature: Any) -> str | None:
+    """The status's warning when every compared stimulus got identical trajectories at a temperature above 0."""
+    if not compared or duplicated < compared or not isinstance(temperature, (int, float)) or temperature <= 0:
+        return None
+    return (f"all {compared} stimuli compared got identical trajectories at temperature {temperature}: the model "
+            "server is not sampling (it decodes greedily or fixes a seed), so every trajectory after the first "
+            "repeats it; see docs/rollout.md, 'Sampling' (for transformers serve set "
+            "STIMSERVER_OPENAI_SERVER=transformers)")
 
 
 # The fields a kind adds to the status fields (a RolloutResponse's), by kind.

@@ -40,10 +40,11 @@ from typing import Any
 
 from ..llm import LLMError
 from ..store import jobrecords
-from ..store.answers import write_failed
+from ..store.answers import write_duplicates, write_failed
 from ..store.frozen import FrozenLines, freeze
 from ..store.jobrecords import JobStatus
 from ..store.output import line_count
+from ..store.stats import DuplicateCount, trajectory_key
 from .engine import AnswerStream, JobLLM
 from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, ResumableFailure
 from .stim import parse_config
@@ -101,6 +102,13 @@ def trajectory_line(stimulus_id: int, trajectory_id: int, stim: dict[str, Any], 
                  "model": spec["model_name"], "temperature": spec["temperature"],
                  "tokens": usage.get("total_tokens") if isinstance(usage, dict) else None})
     return line
+
+
+def _answer_key(answer: Any) -> int | None:
+    """``stats.trajectory_key`` of the line this answer makes (None: failed, or not answered)."""
+    if not isinstance(answer, dict):
+        return None
+    return trajectory_key({"response": answer.get("response"), "error": answer.get("error")})
 
 
 def _failed(answer: Any) -> bool:
@@ -231,17 +239,29 @@ class RolloutKind(JobKind):
                                         succeeded=any(not _failed(a) for a in done.values()))
                 failed = sorted(n for n, a in stream.log.done.items() if n < total and _failed(a))
                 await asyncio.to_thread(write_failed, run.job_dir, failed)
+                duplicates = DuplicateCount()  # the committed lines' count, from their answers
+                for m in range(run.start):
+                    duplicates.add(m // k, _answer_key(done.get(m)))
                 known, saved_at, n = set(failed), time.monotonic(), run.start
+
+                async def save() -> None:
+                    await asyncio.to_thread(write_failed, run.job_dir, failed)
+                    await asyncio.to_thread(write_duplicates, run.job_dir, duplicates.compared, duplicates.stimuli)
+
                 async for answer in stream.ordered(run.start, total - run.start, send):
                     sid, tid = divmod(n, k)
                     if _failed(answer) and n not in known:
                         known.add(n)
                         failed.append(n)
-                        if time.monotonic() - saved_at >= FAILED_SAVE_SECONDS:
-                            saved_at = time.monotonic()
-                            await asyncio.to_thread(write_failed, run.job_dir, failed)
+                    duplicates.add(sid, _answer_key(answer))
+                    if tid == k - 1:
+                        duplicates.close()
+                    if time.monotonic() - saved_at >= FAILED_SAVE_SECONDS:
+                        saved_at = time.monotonic()
+                        await save()
                     yield trajectory_line(sid, tid, stimulus(sid), answer, spec)
                     n += 1
-                await asyncio.to_thread(write_failed, run.job_dir, failed)
+                duplicates.close()
+                await save()
         finally:
             frozen.close()

@@ -31,6 +31,7 @@ from .wire import (
     create_chat_completion,
     create_message,
     message_answer,
+    sampling_kwargs,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class LLMConfig:
     anthropic_base_url: str | None = None
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
+    openai_server: str = "openai"
     timeout: float = 120.0
     max_retries: int = 4
     max_concurrent: int = 64
@@ -72,6 +74,7 @@ class LLMConfig:
             anthropic_base_url=settings.anthropic_base_url,
             openai_api_key=settings.openai_api_key,
             openai_base_url=settings.openai_base_url,
+            openai_server=settings.openai_server,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
             max_concurrent=settings.llm_max_concurrent,
@@ -139,10 +142,11 @@ class LLMClient:
         is sent with `anthropic-version: 2023-06-01`, the last version that accepts it; models
         that reject it answer 400.
         """
+        openai_extra = sampling_kwargs(self._config.openai_server, temperature, extra_kwargs)
         return await self._send(
             model, usage,
             lambda c: create_message(c, model, prompt, temperature, max_tokens, extra_kwargs), message_answer,
-            lambda c: create_chat_completion(c, model, prompt, temperature, max_tokens, extra_kwargs),
+            lambda c: create_chat_completion(c, model, prompt, temperature, max_tokens, openai_extra),
             chat_completion_answer)
 
     async def chat(
@@ -157,11 +161,12 @@ class LLMClient:
         usage: Usage | None = None,
     ) -> ChatAnswer:
         """The model's reply to a whole conversation (``llm.chat``), through the same limiter as ``ask``."""
+        openai_extra = sampling_kwargs(self._config.openai_server, temperature, extra_kwargs)
         answer = await self._send(
             model, usage,
             lambda c: create_chat_message(c, model, messages, tools, temperature, max_tokens, extra_kwargs),
             chat_message_reply,
-            lambda c: create_chat_chat_completion(c, model, messages, tools, temperature, max_tokens, extra_kwargs),
+            lambda c: create_chat_chat_completion(c, model, messages, tools, temperature, max_tokens, openai_extra),
             chat_completion_reply)
         assert isinstance(answer, ChatAnswer)
         return answer

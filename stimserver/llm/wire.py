@@ -65,6 +65,24 @@ def anthropic_kwargs(client: anthropic.AsyncAnthropic, temperature: float | None
     return kwargs
 
 
+# What a server needs in the body of a request at a temperature above 0 to sample instead of decoding
+# greedily, by STIMSERVER_OPENAI_SERVER (docs/rollout.md, "Sampling"). transformers serve reads
+# generation_config as a JSON *string*; an object answers 500.
+SAMPLING_BODY: dict[str, dict[str, Any]] = {"transformers": {"generation_config": '{"do_sample": true}'}}
+
+
+def sampling_kwargs(server: str, temperature: float | None,
+                    extra_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``extra_kwargs`` plus what ``server`` needs to sample at ``temperature``; the user's extra_body wins."""
+    body = SAMPLING_BODY.get(server)
+    if body is None or temperature is None or temperature <= 0:
+        return extra_kwargs
+    merged = dict(extra_kwargs or {})
+    given = merged.get("extra_body")
+    merged["extra_body"] = {**body, **(given if isinstance(given, dict) else {})}
+    return merged
+
+
 def openai_kwargs(client: openai.AsyncOpenAI, temperature: float | None, max_tokens: int | None,
                   extra_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     """The checked ``extra_kwargs`` plus temperature and max_tokens when given."""

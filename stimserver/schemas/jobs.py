@@ -69,6 +69,11 @@ class RolloutResponse(JobResponse):
     stim_outdated: bool | None = Field(
         None, description="true when the target's stim job is no longer the one the rollout read (re-run or "
                           "deleted since); the rollout keeps its own frozen stimuli. null if never run")
+    duplicate_stimuli: int | None = Field(
+        None, ge=0, description="committed stimuli with two identical trajectories (at a temperature above 0, a "
+                                "sign that the model server does not sample); null if never run")
+    warning: str | None = Field(
+        None, description="set when every stimulus compared got identical trajectories at a temperature above 0")
 
 
 class RolloutGetOutputResponse(RolloutResponse):

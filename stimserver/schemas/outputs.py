@@ -55,6 +55,8 @@ class RolloutStats(Answer):
     trajectories: int
     stimuli: int
     failed_trajectories: int
+    compared_stimuli: int = Field(ge=0, description="stimuli with two or more answered trajectories")
+    duplicate_stimuli: int = Field(ge=0, description="of those, stimuli with two identical answers")
     trajectories_per_stimulus: PerStimulus
 
 

@@ -4,6 +4,8 @@ Files of one job (beside ``job.json``)::
 
     answers-<name>.jsonl   one JSON object per answered request, appended and fsync'd
     usage.json             the job's running usage totals, replaced atomically
+    duplicates.json        a rollout's stimuli whose trajectories repeat one another (``{"compared": n,
+                           "stimuli": [...]}``), replaced like failed.json
     failed.json            a rollout's failed request numbers (``{"requests": [...]}``), replaced
                            atomically; derived from its answer log, so rebuilt when the job resumes
 
@@ -25,10 +27,12 @@ import orjson
 
 from .atomic import fsync_dir, read_replaced, write_json_atomic
 
-__all__ = ["AnswerLog", "USAGE_FILE", "FAILED_FILE", "answer_log_path", "read_usage", "write_usage", "write_failed"]
+__all__ = ["AnswerLog", "USAGE_FILE", "FAILED_FILE", "DUPLICATES_FILE", "answer_log_path", "read_usage", "write_usage",
+           "write_failed", "write_duplicates"]
 
 USAGE_FILE = "usage.json"
 FAILED_FILE = "failed.json"
+DUPLICATES_FILE = "duplicates.json"
 
 
 def answer_log_path(job_dir: Path, name: str) -> Path:
@@ -96,6 +100,11 @@ def write_usage(job_dir: Path, usage: dict[str, int]) -> None:
 
 def write_failed(job_dir: Path, requests: list[int]) -> None:
     write_json_atomic(job_dir / FAILED_FILE, {"requests": sorted(requests)})
+
+
+def write_duplicates(job_dir: Path, compared: int, stimuli: list[int]) -> None:
+    """``compared`` stimuli had two or more answered trajectories; in ``stimuli`` some of them were identical."""
+    write_json_atomic(job_dir / DUPLICATES_FILE, {"compared": compared, "stimuli": sorted(stimuli)})
 
 
 def read_usage(job_dir: Path) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import output
-from .answers import FAILED_FILE, USAGE_FILE
+from .answers import DUPLICATES_FILE, FAILED_FILE, USAGE_FILE
 from .atomic import create_json_exclusive, fsync_dir, write_atomic, write_json_atomic
 from .cache import FileCache, Identity
 from .changes import board_for
@@ -90,6 +90,15 @@ class Records:
         value = self.cache.read(self.paths.job_dir(user, repo, target, kind) / FAILED_FILE)
         requests = value.get("requests") if isinstance(value, dict) else None
         return [n for n in requests if isinstance(n, int)] if isinstance(requests, list) else []
+
+    def job_duplicates(self, user: str, repo: str, target: str, kind: str) -> tuple[int, list[int]]:
+        """A rollout's (compared stimuli, stimuli with identical trajectories), cached; (0, []) without any."""
+        value = self.cache.read(self.paths.job_dir(user, repo, target, kind) / DUPLICATES_FILE)
+        if not isinstance(value, dict):
+            return 0, []
+        compared, stimuli = value.get("compared"), value.get("stimuli")
+        return (compared if isinstance(compared, int) else 0,
+                [n for n in stimuli if isinstance(n, int)] if isinstance(stimuli, list) else [])
 
     async def job_page(self, user: str, repo: str, target: str, kind: str, offset: int, limit: int) -> output.Page:
         """Lines ``[offset, offset+limit)`` of a job's output (see ``output.read_page_async``)."""

@@ -28,19 +28,79 @@ from .atomic import read_replaced, write_json_atomic
 from .locks import FileLock
 from .snapshot import CHUNK, Snapshot, take
 
-__all__ = ["STATS_NAME", "QHASH_NAME", "VERSION", "empty", "stats", "summary"]
+__all__ = ["STATS_NAME", "QHASH_NAME", "VERSION", "DuplicateCount", "empty", "stats", "summary", "trajectory_key"]
 
 STATS_NAME = "stats.json"
 QHASH_NAME = "stats.qhash"
 LOCK_NAME = "stats.lock"
-VERSION = 1
+VERSION = 2  # 2: duplicate trajectories counted
 
 State = dict[str, Any]
 
 
 def empty(key: str) -> State:
     return {"version": VERSION, "key": key, "lines": 0, "size": 0, "qhash_count": 0, "question_lines": 0,
-            "by_type": {}, "per_stimulus": {}, "trajectories": 0, "failed": 0, "tokens": {}}
+            "by_type": {}, "per_stimulus": {}, "trajectories": 0, "failed": 0, "tokens": {},
+            "duplicates": DuplicateCount().state()}
+
+
+def trajectory_key(row: dict[str, Any]) -> int | None:
+    """A hash of a trajectory's answer (its text and tool calls); None for a failed one.
+
+    Two trajectories of one stimulus with equal keys are the same answer: at a temperature
+    above 0 that means the model server decoded greedily (or fixed a seed) and the second
+    request was paid for nothing.
+    """
+    response = row.get("response")
+    if not isinstance(response, dict) or row.get("error"):
+        return None
+    text = orjson.dumps([response.get("content"), response.get("tool_calls")], option=orjson.OPT_SORT_KEYS)
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+class DuplicateCount:
+    """Stimuli whose answered trajectories repeat one another, counted over lines in output order.
+
+    A rollout writes a stimulus's trajectories one after another, so only the open stimulus's
+    keys are kept: O(k) memory whatever the size. The job (``jobs.rollout``) and the stats scan
+    both count with it.
+    """
+
+    def __init__(self, compared: int = 0, stimuli: list[Any] | None = None, open_id: Any = None,
+                 keys: list[int] | None = None) -> None:
+        self.compared = compared           # stimuli with at least two answered trajectories
+        self.stimuli = stimuli or []       # those of them with two identical answers
+        self.open_id, self.keys = open_id, keys or []
+
+    def add(self, stimulus_id: Any, key: int | None) -> None:
+        if stimulus_id != self.open_id:
+            self.close()
+            self.open_id, self.keys = stimulus_id, []
+        if key is not None:
+            self.keys.append(key)
+
+    def close(self) -> None:
+        """The open stimulus is whole: count it."""
+        if len(self.keys) >= 2:
+            self.compared += 1
+            if len(set(self.keys)) < len(self.keys):
+                self.stimuli.append(self.open_id)
+        self.open_id, self.keys = None, []
+
+    def totals(self) -> tuple[int, int]:
+        """(compared, duplicated) with the open stimulus counted as it stands."""
+        closed = DuplicateCount(self.compared, list(self.stimuli), self.open_id, list(self.keys))
+        closed.close()
+        return closed.compared, len(closed.stimuli)
+
+    def state(self) -> dict[str, Any]:
+        return {"compared": self.compared, "stimuli": len(self.stimuli), "open": self.open_id, "keys": self.keys}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> DuplicateCount:
+        count = cls(state["compared"], [], state["open"], list(state["keys"]))
+        count.stimuli = [None] * int(state["stimuli"])  # the scan keeps their number only
+        return count
 
 
 def _qhash(question: str) -> int:
@@ -79,6 +139,7 @@ def _scan(state: State, snap: Snapshot, seen: set[int], new_hashes: list[int]) -
     by_type: dict[str, int] = state["by_type"]
     per_stimulus: dict[str, int] = state["per_stimulus"]
     tokens: dict[str, int] = state["tokens"]
+    duplicates = DuplicateCount.from_state(state["duplicates"])
     tail = b""
     for chunk in snap.chunks(state["size"], snap.size, CHUNK):
         buf = tail + chunk
@@ -102,10 +163,12 @@ def _scan(state: State, snap: Snapshot, seen: set[int], new_hashes: list[int]) -
                 per_stimulus[sid] = per_stimulus.get(sid, 0) + 1
                 if row.get("error") or row.get("response") is None:
                     state["failed"] += 1
+                duplicates.add(row.get("stimulus_id"), trajectory_key(row))
             n = row.get("tokens")
             if isinstance(n, int) and not isinstance(n, bool):
                 tokens[str(n)] = tokens.get(str(n), 0) + 1
     state["lines"], state["size"] = snap.lines, snap.size
+    state["duplicates"] = duplicates.state()
     state["qhash_count"] += len(new_hashes)
 
 
@@ -146,8 +209,10 @@ def summary(state: State) -> dict[str, Any]:
     per = list(state["per_stimulus"].values())
     rollout: dict[str, Any] | None = None
     if state["trajectories"]:
+        compared, duplicated = DuplicateCount.from_state(state["duplicates"]).totals()
         rollout = {"trajectories": state["trajectories"], "stimuli": len(per),
-                   "failed_trajectories": state["failed"],
+                   "failed_trajectories": state["failed"], "compared_stimuli": compared,
+                   "duplicate_stimuli": duplicated,
                    "trajectories_per_stimulus": {"min": min(per), "max": max(per),
                                                  "mean": round(state["trajectories"] / len(per), 3)}}
     return {"lines": state["lines"], "bytes": state["size"], "question_lines": state["question_lines"],

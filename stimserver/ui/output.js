@@ -158,8 +158,12 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
       job.progress_percent !== null && job.progress_percent !== undefined ? ` ${job.progress_percent}%` : "",
       job.failed_trajectories ? h("span", { class: "error" }, ` · ${fmt(job.failed_trajectories)} failed trajectories`) : null,
       job.stim_outdated ? h("span", { class: "muted" }, " · stim changed since this rollout") : null,
+      job.duplicate_stimuli && !job.warning ? h("span", { class: "muted", id: "duplicate-count" },
+        ` · ${fmt(job.duplicate_stimuli)} stimuli with identical trajectories`) : null,
       job.config && job.config.model_name && rollout ? h("span", { class: "muted" }, ` · ${job.config.model_name}`) : null,
-      job.error ? h("span", { class: "error" }, " · " + job.error) : null);
+      job.error ? h("span", { class: "error" }, " · " + job.error) : null,
+      // every stimulus got identical trajectories at a temperature above 0: the server is not sampling
+      job.warning ? h("div", { class: "warning", id: "job-warning", role: "alert" }, "⚠ " + job.warning) : null);
     clearTimeout(timer);
     if (ACTIVE.has(job.status)) timer = setTimeout(poll, 1000);
   }
@@ -374,6 +378,7 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
       ["repeated question lines", fmt(s.repeated_question_lines)]];
     if (s.rollout) rows.push(["trajectories", fmt(s.rollout.trajectories)], ["stimuli", fmt(s.rollout.stimuli)],
       ["failed trajectories", fmt(s.rollout.failed_trajectories)],
+      ["stimuli with identical trajectories", `${fmt(s.rollout.duplicate_stimuli)} of ${fmt(s.rollout.compared_stimuli)} compared`],
       ["trajectories per stimulus", `${s.rollout.trajectories_per_stimulus.min}–${s.rollout.trajectories_per_stimulus.max} (mean ${s.rollout.trajectories_per_stimulus.mean})`]);
     const out = [h("table", { class: "stats" }, h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))))];
     const types = Object.entries(s.by_type || {});

@@ -34,7 +34,7 @@ async def test_before_any_rollout_every_field_is_there(client, paths):
     seed_target(paths, [hardcoded(2)], model_name="m")
     expected = {"status": "not_started", "lines": None, "config": None, "error": None, "job_id": None,
                 "progress_percent": None, "usage": None, "total_expected": None, "failed_trajectories": None,
-                "stim_outdated": None}
+                "stim_outdated": None, "duplicate_stimuli": None, "warning": None}
     assert await body_of(client, "GET", BASE + "/rollout") == expected
     page = await body_of(client, "GET", BASE + "/rollout/output")
     assert page == {**expected, "output": [], "offset": 0, "limit": 100, "has_more": False}

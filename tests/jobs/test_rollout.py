@@ -301,3 +301,56 @@ def test_a_stim_job_that_changes_during_the_submit_is_refused_and_nothing_is_lef
     assert record_of(paths, ROLLOUT) is None
     assert ".rollout.prepare" not in {p.name for p in stim_dir.parent.iterdir()}  # the staging folder went
     assert list(ROLLOUT.job_dir(paths).iterdir()) == []  # nothing frozen, nothing recorded
+
+
+def _status_fields(paths, record):
+    from stimserver.handlers.jobs import rollout_fields
+    from stimserver.store.records import Records
+
+    return rollout_fields(Records(paths), ROLLOUT, record, record["lines"] if "lines" in record else
+                          len(lines_of(paths, ROLLOUT)))
+
+
+async def test_identical_trajectories_are_counted_and_warned_about(make_runner, paths, openai_server, use):
+    """A server that decodes greedily at temperature 1 answers every trajectory alike: the status says so."""
+    use(openai_server)
+    openai_server.default = echo  # the same answer for the same question: greedy
+    _, _, record = await stim_then_rollout(make_runner, paths, [hardcoded(5)], num_traj_per_stimulus=2,
+                                           temperature=1.0)
+    assert record["status"] == "complete"
+    fields = _status_fields(paths, record)
+    assert fields["duplicate_stimuli"] == 5
+    assert "all 5 stimuli compared got identical trajectories at temperature 1.0" in fields["warning"]
+    assert "STIMSERVER_OPENAI_SERVER=transformers" in fields["warning"]
+
+
+async def test_distinct_trajectories_carry_no_warning(make_runner, paths, openai_server, use):
+    use(openai_server)
+    rng = random.Random(7)
+    openai_server.default = lambda body: Reply(f"{question_of(body)} {rng.random()}")
+    _, _, record = await stim_then_rollout(make_runner, paths, [hardcoded(4)], num_traj_per_stimulus=3,
+                                           temperature=1.0)
+    fields = _status_fields(paths, record)
+    assert (fields["duplicate_stimuli"], fields["warning"]) == (0, None)
+
+
+async def test_identical_trajectories_at_temperature_0_are_counted_not_warned(make_runner, paths, openai_server,
+                                                                             use):
+    use(openai_server)
+    openai_server.default = echo
+    _, _, record = await stim_then_rollout(make_runner, paths, [hardcoded(3)], num_traj_per_stimulus=2,
+                                           temperature=0.0)
+    fields = _status_fields(paths, record)
+    assert (fields["duplicate_stimuli"], fields["warning"]) == (3, None)
+
+
+@pytest.mark.parametrize("temperature, asked", [(1.0, True), (0.0, False)])
+async def test_transformers_serve_is_asked_to_sample(make_runner, paths, openai_server, use, temperature, asked):
+    """STIMSERVER_OPENAI_SERVER=transformers adds generation_config (a JSON string) when sampling is wanted."""
+    use(openai_server, STIMSERVER_OPENAI_SERVER="transformers")
+    openai_server.default = echo
+    await stim_then_rollout(make_runner, paths, [hardcoded(2)], num_traj_per_stimulus=2, temperature=temperature,
+                            extra_kwargs={"extra_body": {"top_k": 5}})
+    bodies = [r.body for r in openai_server.received]
+    assert len(bodies) == 4 and all(b["top_k"] == 5 for b in bodies)  # the user's extra_body is kept
+    assert all((b.get("generation_config") == '{"do_sample": true}') is asked for b in bodies)

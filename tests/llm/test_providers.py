@@ -74,9 +74,10 @@ def test_settings_read_every_variable() -> None:
             "STIMSERVER_LLM_PROVIDER": "OpenAI",
             "STIMSERVER_LLM_TIMEOUT": "2.5",
             "STIMSERVER_LLM_MAX_RETRIES": "0",
+            "STIMSERVER_OPENAI_SERVER": "transformers",
         }
     )
-    assert config == LLMConfig("openai", "a-key", "http://a", "o-key", "http://o/v1", 2.5, 0)
+    assert config == LLMConfig("openai", "a-key", "http://a", "o-key", "http://o/v1", "transformers", 2.5, 0)
 
 
 @pytest.mark.parametrize(

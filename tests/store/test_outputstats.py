@@ -69,6 +69,7 @@ def test_stats_of_a_rollout_fixture(tmp_path):
     assert got["distinct_questions"] == 3 and got["repeated_question_lines"] == 9
     assert got["by_type"] == {}
     assert got["rollout"] == {"trajectories": 12, "stimuli": 4, "failed_trajectories": 1,
+                              "compared_stimuli": 4, "duplicate_stimuli": 4,  # every answer is "x"
                               "trajectories_per_stimulus": {"min": 3, "max": 3, "mean": 3.0}}
     assert got["tokens"] == {"count": 12, "sum": sum(tokens), "mean": round(sum(tokens) / 12, 3),
                              "p50": tokens[5], "p90": tokens[10], "max": tokens[-1],
@@ -151,3 +152,28 @@ def test_token_histogram_bins(hist, bins):
     got = stats.histogram(hist)
     assert got == bins and len(got) <= stats.HISTOGRAM_BINS
     assert sum(b["count"] for b in got) == sum(c for _, c in hist)
+
+
+def _trajectories(contents: list[list[str | None]]) -> list[dict]:
+    return [{"stimulus_id": sid, "trajectory_id": tid, "question": f"q{sid}",
+             "response": None if text is None else {"role": "assistant", "content": text},
+             **({"error": "refused"} if text is None else {})}
+            for sid, texts in enumerate(contents) for tid, text in enumerate(texts)]
+
+
+def test_duplicate_trajectories_are_counted_per_stimulus(tmp_path):
+    """Identical answers of one stimulus count it once; a failed one is not an answer; one answer compares nothing."""
+    rows = _trajectories([["a", "b"], ["c", "c"], ["d", None], ["e", "e", "f"], ["g", "h", "h"]])
+    write(tmp_path / "r", rows)
+    got = stats.stats(tmp_path / "r", "job-1")["rollout"]
+    assert (got["compared_stimuli"], got["duplicate_stimuli"]) == (4, 3)
+
+
+def test_duplicates_are_counted_alike_when_the_output_grows_mid_stimulus(tmp_path):
+    rows = _trajectories([["a", "a"], ["b", "c", "c"], ["d", "e"]])
+    write(tmp_path / "r", rows[:3])  # the second stimulus is cut after its first trajectory
+    first = stats.stats(tmp_path / "r", "job-1")["rollout"]
+    assert (first["compared_stimuli"], first["duplicate_stimuli"]) == (1, 1)
+    write(tmp_path / "r", rows[3:])  # appended
+    grown = stats.stats(tmp_path / "r", "job-1")["rollout"]
+    assert (grown["compared_stimuli"], grown["duplicate_stimuli"]) == (3, 2)

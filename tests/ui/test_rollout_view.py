@@ -153,3 +153,33 @@ def test_markdown_renders_text_only_and_ends_on_any_input(page, rollout_server):
     }""", {name: src for name, (src, _) in MARKDOWN_CASES.items()})
     for name, (_, text) in MARKDOWN_CASES.items():
         assert got[name] == [text, [], 0], name
+
+
+def test_a_rollout_whose_trajectories_all_repeat_shows_its_warning(page, rollout_server, tmp_path):
+    """The server decoded greedily at temperature 1: the status's warning is shown above the trajectories."""
+    from stimserver.store import jobrecords
+    from stimserver.store.answers import write_duplicates
+
+    records = Records(DataPaths(rollout_server.settings.data_dir))
+    questions = ["Say hello.", "Describe a cat.", "Name a river."]
+    write(records, "stim", [{"stimulus_id": i, "question": q, **stimulus(i, q)} for i, q in enumerate(questions)],
+          tmp_path)
+    write(records, "rollout", [trajectory(i, t, q, f"The same answer to {q}") for i, q in enumerate(questions)
+                               for t in range(2)], tmp_path)
+    job_dir = records.paths.job_dir("alice", "r1", "t1", "rollout")
+    record = jobrecords.read_record(job_dir)
+    record["config"] = {"model_name": "test-model", "num_traj_per_stimulus": 2, "temperature": 1.0, "max_tokens": 32,
+                        "max_concurrency": 4, "extra_kwargs": {}, "stim_job_id": None}
+    jobrecords.write_record(job_dir, record)
+    write_duplicates(job_dir, 3, [0, 1, 2])
+    sign_in(page, rollout_server.base_url, MASTER, user="alice")
+    page.goto(rollout_server.base_url + "/ui/repo/r1/target/t1/rollout")
+    page.wait_for_selector("#job-warning")
+    warning = page.text_content("#job-warning")
+    assert "all 3 stimuli compared got identical trajectories at temperature 1.0" in warning
+    assert page.get_attribute("#job-warning", "role") == "alert"
+    page.screenshot(path=str(artifact_dir() / "viewer-rollout-duplicates.png"))
+    # the stats tab counts them from the lines themselves
+    page.click("text=stats")
+    page.wait_for_selector("table.stats")
+    assert "3 of 3 compared" in page.text_content("table.stats")
