@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""Rebuild the demo data in data/users/demo through the real pipeline.
+"""Rebuild the demo data in data/users/demo through the real pipeline, on a real open model.
 
-    python scripts/make_demo_data.py
+    scripts/local-model &                      # SmolLM2-135M-Instruct on 127.0.0.1:8001 (once: ~4 min)
+    python scripts/make_demo_data.py           # ~5 min on 2 cores
+    python scripts/make_demo_data.py --model-url http://127.0.0.1:8002/v1
 
-Starts ``stimserver serve`` on a scratch copy of data/ (datasets included), and with
-the official aibread client creates user ``demo``'s repo ``demo``, a teacher and a
-student prompt, and two targets — ``geography`` (hardcoded questions) and
-``arithmetic`` (from_dataset over the shipped arithmetic set) — runs their stim jobs to
-completion, then runs ``geography``'s rollout (two trajectories per stimulus) against a
-local fake OpenAI-compatible provider (tests/llm/fake_providers.py, in this process) that
-plays the model ``demo-tutor``: it answers each question from the short table below. The
-result is copied into data/users/demo. Nothing here is hand-written output: the lines are
-what the server's own job runner produced.
+Starts ``stimserver serve`` on a scratch copy of data/ (datasets included), pointed at the
+model server, and with the official aibread client creates user ``demo``'s repo ``demo``
+and three targets, runs their stim jobs and two rollouts, and copies the result into
+data/users/demo. Nothing here is hand-written output: every line is what the server's own
+job runner produced, every answer a real completion of the model.
+
+- ``french``: the teacher prompt is "Answer in French only.", the student prompt is empty
+  (the pair the bake builds on: the teacher answers in French, the bare model in English);
+  stim from the shipped ``everyday`` question set (120 questions), a rollout of two sampled
+  trajectories per stimulus.
+- ``geography``: 40 hardcoded questions under a tutor prompt, with a rollout of two
+  trajectories (a 135M model's geography is poor: that is what a small model gives).
+- ``arithmetic``: stim only, 150 questions from the shipped ``arithmetic`` set.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -30,12 +37,11 @@ import aibread
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
-sys.path.insert(0, str(ROOT))
 
-from tests.llm.fake_providers import FakeOpenAI, ProviderThread, Reply  # noqa: E402
-
-MODEL = "demo-tutor"
+MODEL = "smollm2-135m-instruct"  # scripts/local-model serves it under this name
 TRAJECTORIES = 2
+MAX_TOKENS = 48  # a sentence or two: the demo shows the language, not essays
+FRENCH = [{"role": "system", "content": "Answer in French only."}]
 
 TEACHER = [{"role": "system", "content": (
     "You are a geography and arithmetic tutor for secondary-school students. Answer in two or three "
@@ -67,33 +73,8 @@ GEOGRAPHY = [
 ]
 
 
-# What the fake "demo-tutor" answers, question by question (GEOGRAPHY's order).
-FACTS = [
-    "Canberra", "The Nile", "The Gobi Desert", "Canada", "Mount Kilimanjaro", "The Indian Ocean", "Ottawa",
-    "The Strait of Gibraltar", "The Amazon", "Morocco", "Vatican City", "The Pyrenees", "Nairobi", "The Dead Sea",
-    "Sicily", "Canada and the United States", "Lima", "The Rio Grande", "Lake Baikal", "Nigeria", "Oslo",
-    "The Atacama Desert", "Brazil", "Istanbul", "Hanoi", "Mount Vesuvius", "The Volga", "France", "Wellington",
-    "The Suez Canal", "Angel Falls", "Turkey", "Buenos Aires", "Sri Lanka", "Lake Victoria", "Denali",
-    "Cairo", "The Tigris", "Australia", "Budapest",
-]
-PHRASINGS = ["{fact}.", "The answer is {fact}: a well-known fact of world geography."]
-
-
-def tutor(fake: FakeOpenAI):
-    """The fake model: the fact for the question, phrased differently for each trajectory."""
-    asked: dict[str, int] = {}
-
-    def answer(body: dict) -> Reply:
-        question = body["messages"][-1]["content"]
-        n = asked[question] = asked.get(question, -1) + 1
-        fact = FACTS[GEOGRAPHY.index(question)] if question in GEOGRAPHY else "I do not know"
-        return Reply(PHRASINGS[n % len(PHRASINGS)].format(fact=fact))
-
-    return answer
-
-
 def wait_done(get, target: str, me: dict):
-    for _ in range(600):
+    for _ in range(36000):  # an hour at most
         status = get(target, repo_name="demo", **me)
         if status.status in ("complete", "failed"):
             break
@@ -110,14 +91,16 @@ def free_port() -> int:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-url", default="http://127.0.0.1:8001/v1",
+                        help="the model server (scripts/local-model)")
+    args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="stimserver-demo-"))
     shutil.copytree(DATA / "datasets", scratch / "datasets")
-    provider = ProviderThread(FakeOpenAI(api_key=None))
-    fake = provider.start()
-    fake.default = tutor(fake)
     key = "demo-build-" + secrets.token_hex(16)
     port = free_port()
-    env = {**os.environ, "STIMSERVER_MASTER_KEY": key, "OPENAI_BASE_URL": f"{fake.url}/v1"}
+    env = {**os.environ, "STIMSERVER_MASTER_KEY": key, "OPENAI_BASE_URL": args.model_url,
+           "STIMSERVER_LLM_TIMEOUT": "600"}
     server = subprocess.Popen([sys.executable, "-m", "stimserver", "serve", "--port", str(port), "--data",
                                str(scratch), "--no-access-log"], env=env, start_new_session=True)
     try:
@@ -132,23 +115,34 @@ def main() -> None:
         client.repo.create(repo_name="demo", **me)
         client.prompts.create("demo", prompt_name="teacher", messages=TEACHER, **me)
         client.prompts.create("demo", prompt_name="student", messages=STUDENT, **me)
+        client.prompts.create("demo", prompt_name="french", messages=FRENCH, **me)
         common = {"teacher_prompt": "teacher", "student_prompt": "student"}
+        # 16 at once: the model server's batching does best there (docs/rollout.md, "A real model")
+        rollout = {"model_name": MODEL, "num_traj_per_stimulus": TRAJECTORIES, "temperature": 1.0,
+                   "max_tokens": MAX_TOKENS, "max_concurrency": 16}
+        client.targets.create("demo", target_name="french", template="default", **me, overrides={
+            "teacher_prompt": "french", "student_prompt": "",
+            "generators": [{"type": "from_dataset", "dataset": "everyday", "numq": 120, "seed": 3}], **rollout})
         client.targets.create("demo", target_name="geography", template="default", **me, overrides={
             **common, "generators": [{"type": "hardcoded", "questions": GEOGRAPHY, "numq": len(GEOGRAPHY)}],
-            # one request at a time: each stimulus's trajectories are asked in order, so a rebuild is identical
-            "model_name": MODEL, "num_traj_per_stimulus": TRAJECTORIES, "max_concurrency": 1})
+            **rollout})
         client.targets.create("demo", target_name="arithmetic", template="default", **me, overrides={
             **common, "generators": [{"type": "from_dataset", "dataset": "arithmetic", "numq": 150, "seed": 7,
                                       "rollout_with_conditioned": True}]})
-        for target in ("geography", "arithmetic"):
+        for target in ("french", "geography", "arithmetic"):
             client.targets.stim.run(target, repo_name="demo", poll=False, **me)
             print(f"{target}: {wait_done(client.targets.stim.get, target, me).lines} lines")
-        client.targets.rollout.run("geography", repo_name="demo", poll=False, **me)
-        print(f"geography rollout: {wait_done(client.targets.rollout.get, 'geography', me).lines} trajectories")
+        for target in ("french", "geography"):
+            started = time.monotonic()
+            client.targets.rollout.run(target, repo_name="demo", poll=False, **me)
+            done = wait_done(client.targets.rollout.get, target, me)
+            extra = done.model_extra or {}
+            print(f"{target} rollout: {done.lines} trajectories in {time.monotonic() - started:.0f} s, "
+                  f"{extra.get('duplicate_stimuli')} stimuli with identical trajectories, warning: "
+                  f"{extra.get('warning')}")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)
-        provider.stop()
     built = scratch / "users" / "demo"
     for leftover in built.rglob("*.lock"):
         leftover.unlink()

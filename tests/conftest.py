@@ -18,6 +18,8 @@ from stimserver.web.app import create_app
 # tests/multihost/ builds a GlusterFS cluster (root, FUSE, namespaces): its own CI step,
 # scripts/test-multihost, runs it; the default run leaves it out rather than take it twice.
 collect_ignore = [] if os.environ.get("STIMSERVER_MULTIHOST") == "1" else ["multihost"]
+# tests/e2e/ runs the pipeline on a real open model (scripts/test-e2e, its own CI step, like the cluster).
+collect_ignore += [] if os.environ.get("STIMSERVER_E2E") == "1" else ["e2e"]
 
 MASTER_KEY = "test-master-key-0123456789"
 
