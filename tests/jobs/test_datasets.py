@@ -9,11 +9,13 @@ from stimserver.cli import main
 from stimserver.store.datasets import DatasetError, Datasets, load_personas, read_questions
 
 
-def test_the_shipped_dataset_is_found_from_any_data_directory(tmp_path):
-    (info,) = Datasets(tmp_path).list()
-    assert (info.name, info.items, info.shipped) == ("arithmetic", 200, True)
+def test_the_shipped_datasets_are_found_from_any_data_directory(tmp_path):
+    found = {d.name: (d.items, d.shipped) for d in Datasets(tmp_path).list()}
+    assert found == {"arithmetic": (200, True), "everyday": (120, True)}
     questions = Datasets(tmp_path).load("arithmetic")
     assert len(set(questions)) == 200 and all(q.endswith("?") for q in questions)
+    everyday = Datasets(tmp_path).load("everyday")
+    assert len(set(everyday)) == 120 and everyday[0] == "Describe a cat in one sentence."
 
 
 FILES = {
@@ -73,8 +75,9 @@ def test_a_dataset_in_the_data_directory_wins_over_a_shipped_one(tmp_path):
     (folder / "broken.jsonl").write_text("{\n")
     datasets = Datasets(tmp_path)
     assert datasets.load("arithmetic") == ["only one?"]
-    assert {d.name: (d.items, d.shipped) for d in datasets.list()} == {"arithmetic": (1, False), "broken": (-1, False)}
-    with pytest.raises(DatasetError, match="unknown dataset 'nope' .known: arithmetic, broken"):
+    assert {d.name: (d.items, d.shipped) for d in datasets.list()} == {
+        "arithmetic": (1, False), "broken": (-1, False), "everyday": (120, True)}
+    with pytest.raises(DatasetError, match="unknown dataset 'nope' .known: arithmetic, broken, everyday"):
         datasets.load("nope")
 
 
@@ -111,7 +114,7 @@ def test_cli_add_and_list(tmp_path):
     result = runner.invoke(main, ["datasets", "list", "--data", data])
     assert result.exit_code == 0
     rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines()[1:]}
-    assert rows == {"arithmetic": "200", "trivia": "2"}
+    assert rows == {"arithmetic": "200", "everyday": "120", "trivia": "2"}
     result = runner.invoke(main, ["datasets", "add", "trivia", str(src), "--data", data])
     assert result.exit_code == 1 and "pass --replace" in result.output and "nothing was written" in result.output
 
