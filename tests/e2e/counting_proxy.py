@@ -55,6 +55,7 @@ class CountingProxy:
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
+        self._loop.close()
 
     def chat_requests(self) -> int:
         with self.lock:
