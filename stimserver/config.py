@@ -20,6 +20,7 @@ __all__ = ["SETTINGS", "Secret", "Setting", "Settings", "setting"]
 
 OpenAIServer = Literal["openai", "transformers"]
 LLMProvider = Literal["auto", "anthropic", "openai"]
+AnthropicCache = Literal["5m", "1h", "off"]
 
 
 class Secret(str):
@@ -92,6 +93,9 @@ SETTINGS: tuple[Setting, ...] = (
             "what answers at the OpenAI-compatible URL: openai (the OpenAI API, vLLM, Ollama, llama.cpp: they "
             "sample at a temperature above 0) or transformers (transformers serve: greedy unless a request asks "
             "it to sample, which stimserver then does)", choices=("openai", "transformers")),
+    Setting("anthropic_cache", "STIMSERVER_ANTHROPIC_CACHE", "5m",
+            "prompt caching of Anthropic requests: the shared prefix (tools, system prompt, earlier turns) is "
+            "cached for 5m or 1h after its last use; off sends no cache_control", choices=("5m", "1h", "off")),
     Setting("llm_timeout", "STIMSERVER_LLM_TIMEOUT", 120.0, "seconds one LLM request may take", float),
     Setting("llm_max_retries", "STIMSERVER_LLM_MAX_RETRIES", 4,
             "retries of a failed LLM request (connection, timeout, 408/409/429/5xx), with backoff and retry-after",
@@ -188,6 +192,7 @@ class Settings:
     openai_api_key: Secret | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_server: OpenAIServer = "openai"
+    anthropic_cache: AnthropicCache = "5m"
     llm_timeout: float = 120.0
     llm_max_retries: int = 4
     llm_max_concurrent: int = 64

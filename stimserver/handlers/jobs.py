@@ -42,7 +42,8 @@ POST_WAIT_SECONDS = 1.0
 Record = dict[str, Any]
 
 
-USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited")
+USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited", "cached_input_tokens",
+                "cache_write_tokens")
 
 
 def status_fields(job: Record | None, lines: int, usage: Record | None = None) -> dict[str, Any]:

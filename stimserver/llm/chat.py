@@ -8,6 +8,13 @@ blocks and ``tool`` messages ``tool_result`` blocks. Either way the reply comes 
 one shape, ``ChatAnswer``: content, OpenAI-style ``tool_calls``, a ``finish_reason``
 normalised to OpenAI's words (``stop``, ``length``, ``tool_calls``) and the token usage.
 
+Prompt caching: for Anthropic the shared prefix (tools, system prompt, the turns before the
+final user turn) is marked with ``cache_control`` breakpoints (``cache_breakpoints``), so
+every request after the first reads it from the cache. OpenAI-compatible servers cache
+prefixes by themselves; the messages go out exactly as the prompt stores them, so every
+trajectory of a stimulus shares a byte-identical prefix. Cached tokens come back in
+``Answer.cached_input_tokens`` / ``cache_write_tokens`` (``wire.anthropic_tokens``).
+
 An empty text is a valid answer when the model called a tool. A refusal, a content
 filter or an empty completion raise an ``LLMError`` with ``rejected`` set: that request
 alone failed.
@@ -15,21 +22,34 @@ alone failed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from .errors import Answer, LLMError
-from .wire import DEFAULT_MAX_TOKENS, answered_choice, anthropic_kwargs, openai_kwargs, tokens, unrefused
+from .wire import (
+    DEFAULT_MAX_TOKENS,
+    answered_choice,
+    anthropic_kwargs,
+    anthropic_tokens,
+    openai_kwargs,
+    openai_tokens,
+    unrefused,
+)
 
 if TYPE_CHECKING:
     import anthropic
     import openai
 
 __all__ = ["ChatAnswer", "create_chat_message", "create_chat_chat_completion", "chat_message_reply",
-           "chat_completion_reply", "anthropic_messages", "anthropic_tools"]
+           "chat_completion_reply", "anthropic_messages", "anthropic_tools", "cache_breakpoints", "AnthropicCache",
+           "MAX_CACHE_BREAKPOINTS"]
 
 Message = dict[str, Any]
+AnthropicCache = Literal["5m", "1h", "off"]
+"""STIMSERVER_ANTHROPIC_CACHE: the TTL of the prompt-cache breakpoints, or ``off`` for none."""
+MAX_CACHE_BREAKPOINTS = 4
+"""The most ``cache_control`` blocks one Messages API request may carry."""
 
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                  "pause_turn": "stop"}
@@ -44,10 +64,12 @@ class ChatAnswer(Answer):
 
     def response(self) -> dict[str, Any]:
         """The reply as a rollout line keeps it (``response``)."""
-        out: dict[str, Any] = {
-            "role": "assistant", "content": self.text, "finish_reason": self.finish_reason,
-            "usage": {"prompt_tokens": self.input_tokens, "completion_tokens": self.output_tokens,
-                      "total_tokens": self.input_tokens + self.output_tokens}}
+        usage = {"prompt_tokens": self.input_tokens, "completion_tokens": self.output_tokens,
+                 "total_tokens": self.input_tokens + self.output_tokens}
+        if self.cached_input_tokens:  # part of prompt_tokens, as in OpenAI's own usage
+            usage["cached_tokens"] = self.cached_input_tokens
+        out: dict[str, Any] = {"role": "assistant", "content": self.text, "finish_reason": self.finish_reason,
+                               "usage": usage}
         if self.tool_calls:
             out["tool_calls"] = [dict(call) for call in self.tool_calls]
         return out
@@ -81,9 +103,8 @@ def chat_completion_reply(completion: Any, model: str) -> ChatAnswer:
     if not text.strip() and not calls:
         raise LLMError(f"model {model!r} returned an empty completion (finish reason: {choice.finish_reason})",
                        rejected=True)
-    usage = getattr(completion, "usage", None)
-    return ChatAnswer(text, tokens(usage, "prompt_tokens"), tokens(usage, "completion_tokens"), calls,
-                      str(choice.finish_reason or ("tool_calls" if calls else "stop")))
+    reason = str(choice.finish_reason or ("tool_calls" if calls else "stop"))
+    return ChatAnswer(text, tool_calls=calls, finish_reason=reason, **openai_tokens(getattr(completion, "usage", None)))
 
 
 # -- the Anthropic Messages API -----------------------------------------------------------
@@ -97,7 +118,10 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     blocks = []
     for part in content:
         if isinstance(part, dict) and part.get("type") == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+            block = {"type": "text", "text": str(part.get("text", ""))}
+            if isinstance(part.get("cache_control"), dict):  # a breakpoint the prompt sets itself
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
         elif isinstance(part, dict):
             blocks.append(part)  # already an Anthropic block (image, document, …)
     return blocks
@@ -161,16 +185,61 @@ def anthropic_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _marked(blocks: list[dict[str, Any]], control: dict[str, str]) -> list[dict[str, Any]]:
+    """``blocks`` with ``cache_control`` on the last one (a copy: the caller's dicts stay as they are)."""
+    return [*blocks[:-1], {**blocks[-1], "cache_control": control}]
+
+
+def _has_control(block: Any) -> bool:
+    return isinstance(block, dict) and "cache_control" in block
+
+
+def cache_breakpoints(system: str | None, tools: list[dict[str, Any]] | None, turns: list[Message],
+                      cache: AnthropicCache) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]] | None,
+                                                      list[Message]]:
+    """(system, tools, turns) with the shared prefix marked for Anthropic's prompt cache.
+
+    Breakpoints go on the last tool, on the system prompt (then a one-block list) and, when
+    turns come before the final user turn (few-shot examples, an earlier exchange), on the
+    last block of the turn before it: everything before the question. Ones the prompt already
+    carries count against the API's limit of ``MAX_CACHE_BREAKPOINTS``; when ours would pass
+    it the few-shot breakpoint is kept first (it covers the longest prefix), then the system's.
+    ``off`` changes nothing.
+    """
+    if cache == "off":
+        return system, tools, turns
+    control = {"type": "ephemeral"} if cache == "5m" else {"type": "ephemeral", "ttl": cache}
+    present = sum(map(_has_control, tools or [])) + sum(
+        _has_control(block) for turn in turns if isinstance(turn.get("content"), list) for block in turn["content"])
+    room = MAX_CACHE_BREAKPOINTS - present
+    turns = list(turns)
+    if room > 0 and len(turns) >= 2 and turns[-1].get("role") == "user":
+        before = turns[-2].get("content")
+        if isinstance(before, list) and before and isinstance(before[-1], dict):
+            turns[-2] = {**turns[-2], "content": _marked(before, control)}
+            room -= 1
+    marked_system: str | list[dict[str, Any]] | None = system
+    if room > 0 and system:
+        marked_system = [{"type": "text", "text": system, "cache_control": control}]
+        room -= 1
+    if room > 0 and tools:
+        tools = _marked(tools, control)
+    return marked_system, tools, turns
+
+
 async def create_chat_message(client: anthropic.AsyncAnthropic, model: str, messages: list[Message],
                               tools: list[dict[str, Any]] | None, temperature: float | None, max_tokens: int | None,
-                              extra_kwargs: dict[str, Any] | None) -> Any:
+                              extra_kwargs: dict[str, Any] | None, *, cache: AnthropicCache = "5m") -> Any:
+    """The Messages API request for a conversation; ``cache`` sets its prompt-cache breakpoints."""
     _tools_kwarg(tools, extra_kwargs)
     kwargs = anthropic_kwargs(client, temperature, extra_kwargs)
     system, turns = anthropic_messages(messages)
-    if system is not None:
-        kwargs["system"] = system
-    if tools:
-        kwargs["tools"] = anthropic_tools(tools)
+    sent_system, sent_tools, turns = cache_breakpoints(system, anthropic_tools(tools) if tools else None, turns,
+                                                       cache)
+    if sent_system is not None:
+        kwargs["system"] = sent_system
+    if sent_tools:
+        kwargs["tools"] = sent_tools
     limit = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     return await client.messages.create(model=model, max_tokens=limit, messages=turns,  # type: ignore[arg-type]
                                         **kwargs)
@@ -184,7 +253,6 @@ def chat_message_reply(message: Any, model: str) -> ChatAnswer:
     if not text.strip() and not calls:
         raise LLMError(f"model {model!r} returned an empty completion (stop reason: {message.stop_reason})",
                        rejected=True)
-    usage = getattr(message, "usage", None)
     reason = str(message.stop_reason or "end_turn")
-    return ChatAnswer(text, tokens(usage, "input_tokens"), tokens(usage, "output_tokens"), calls,
-                      _STOP_REASONS.get(reason, reason))
+    return ChatAnswer(text, tool_calls=calls, finish_reason=_STOP_REASONS.get(reason, reason),
+                      **anthropic_tokens(getattr(message, "usage", None)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Answer", "LLMError", "TRANSIENT_STATUSES", "RATE_LIMIT_STATUSES", "REJECTED_STATUSES"]
 
@@ -34,8 +34,16 @@ class LLMError(Exception):
 
 @dataclass(frozen=True)
 class Answer:
-    """A completion's text and the tokens the provider says it counted (0 when it says nothing)."""
+    """A completion's text and the tokens the provider says it counted (0 when it says nothing).
+
+    Normalised across the two conventions (``wire.anthropic_tokens``, ``wire.openai_tokens``):
+    ``input_tokens`` is every prompt token the provider processed, cached or not;
+    ``cached_input_tokens`` is the part of it read from the provider's prompt cache and
+    ``cache_write_tokens`` the part written to it (Anthropic only), so neither is counted twice.
+    """
 
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = field(default=0, kw_only=True)
+    cache_write_tokens: int = field(default=0, kw_only=True)

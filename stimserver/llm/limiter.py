@@ -45,17 +45,25 @@ LISTENERS: list[Listener] = []
 
 @dataclass
 class Usage:
-    """What one job's requests cost; ``retries`` and ``rate_limited`` count failed attempts."""
+    """What one job's requests cost; ``retries`` and ``rate_limited`` count failed attempts.
+
+    ``input_tokens`` counts every prompt token; ``cached_input_tokens`` (read from the prompt
+    cache) and ``cache_write_tokens`` (written to it) are parts of it (``errors.Answer``).
+    A usage file saved before they existed loads with them at 0.
+    """
 
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     retries: int = 0
     rate_limited: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "retries": self.retries, "rate_limited": self.rate_limited}
+                "retries": self.retries, "rate_limited": self.rate_limited,
+                "cached_input_tokens": self.cached_input_tokens, "cache_write_tokens": self.cache_write_tokens}
 
     @classmethod
     def from_dict(cls, raw: object) -> Usage:
@@ -140,6 +148,8 @@ class ProviderLimiter:
                         usage.requests += 1
                         usage.input_tokens += answer.input_tokens
                         usage.output_tokens += answer.output_tokens
+                        usage.cached_input_tokens += answer.cached_input_tokens
+                        usage.cache_write_tokens += answer.cache_write_tokens
                     return answer
             retry += 1
             if usage is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Settings
 from .chat import (
+    AnthropicCache,
     ChatAnswer,
     chat_completion_reply,
     chat_message_reply,
@@ -64,6 +65,7 @@ class LLMConfig:
     max_concurrent: int = 64
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    anthropic_cache: AnthropicCache = "5m"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LLMConfig:
@@ -75,6 +77,7 @@ class LLMConfig:
             openai_api_key=settings.openai_api_key,
             openai_base_url=settings.openai_base_url,
             openai_server=settings.openai_server,
+            anthropic_cache=settings.anthropic_cache,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
             max_concurrent=settings.llm_max_concurrent,
@@ -160,11 +163,16 @@ class LLMClient:
         extra_kwargs: dict[str, Any] | None,
         usage: Usage | None = None,
     ) -> ChatAnswer:
-        """The model's reply to a whole conversation (``llm.chat``), through the same limiter as ``ask``."""
+        """The model's reply to a whole conversation (``llm.chat``), through the same limiter as ``ask``.
+
+        For Anthropic the shared prefix carries ``cache_control`` per ``anthropic_cache``
+        (``chat.cache_breakpoints``); OpenAI-compatible servers get the messages as they are.
+        """
         openai_extra = sampling_kwargs(self._config.openai_server, temperature, extra_kwargs)
         answer = await self._send(
             model, usage,
-            lambda c: create_chat_message(c, model, messages, tools, temperature, max_tokens, extra_kwargs),
+            lambda c: create_chat_message(c, model, messages, tools, temperature, max_tokens, extra_kwargs,
+                                          cache=self._config.anthropic_cache),
             chat_message_reply,
             lambda c: create_chat_chat_completion(c, model, messages, tools, temperature, max_tokens, openai_extra),
             chat_completion_reply)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_TOKENS", "create_message", "create_chat_completion", "message_answer",
            "chat_completion_answer", "anthropic_kwargs", "openai_kwargs", "checked_kwargs", "tokens",
-           "answered_choice", "unrefused"]
+           "answered_choice", "unrefused", "anthropic_tokens", "openai_tokens"]
 
 DEFAULT_MAX_TOKENS = 4096
 """Sent to Anthropic when the caller gives no max_tokens: the Messages API requires one."""
@@ -111,18 +111,38 @@ def tokens(usage: Any, name: str) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
+def anthropic_tokens(usage: Any) -> dict[str, int]:
+    """A Messages API ``usage`` as ``Answer``'s token fields.
+
+    Anthropic's ``input_tokens`` leaves out the prompt tokens read from or written to the
+    cache (``cache_read_input_tokens``, ``cache_creation_input_tokens``): they are added back,
+    so ``input_tokens`` means every prompt token, as it does for OpenAI.
+    """
+    read, write = tokens(usage, "cache_read_input_tokens"), tokens(usage, "cache_creation_input_tokens")
+    return {"input_tokens": tokens(usage, "input_tokens") + read + write,
+            "output_tokens": tokens(usage, "output_tokens"), "cached_input_tokens": read, "cache_write_tokens": write}
+
+
+def openai_tokens(usage: Any) -> dict[str, int]:
+    """A chat completion's ``usage`` as ``Answer``'s token fields.
+
+    OpenAI's ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens`` (and
+    reports no cache writes); a cached count above the prompt's is a server's mistake, capped.
+    """
+    prompt = tokens(usage, "prompt_tokens")
+    cached = min(tokens(getattr(usage, "prompt_tokens_details", None), "cached_tokens"), prompt)
+    return {"input_tokens": prompt, "output_tokens": tokens(usage, "completion_tokens"),
+            "cached_input_tokens": cached, "cache_write_tokens": 0}
+
+
 def message_answer(message: Any, model: str) -> Answer:
     # Typed Any: a server that is not the real API can send anything, and the SDK does not validate.
     text = "".join(block.text for block in unrefused(message, model).content if block.type == "text")
-    usage = getattr(message, "usage", None)
-    return Answer(_nonempty(text, model, message.stop_reason), tokens(usage, "input_tokens"),
-                  tokens(usage, "output_tokens"))
+    return Answer(_nonempty(text, model, message.stop_reason), **anthropic_tokens(getattr(message, "usage", None)))
 
 
 def chat_completion_answer(completion: Any, model: str) -> Answer:
-    usage = getattr(completion, "usage", None)
-    return Answer(_chat_completion_text(completion, model), tokens(usage, "prompt_tokens"),
-                  tokens(usage, "completion_tokens"))
+    return Answer(_chat_completion_text(completion, model), **openai_tokens(getattr(completion, "usage", None)))
 
 
 def answered_choice(completion: Any, model: str) -> Any:

@@ -17,10 +17,16 @@ class JobUsage(Answer):
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     requests: int = Field(0, ge=0, description="answered LLM requests")
-    input_tokens: int = Field(0, ge=0, description="prompt tokens, as the providers counted them")
+    input_tokens: int = Field(0, ge=0, description="prompt tokens, as the providers counted them, cached ones "
+                                                   "included (Anthropic's cache reads and writes added back)")
     output_tokens: int = Field(0, ge=0, description="completion tokens, as the providers counted them")
     retries: int = Field(0, ge=0, description="failed attempts that were tried again")
     rate_limited: int = Field(0, ge=0, description="attempts answered 429 or 529")
+    cached_input_tokens: int = Field(0, ge=0, description="the part of input_tokens read from the provider's "
+                                                          "prompt cache (Anthropic cache_read_input_tokens, OpenAI "
+                                                          "prompt_tokens_details.cached_tokens)")
+    cache_write_tokens: int = Field(0, ge=0, description="the part of input_tokens written to the prompt cache "
+                                                         "(Anthropic cache_creation_input_tokens; 0 for OpenAI)")
 
 
 class JobResponse(Answer):

@@ -189,7 +189,7 @@ async def test_a_provider_that_keeps_refusing_fails_the_job_saying_so(make_runne
     assert record["error"] == f"generators[0] (custom): {words} after 2 retries"
     assert len(server.received) == 3
     assert usage_of(paths, ref) == {"requests": 0, "input_tokens": 0, "output_tokens": 0, "retries": 2,
-                                    "rate_limited": 3}
+                                    "rate_limited": 3, "cached_input_tokens": 0, "cache_write_tokens": 0}
 
 
 async def test_the_provider_wide_cap_holds_across_jobs(make_runner, paths, server):
@@ -215,6 +215,7 @@ async def test_usage_in_status_output_and_metrics(make_runner, paths, server, ai
     status = await (await client.get("/v1/repo/r1/targets/t1/stim", headers=headers)).json()
     usage = status["usage"]
     assert usage["requests"] == 3 and usage["retries"] == 0 and usage["rate_limited"] == 0
+    assert usage["cached_input_tokens"] == 0 and usage["cache_write_tokens"] == 0  # the fake's replies cache nothing
     assert usage["input_tokens"] > 0 and usage["output_tokens"] >= 120  # the fakes count words
     page = await (await client.get("/v1/repo/r1/targets/t1/stim/output?limit=1", headers=headers)).json()
     assert page["usage"] == usage

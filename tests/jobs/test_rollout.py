@@ -88,7 +88,8 @@ async def test_override_stimulus_and_tools_through_anthropic(make_runner, paths,
     assert len(lines) == 2
     sent = anthropic_server.received[0].body
     # trajectory_override_stimulus (= the conditioned one, the student prompt): its system message moves
-    assert sent["system"] == "Answer briefly." and "tools" not in sent  # the student prompt has no tools
+    assert sent["system"] == [{"type": "text", "text": "Answer briefly.", "cache_control": {"type": "ephemeral"}}]
+    assert "tools" not in sent  # the student prompt has no tools
     assert lines[0]["trajectory_override_stimulus"] == lines[0]["conditioned_stimulus"]
     (call,) = lines[0]["response"]["tool_calls"]
     assert call["function"] == {"name": "calc", "arguments": '{"x":1}'}
@@ -101,6 +102,24 @@ async def test_the_teacher_prompts_tools_are_sent(make_runner, paths, openai_ser
     _, _, record = await stim_then_rollout(make_runner, paths, [hardcoded(1)], tools=TOOLS)
     assert record["status"] == "complete", record["error"]
     assert openai_server.received[0].body["tools"] == TOOLS
+
+
+async def test_trajectory_requests_share_one_prefix_and_count_cached_tokens(make_runner, paths, openai_server, use):
+    # OpenAI-compatible servers cache a prompt's prefix by themselves when it is byte-identical across requests.
+    use(openai_server)
+    openai_server.default = lambda body: Reply(f"Answer to {question_of(body)}", cache_read=4)
+    _, _, record = await stim_then_rollout(make_runner, paths, [hardcoded(3)], num_traj_per_stimulus=2, tools=TOOLS)
+    assert record["status"] == "complete", record["error"]
+    bodies = [r.body for r in openai_server.received]
+    assert len(bodies) == 6 and len({question_of(body) for body in bodies}) == 3
+    prefixes = {orjson.dumps({"tools": body["tools"], "messages": body["messages"][:-1]}) for body in bodies}
+    assert prefixes == {orjson.dumps({"tools": TOOLS, "messages": TEACHER})}  # in the order sent, key by key
+    lines = lines_of(paths, ROLLOUT)
+    assert [line["response"]["usage"] for line in lines] == [
+        {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12, "cached_tokens": 4}] * 6
+    usage = orjson.loads((ROLLOUT.job_dir(paths) / "usage.json").read_bytes())
+    assert (usage["requests"], usage["input_tokens"], usage["cached_input_tokens"], usage["cache_write_tokens"]) == (
+        6, 54, 24, 0)
 
 
 def test_prerequisites_are_config_problems(paths):

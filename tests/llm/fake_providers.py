@@ -8,7 +8,8 @@ arrived in `received`. With the script empty they answer `default` ("ok", or a c
 For load-like tests: `latency` delays every answer, `fail_every = (n, Fail(429, ...))` answers
 every n-th request with that failure, and `arrivals`, `in_flight`/`max_in_flight` record when
 requests came and how many were open at once. Success bodies carry `usage` token counts
-(words of the prompt and of the answer), like the real APIs.
+(words of the prompt and of the answer), like the real APIs; a `Reply` may say part of the
+prompt was read from or written to the prompt cache, reported in each API's own convention.
 """
 
 from __future__ import annotations
@@ -32,12 +33,19 @@ TEST_KEY = "sk-test-0123456789abcdef"
 @dataclass(frozen=True)
 class Reply:
     """A successful completion; `stop` is the provider's stop/finish reason. `tool_calls` are
-    (name, arguments) pairs the model "calls", in each provider's own shape."""
+    (name, arguments) pairs the model "calls", in each provider's own shape.
+
+    `cache_read` / `cache_write` prompt tokens (of the prompt's word count) were read from /
+    written to the cache: Anthropic reports them as `cache_read_input_tokens` /
+    `cache_creation_input_tokens` and leaves them out of `input_tokens`; OpenAI counts them in
+    `prompt_tokens` and reports the read ones as `prompt_tokens_details.cached_tokens`."""
 
     text: str = ""
     stop: str | None = None
     refusal: str | None = None
     tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
+    cache_read: int = 0
+    cache_write: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,12 @@ class FakeAnthropic(FakeProvider):
                 return Fail(400, f"{name}: Extra inputs are not permitted")
         if not isinstance(body.get("max_tokens"), int):
             return Fail(400, "max_tokens: Field required")
+        controls = _cache_controls(body)
+        if len(controls) > 4:
+            return Fail(400, f"A maximum of 4 blocks with cache_control may be provided. Found {len(controls)}.")
+        for control in controls:
+            if control.get("type") != "ephemeral" or control.get("ttl", "5m") not in ("5m", "1h"):
+                return Fail(400, f"cache_control: invalid {control!r}")
         return None
 
     def _unknown_model_message(self, model: object) -> str:
@@ -226,7 +240,9 @@ class FakeAnthropic(FakeProvider):
                for i, (name, args) in enumerate(reply.tool_calls)],
             "stop_reason": reply.stop or ("tool_use" if reply.tool_calls else "end_turn"),
             "stop_sequence": None,
-            "usage": {"input_tokens": _words(body), "output_tokens": len(reply.text.split())},
+            "usage": {"input_tokens": max(0, _words(body) - reply.cache_read - reply.cache_write),
+                      "output_tokens": len(reply.text.split()),
+                      "cache_read_input_tokens": reply.cache_read, "cache_creation_input_tokens": reply.cache_write},
         }
 
     def _error_body(self, fail: Fail) -> dict[str, Any]:
@@ -280,7 +296,8 @@ class FakeOpenAI(FakeProvider):
                 }
             ],
             "usage": {"prompt_tokens": _words(body), "completion_tokens": len(reply.text.split()),
-                      "total_tokens": _words(body) + len(reply.text.split())},
+                      "total_tokens": _words(body) + len(reply.text.split()),
+                      **({"prompt_tokens_details": {"cached_tokens": reply.cache_read}} if reply.cache_read else {})},
         }
 
     def _error_body(self, fail: Fail) -> dict[str, Any]:
@@ -292,6 +309,17 @@ def _words(body: dict[str, Any]) -> int:
     """A stand-in token count of a request: the words of its messages (and Anthropic's system)."""
     return len(_text(body.get("system")).split()) + sum(
         len(_text(m.get("content")).split()) for m in body.get("messages", []) if isinstance(m, dict))
+
+
+def _cache_controls(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every `cache_control` of a Messages API request: on tools, system blocks and message blocks."""
+    blocks: list[Any] = [*(body.get("tools") or [])]
+    if isinstance(body.get("system"), list):
+        blocks += body["system"]
+    for message in body.get("messages", []):
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            blocks += message["content"]
+    return [b["cache_control"] for b in blocks if isinstance(b, dict) and isinstance(b.get("cache_control"), dict)]
 
 
 def _text(content: Any) -> str:

@@ -56,7 +56,7 @@ async def test_a_rate_limit_pauses_other_requests_of_the_provider():
     await first
     assert starts[0] - refused_at[0] >= 0.29  # it waited out the other job's retry-after
     assert usage.as_dict() == {"requests": 1, "input_tokens": 5, "output_tokens": 7, "retries": 1,
-                               "rate_limited": 1}
+                               "rate_limited": 1, "cached_input_tokens": 0, "cache_write_tokens": 0}
 
 
 async def test_permanent_errors_are_not_retried_and_transient_ones_are_bounded():
@@ -85,3 +85,23 @@ async def test_one_limiter_per_provider_and_key():
     assert limiter_for("openai", "http://x/v1", "key-2", limits) is not a
     assert limiter_for("anthropic", "http://x/v1", "key-1", limits) is not a
     assert "key-1" not in repr(a.name)
+
+
+def test_a_usage_file_saved_before_the_cache_fields_loads_with_them_at_zero():
+    old = {"requests": 3, "input_tokens": 30, "output_tokens": 9, "retries": 1, "rate_limited": 0}
+    usage = Usage.from_dict(old)
+    assert usage.as_dict() == {**old, "cached_input_tokens": 0, "cache_write_tokens": 0}
+    new = {**old, "cached_input_tokens": 20, "cache_write_tokens": 5}
+    assert Usage.from_dict(new).as_dict() == new
+
+
+async def test_cached_tokens_add_up_in_the_usage():
+    limiter = ProviderLimiter("p", Limits())
+    usage = Usage()
+
+    async def cached(retries: int) -> Answer:
+        return Answer("ok", 100, 3, cached_input_tokens=80, cache_write_tokens=15)
+
+    for _ in range(2):
+        await limiter.run(cached, provider="anthropic", model="m", usage=usage)
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens) == (200, 160, 30)

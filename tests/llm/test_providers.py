@@ -75,9 +75,11 @@ def test_settings_read_every_variable() -> None:
             "STIMSERVER_LLM_TIMEOUT": "2.5",
             "STIMSERVER_LLM_MAX_RETRIES": "0",
             "STIMSERVER_OPENAI_SERVER": "transformers",
+            "STIMSERVER_ANTHROPIC_CACHE": "1H",
         }
     )
-    assert config == LLMConfig("openai", "a-key", "http://a", "o-key", "http://o/v1", "transformers", 2.5, 0)
+    assert config == LLMConfig("openai", "a-key", "http://a", "o-key", "http://o/v1", "transformers", 2.5, 0,
+                               anthropic_cache="1h")
 
 
 @pytest.mark.parametrize(
@@ -89,8 +91,10 @@ def test_settings_read_every_variable() -> None:
         ("STIMSERVER_LLM_TIMEOUT", "nan"),
         ("STIMSERVER_LLM_MAX_RETRIES", "-1"),
         ("STIMSERVER_LLM_MAX_RETRIES", "2.5"),
+        ("STIMSERVER_ANTHROPIC_CACHE", "24h"),
     ],
-    ids=["unknown-provider", "timeout-text", "timeout-zero", "timeout-nan", "retries-negative", "retries-float"],
+    ids=["unknown-provider", "timeout-text", "timeout-zero", "timeout-nan", "retries-negative", "retries-float",
+         "cache-ttl"],
 )
 def test_settings_reject_bad_values(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
