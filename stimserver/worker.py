@@ -20,9 +20,10 @@ __all__ = ["run_worker"]
 
 
 def run_worker(settings: Settings) -> int:
+    from .web.preflight import probe_prices
     from .web.server import check_data_dir
 
-    problem = check_data_dir(settings.data_dir)
+    problem = check_data_dir(settings.data_dir) or probe_prices(settings.data_dir)
     if problem:
         print(f"stimserver: {problem}", file=sys.stderr)
         return 2

@@ -117,10 +117,11 @@ def test_error_table_matches_the_codes_the_server_sends():
 
 async def test_metrics_table_matches_the_exposition(tmp_path):
     from stimserver.store.paths import DataPaths
-    from stimserver.web.metrics import Metrics, count_lines_generated, count_llm_request
+    from stimserver.web.metrics import Metrics, count_lines_generated, count_llm_cost, count_llm_request
 
     count_lines_generated(1, "stim")
     count_llm_request("openai", "m", "ok", 1, 1)
+    count_llm_cost("openai", "m", 0.5)
     metrics = Metrics(DataPaths(tmp_path))
     metrics.observe("/v1/health", "GET", 200, 0.001, 10)
     text = (await metrics.exposition()).decode()

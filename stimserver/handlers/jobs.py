@@ -29,6 +29,7 @@ from ..api.jsonio import json_response, raw_json_response
 from ..api.keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..api.paging import page_params
 from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
+from ..llm.limiter import Usage
 from ..store.cache import Identity
 from ..store.records import Records
 from .context import target_context
@@ -44,6 +45,21 @@ Record = dict[str, Any]
 
 USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited", "cached_input_tokens",
                 "cache_write_tokens")
+"""The token and request counts the status copies from the usage file (integers); ``usage_fields`` adds the cost."""
+
+
+def usage_fields(usage: Record | None) -> dict[str, Any]:
+    """The status's ``usage`` from a job's usage file (None: the job asked no model yet).
+
+    ``cost_usd`` is null, with ``cost_unknown`` saying why, when some answer had no price
+    (``llm.prices``) or the file predates costs; a sum of only the priced answers is never shown.
+    """
+    counts = Usage.from_dict(usage or {})
+    fields: dict[str, Any] = {k: getattr(counts, k) for k in USAGE_FIELDS}
+    unknown = counts.cost_unknown
+    fields.update(cost_usd=None if unknown else round(counts.cost_usd, 9), price_table=counts.price_table,
+                  cost_unknown=unknown)
+    return fields
 
 
 def status_fields(job: Record | None, lines: int, usage: Record | None = None) -> dict[str, Any]:
@@ -64,7 +80,7 @@ def status_fields(job: Record | None, lines: int, usage: Record | None = None) -
         progress = 0.0 if status in ACTIVE else None
     return {"status": status, "lines": lines, "config": job.get("config"), "error": job.get("error"),
             "job_id": job.get("job_id"), "progress_percent": progress,
-            "usage": {k: int((usage or {}).get(k) or 0) for k in USAGE_FIELDS}}
+            "usage": usage_fields(usage)}
 
 
 def rollout_fields(records: Records, ref: JobRef, job: Record | None, lines: int) -> dict[str, Any]:
@@ -161,7 +177,7 @@ async def get_status(request: web.Request, kind: str) -> web.Response:
 
 
 def _envelope(items: bytes | memoryview, job: Record | None, offset: int, limit: int, count: int,
-              total: int, usage: dict[str, int] | None = None, extra: dict[str, Any] | None = None) -> web.Response:
+              total: int, usage: Record | None = None, extra: dict[str, Any] | None = None) -> web.Response:
     """The page answer, built in one buffer: prefix, the stored lines, the rest of the fields."""
     meta = orjson.dumps({
         "offset": offset, "limit": limit, "has_more": offset + count < total,
@@ -177,7 +193,7 @@ _STATUS_BYTES_SIZE = 256
 
 
 def _complete_envelope(key: tuple[Any, ...], items: memoryview, job: Record, offset: int, limit: int, count: int,
-                       total: int, usage: Callable[[], dict[str, int] | None],
+                       total: int, usage: Callable[[], Record | None],
                        extra: dict[str, Any] | None = None) -> web.Response:
     """``_envelope`` for a complete job, its status fields taken from ``_STATUS_BYTES``.
 

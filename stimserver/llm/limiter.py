@@ -25,10 +25,12 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import RATE_LIMIT_STATUSES, Answer, LLMError
+from .prices import AnswerCost
 
-__all__ = ["Usage", "Limits", "ProviderLimiter", "limiter_for", "LISTENERS"]
+__all__ = ["Usage", "Limits", "ProviderLimiter", "limiter_for", "LISTENERS", "COST_LISTENERS"]
 
 log = logging.getLogger("stimserver.llm")
 
@@ -42,6 +44,10 @@ LISTENERS: list[Listener] = []
 """Called as ``(provider, model, outcome, input_tokens, output_tokens)`` after each attempt;
 ``outcome`` is ``ok``, ``rate_limited``, ``retried`` or ``failed``. ``metrics`` subscribes."""
 
+CostListener = Callable[[str, str, float], None]
+COST_LISTENERS: list[CostListener] = []
+"""Called as ``(provider, model, usd)`` after each answer the price table prices. ``metrics`` subscribes."""
+
 
 @dataclass
 class Usage:
@@ -49,7 +55,11 @@ class Usage:
 
     ``input_tokens`` counts every prompt token; ``cached_input_tokens`` (read from the prompt
     cache) and ``cache_write_tokens`` (written to it) are parts of it (``errors.Answer``).
-    A usage file saved before they existed loads with them at 0.
+    ``cost_usd`` sums the answers' costs (``llm.prices``); ``price_table`` names the table
+    version(s) used and ``cost_unknown`` says why some answer had no price: the job's cost is
+    then unknown, never the partial sum. A usage file saved before costs were counted loads
+    with the cost unknown when it had answers (0 when it had none); one saved before the
+    cache fields existed loads with them at 0.
     """
 
     requests: int = 0
@@ -59,17 +69,43 @@ class Usage:
     rate_limited: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    price_table: str | None = None
+    cost_unknown: str | None = None
 
-    def as_dict(self) -> dict[str, int]:
+    def add_cost(self, cost: AnswerCost) -> None:
+        """One answer's cost (``prices.answer_cost``) into the job's sum."""
+        tables = self.price_table.split(", ") if self.price_table else []
+        if cost.table not in tables:
+            self.price_table = ", ".join([*tables, cost.table])
+        if cost.usd is None:
+            self.cost_unknown = self.cost_unknown or cost.unknown
+        else:
+            self.cost_usd += cost.usd
+
+    def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "retries": self.retries, "rate_limited": self.rate_limited,
-                "cached_input_tokens": self.cached_input_tokens, "cache_write_tokens": self.cache_write_tokens}
+                "cached_input_tokens": self.cached_input_tokens, "cache_write_tokens": self.cache_write_tokens,
+                "cost_usd": self.cost_usd, "price_table": self.price_table, "cost_unknown": self.cost_unknown}
 
     @classmethod
     def from_dict(cls, raw: object) -> Usage:
         if not isinstance(raw, dict):
             return cls()
-        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__ and isinstance(v, int)})
+        counts = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited", "cached_input_tokens",
+                  "cache_write_tokens")
+        usage = cls(**{k: raw[k] for k in counts if type(raw.get(k)) is int})
+        cost = raw.get("cost_usd")
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            usage.cost_usd = float(cost)
+        elif usage.requests:
+            usage.cost_unknown = (f"the job's first {usage.requests} answers were counted before stimserver "
+                                  "priced answers")
+        for name in ("price_table", "cost_unknown"):
+            if isinstance(raw.get(name), str) and not getattr(usage, name):
+                setattr(usage, name, raw[name])
+        return usage
 
 
 @dataclass(frozen=True)
@@ -115,8 +151,11 @@ class ProviderLimiter:
             await asyncio.sleep(wait)
 
     async def run(self, attempt: Callable[[int], Awaitable[Answer]], *, provider: str, model: str,
-                  usage: Usage | None = None) -> Answer:
-        """``attempt(retries_so_far)`` until it answers, a permanent error, or the retries run out."""
+                  usage: Usage | None = None, cost: Callable[[Answer], AnswerCost] | None = None) -> Answer:
+        """``attempt(retries_so_far)`` until it answers, a permanent error, or the retries run out.
+
+        ``cost`` prices each answer (``prices.answer_cost``) into ``usage`` and ``COST_LISTENERS``.
+        """
         retry = 0
         while True:
             async with self._slots:
@@ -150,6 +189,12 @@ class ProviderLimiter:
                         usage.output_tokens += answer.output_tokens
                         usage.cached_input_tokens += answer.cached_input_tokens
                         usage.cache_write_tokens += answer.cache_write_tokens
+                    if cost is not None:
+                        priced = cost(answer)
+                        if usage is not None:
+                            usage.add_cost(priced)
+                        if priced.usd is not None:
+                            _notify_cost(provider, model, priced.usd)
                     return answer
             retry += 1
             if usage is not None:
@@ -163,6 +208,14 @@ def _notify(provider: str, model: str, outcome: str, input_tokens: int, output_t
             listener(provider, model, outcome, input_tokens, output_tokens)
         except Exception:  # a metrics problem must never fail a request
             log.exception("LLM request listener failed")
+
+
+def _notify_cost(provider: str, model: str, usd: float) -> None:
+    for listener in COST_LISTENERS:
+        try:
+            listener(provider, model, usd)
+        except Exception:  # a metrics problem must never fail a request
+            log.exception("LLM cost listener failed")
 
 
 _LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, str], ProviderLimiter]] = (

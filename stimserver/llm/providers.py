@@ -25,6 +25,7 @@ from .chat import (
 from .describe import describe, shown_url
 from .errors import TRANSIENT_STATUSES, Answer, LLMError
 from .limiter import Limits, Usage, limiter_for
+from .prices import PriceTable, answer_cost, load_prices, shipped_prices
 from .sdk import preload
 from .wire import (
     DEFAULT_MAX_TOKENS,
@@ -66,10 +67,12 @@ class LLMConfig:
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
     anthropic_cache: AnthropicCache = "5m"
+    prices: PriceTable = field(default_factory=shipped_prices, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LLMConfig:
-        """The LLM part of ``settings``, which has already checked every value."""
+        """The LLM part of ``settings``, which has already checked every value, and the price table
+        (``llm.prices``: the shipped one under ``DATA/prices.json``; a broken file raises ``ValueError``)."""
         return cls(
             provider=settings.llm_provider,
             anthropic_api_key=settings.anthropic_api_key,
@@ -83,6 +86,7 @@ class LLMConfig:
             max_concurrent=settings.llm_max_concurrent,
             requests_per_minute=settings.llm_requests_per_minute,
             tokens_per_minute=settings.llm_tokens_per_minute,
+            prices=load_prices(settings.data_dir),
         )
 
     @property
@@ -217,7 +221,9 @@ class LLMClient:
                 raise LLMError(f"LLM provider at {url} sent a reply that is not a {reply_kind}") from err
 
         limiter = limiter_for(provider, str(client.base_url), str(client.api_key), self._config.limits)
-        return await limiter.run(attempt, provider=provider, model=model, usage=usage)
+        prices, ttl = self._config.prices, self._config.anthropic_cache if provider == "anthropic" else "5m"
+        return await limiter.run(attempt, provider=provider, model=model, usage=usage,
+                                 cost=lambda answer: answer_cost(prices, model, answer, ttl))
 
     async def aclose(self) -> None:
         """Close the SDK clients' connection pools."""

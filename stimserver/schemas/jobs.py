@@ -27,6 +27,12 @@ class JobUsage(Answer):
                                                           "prompt_tokens_details.cached_tokens)")
     cache_write_tokens: int = Field(0, ge=0, description="the part of input_tokens written to the prompt cache "
                                                          "(Anthropic cache_creation_input_tokens; 0 for OpenAI)")
+    cost_usd: float | None = Field(0.0, ge=0, description="the answers' cost in USD by the price table (docs/jobs.md, "
+                                                        "'Cost'); null when some answer's model has no price, "
+                                                        "cost_unknown saying why")
+    price_table: str | None = Field(None, description="the price table version(s) the cost was computed with; "
+                                                      "null for a job that asked no model")
+    cost_unknown: str | None = Field(None, description="why cost_usd is null; null when it is not")
 
 
 class JobResponse(Answer):

@@ -94,7 +94,7 @@ def _read_all(fd: int) -> bytes:
     return os.pread(fd, size, 0) if size else b""
 
 
-def write_usage(job_dir: Path, usage: dict[str, int]) -> None:
+def write_usage(job_dir: Path, usage: dict[str, Any]) -> None:
     write_json_atomic(job_dir / USAGE_FILE, usage)
 
 

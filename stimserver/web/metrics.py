@@ -9,6 +9,7 @@ Series (all prefixed ``stimserver_``)::
     lines_generated_total{kind}                         output lines committed by job runners
     llm_requests_total{provider, model, outcome}        LLM request attempts (ok, rate_limited, retried, failed)
     llm_tokens_total{provider, model, direction}        tokens the providers counted (input, output)
+    llm_cost_usd_total{provider, model}                 USD the priced answers cost (``llm.prices``)
     build_info{version}                                 always 1
 
 ``route`` is the route template (``/v1/repo/{repo_name}/...``), never the raw path, so
@@ -36,12 +37,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .. import __version__
-from ..llm.limiter import LISTENERS
+from ..llm.limiter import COST_LISTENERS, LISTENERS
 from ..store.cache import FileCache
 from ..store.jobrecords import JobStatus, job_files
 from ..store.paths import JOB_KINDS, DataPaths
 
-__all__ = ["METRICS", "Metrics", "observe_request", "routes", "count_lines_generated", "multiprocess_dir",
+__all__ = ["METRICS", "Metrics", "observe_request", "routes", "count_lines_generated", "count_llm_cost",
+           "multiprocess_dir",
            "JOB_STATES", "FOLD_SECONDS", "fold_on_cleanup"]
 
 METRICS: web.AppKey[Metrics] = web.AppKey("METRICS")
@@ -104,6 +106,26 @@ if count_llm_request not in LISTENERS:
     LISTENERS.append(count_llm_request)
 
 
+_cost: Counter | None = None
+
+
+def _cost_counter() -> Counter:
+    global _cost
+    if _cost is None:
+        _cost = Counter("stimserver_llm_cost_usd", "USD the LLM answers cost by the price table (answers of "
+                        "models it has no price for are not counted)", ["provider", "model"], registry=None)
+    return _cost
+
+
+def count_llm_cost(provider: str, model: str, usd: float) -> None:
+    """For ``llm.limiter``: an answer of ``model`` cost ``usd`` (``llm.prices``)."""
+    _cost_counter().labels(provider, model).inc(usd)
+
+
+if count_llm_cost not in COST_LISTENERS:
+    COST_LISTENERS.append(count_llm_cost)
+
+
 class JobStates:
     """Counts job records by kind and status, re-reading the disk at most every ``ttl`` seconds."""
 
@@ -158,6 +180,7 @@ class _Lines:
         yield from _lines_counter().collect()
         for counter in _llm_counters():
             yield from counter.collect()
+        yield from _cost_counter().collect()
 
 
 class Metrics:

@@ -15,7 +15,18 @@ from pathlib import Path
 from ..config import Settings
 from .masterkey import MasterKeyMissing, load_master_key
 
-__all__ = ["check_data_dir", "first_missing", "probe_data_dir", "probe_master_key", "undo"]
+__all__ = ["check_data_dir", "first_missing", "probe_data_dir", "probe_master_key", "probe_prices", "undo"]
+
+
+def probe_prices(data_dir: Path) -> str | None:
+    """Why the data directory's price table (``DATA/prices.json``, ``llm.prices``) is unusable, or None."""
+    from ..llm.prices import load_prices
+
+    try:
+        load_prices(data_dir)
+    except ValueError as e:
+        return f"price table: {e}"
+    return None
 
 
 def check_data_dir(path: Path) -> str | None:

@@ -36,7 +36,7 @@ from .. import __version__
 from ..config import Settings
 from ..store.atomic import sweep_temp_files
 from .masterkey import MasterKeyMissing, ensure_master_key
-from .preflight import check_data_dir, first_missing, probe_data_dir, probe_master_key, undo
+from .preflight import check_data_dir, first_missing, probe_data_dir, probe_master_key, probe_prices, undo
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -110,7 +110,7 @@ def serve(settings: Settings, workers: int | None = None) -> int:
     if workers < 1:
         _say("--workers must be at least 1")
         return 2
-    problem = probe_data_dir(settings.data_dir) or probe_master_key(settings)
+    problem = probe_data_dir(settings.data_dir) or probe_master_key(settings) or probe_prices(settings.data_dir)
     if problem:
         _say(problem)
         return 2

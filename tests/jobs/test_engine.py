@@ -17,13 +17,14 @@ import pytest
 from stimserver.config import Settings
 from stimserver.jobs import JobRef, transitions
 from stimserver.jobs.stim import StimKind
+from stimserver.llm.prices import shipped_prices
 from stimserver.llm.providers import client_factory
 from stimserver.store import output
 from stimserver.store.answers import answer_log_path
 from stimserver.store.datasets import Datasets
 from stimserver.web.app import create_app
 from tests.conftest import MASTER_KEY
-from tests.llm.fake_providers import Fail, FakeAnthropic, FakeProvider, Slow
+from tests.llm.fake_providers import Fail, FakeAnthropic, FakeProvider, Reply, Slow
 
 from .conftest import lines_of, numbered_answer, record_of, seed_target, wait_until
 from .test_worker import workers  # noqa: F401  (fixture)
@@ -189,7 +190,8 @@ async def test_a_provider_that_keeps_refusing_fails_the_job_saying_so(make_runne
     assert record["error"] == f"generators[0] (custom): {words} after 2 retries"
     assert len(server.received) == 3
     assert usage_of(paths, ref) == {"requests": 0, "input_tokens": 0, "output_tokens": 0, "retries": 2,
-                                    "rate_limited": 3, "cached_input_tokens": 0, "cache_write_tokens": 0}
+                                    "rate_limited": 3, "cached_input_tokens": 0, "cache_write_tokens": 0,
+                                    "cost_usd": 0.0, "price_table": None, "cost_unknown": None}
 
 
 async def test_the_provider_wide_cap_holds_across_jobs(make_runner, paths, server):
@@ -219,6 +221,11 @@ async def test_usage_in_status_output_and_metrics(make_runner, paths, server, ai
     assert usage["input_tokens"] > 0 and usage["output_tokens"] >= 120  # the fakes count words
     page = await (await client.get("/v1/repo/r1/targets/t1/stim/output?limit=1", headers=headers)).json()
     assert page["usage"] == usage
+    # Neither model is in the price table: no cost, and why (never a guess).
+    version = shipped_prices().version
+    assert usage["cost_usd"] is None and usage["price_table"] == version
+    assert usage["cost_unknown"] == (f"no price for model '{model_for(server)}' in the price table {version} "
+                                     "(add it to DATA/prices.json)")
     seed_target(paths, [gen(server, 1)], target="t2")  # never run: no usage at all
     never = await (await client.get("/v1/repo/r1/targets/t2/stim", headers=headers)).json()
     assert never["status"] == "not_started" and never["usage"] is None
@@ -227,6 +234,45 @@ async def test_usage_in_status_output_and_metrics(make_runner, paths, server, ai
     model = model_for(server)
     assert f'stimserver_llm_requests_total{{model="{model}",outcome="ok",provider="{provider}"}}' in metrics
     assert f'stimserver_llm_tokens_total{{direction="output",model="{model}",provider="{provider}"}}' in metrics
+
+
+async def test_cost_is_summed_per_job_and_survives_a_hand_back(make_runner, paths, server, aiohttp_client,
+                                                               settings):
+    anthropic = isinstance(server, FakeAnthropic)
+    model = "claude-sonnet-4-5-20250929" if anthropic else LOCAL  # a shipped price; one DATA/prices.json adds
+    paths.root.mkdir(parents=True, exist_ok=True)
+    (paths.root / "prices.json").write_text(orjson.dumps({"version": "local-1", "models": {
+        LOCAL: {"input": 0.5, "output": 2.0, "cache_read": 0.25}}}).decode())
+    server.default = lambda body: Reply(numbered_answer(body["messages"][-1]["content"]), cache_read=2,
+                                        cache_write=1 if anthropic else 0)
+    server.latency = 0.1
+    env = env_for(server, STIMSERVER_DATA=str(paths.root))
+    runner, ref = await start_job(make_runner, paths, server, [{**gen(server, 500), "model": model}], env=env,
+                                  max_concurrency=2)
+    await wait_until(lambda: logged(paths, ref) >= 3, "three answers to be logged")
+    await runner.close()  # what SIGTERM does
+    await make_runner(llm_factory=client_factory(Settings.from_env(env)))
+    record = await wait_until(lambda: ended(paths, ref), "the next runner to finish")
+    assert record["status"] == "complete", record["error"]
+    usage = usage_of(paths, ref)
+    assert usage["requests"] == 10 and usage["cached_input_tokens"] == 20
+    assert usage["cache_write_tokens"] == (10 if anthropic else 0)
+    # input 3, cache read 0.3, 5-minute write 3.75, output 15 (claude-sonnet-4-5); 0.5, 0.25, -, 2 (the file's)
+    rates = (3.0, 0.3, 3.75, 15.0) if anthropic else (0.5, 0.25, 0.0, 2.0)
+    uncached = usage["input_tokens"] - usage["cached_input_tokens"] - usage["cache_write_tokens"]
+    expected = sum(n * r for n, r in zip((uncached, usage["cached_input_tokens"], usage["cache_write_tokens"],
+                                          usage["output_tokens"]), rates, strict=True)) / 1e6
+    assert expected > 0 and usage["cost_usd"] == pytest.approx(expected, rel=1e-9)  # each answer counted once
+    assert usage["price_table"] == "local-1" and usage["cost_unknown"] is None
+    client = await aiohttp_client(create_app(Settings.build(data_dir=settings.data_dir, master_key=MASTER_KEY,
+                                                            access_log=False, run_jobs=False)))
+    headers = {"Authorization": f"Bearer {MASTER_KEY}", "X-User-Id": "alice"}
+    status = (await (await client.get("/v1/repo/r1/targets/t1/stim", headers=headers)).json())["usage"]
+    assert status["cost_usd"] == pytest.approx(expected, rel=1e-9)
+    assert status["price_table"] == "local-1" and status["cost_unknown"] is None
+    metrics = await (await client.get("/metrics")).text()
+    provider = "anthropic" if anthropic else "openai"
+    assert f'stimserver_llm_cost_usd_total{{model="{model}",provider="{provider}"}}' in metrics
 
 
 async def test_deleting_the_target_cancels_the_requests_in_flight(make_runner, paths, server):

@@ -145,3 +145,13 @@ async def test_sigterm_hands_the_job_back(paths, workers, openai_server):
     await workers(env)
     record = await wait_until(lambda: ended(paths, ref), "the next worker to finish")
     assert record["status"] == "complete" and ids(paths, ref) == list(range(15)) and record["interruptions"] == 0
+
+
+def test_a_broken_price_table_stops_the_worker_with_one_line(tmp_path, capsys):
+    from stimserver.config import Settings
+    from stimserver.worker import run_worker
+
+    (tmp_path / "prices.json").write_text("{")
+    assert run_worker(Settings.build(data_dir=tmp_path, master_key="k" * 20, access_log=False)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stimserver: price table:") and "not valid JSON" in err and "Traceback" not in err

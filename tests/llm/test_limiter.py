@@ -56,7 +56,8 @@ async def test_a_rate_limit_pauses_other_requests_of_the_provider():
     await first
     assert starts[0] - refused_at[0] >= 0.29  # it waited out the other job's retry-after
     assert usage.as_dict() == {"requests": 1, "input_tokens": 5, "output_tokens": 7, "retries": 1,
-                               "rate_limited": 1, "cached_input_tokens": 0, "cache_write_tokens": 0}
+                               "rate_limited": 1, "cached_input_tokens": 0, "cache_write_tokens": 0,
+                               "cost_usd": 0.0, "price_table": None, "cost_unknown": None}  # no price table given
 
 
 async def test_permanent_errors_are_not_retried_and_transient_ones_are_bounded():
@@ -90,8 +91,11 @@ async def test_one_limiter_per_provider_and_key():
 def test_a_usage_file_saved_before_the_cache_fields_loads_with_them_at_zero():
     old = {"requests": 3, "input_tokens": 30, "output_tokens": 9, "retries": 1, "rate_limited": 0}
     usage = Usage.from_dict(old)
-    assert usage.as_dict() == {**old, "cached_input_tokens": 0, "cache_write_tokens": 0}
-    new = {**old, "cached_input_tokens": 20, "cache_write_tokens": 5}
+    assert usage.as_dict() == {**old, "cached_input_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.0,
+                               "price_table": None, "cost_unknown": "the job's first 3 answers were counted before "
+                                                                   "stimserver priced answers"}
+    new = {**old, "cached_input_tokens": 20, "cache_write_tokens": 5, "cost_usd": 0.5, "price_table": "v1",
+           "cost_unknown": None}
     assert Usage.from_dict(new).as_dict() == new
 
 

@@ -161,6 +161,13 @@ def test_refuses_to_start_with_a_clear_message(tmp_path, workers):
         assert r.returncode == 2 and "PROMETHEUS_MULTIPROC_DIR" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "data").exists()  # the data directory and key it had made are gone again
 
+    prices = tmp_path / "priced"  # a broken price table: refused, never ignored
+    prices.mkdir()
+    (prices / "prices.json").write_text('{"version": "x", "models": {"m": {"input": 1}}}')
+    r = stimserver("serve", "--workers", str(workers), "--port", str(free_port()), "--data", str(prices), env=env)
+    assert r.returncode == 2 and "price table:" in r.stderr and "needs at least" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and sorted(p.name for p in prices.iterdir()) == ["prices.json"]
+
     running = ServerProcess(tmp_path / "data", free_port(), tmp_path, workers=2).start()
     try:  # a second server on a port that a multi-process server holds
         r = stimserver("serve", "--workers", str(workers), "--port", str(running.port), "--data",
