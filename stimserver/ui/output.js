@@ -161,11 +161,23 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
       job.duplicate_stimuli && !job.warning ? h("span", { class: "muted", id: "duplicate-count" },
         ` · ${fmt(job.duplicate_stimuli)} stimuli with identical trajectories`) : null,
       job.config && job.config.model_name && rollout ? h("span", { class: "muted" }, ` · ${job.config.model_name}`) : null,
+      usageNote(job.usage),
       job.error ? h("span", { class: "error" }, " · " + job.error) : null,
       // every stimulus got identical trajectories at a temperature above 0: the server is not sampling
       job.warning ? h("div", { class: "warning", id: "job-warning", role: "alert" }, "⚠ " + job.warning) : null);
     clearTimeout(timer);
     if (ACTIVE.has(job.status)) timer = setTimeout(poll, 1000);
+  }
+
+  // What the job's model requests cost: tokens (cached ones among them) and dollars, or why the dollars are unknown.
+  function usageNote(usage) {
+    if (!usage || !usage.requests) return null;
+    const cached = usage.cached_input_tokens ? ` (${fmt(usage.cached_input_tokens)} cached)` : "";
+    const tokens = ` · ${fmt(usage.requests)} requests, ${fmt(usage.input_tokens)}${cached} in / ${fmt(usage.output_tokens)} out tokens`;
+    const cost = usage.cost_usd !== null && usage.cost_usd !== undefined
+      ? h("span", { id: "job-cost", title: `price table ${usage.price_table || "–"}` }, ` · $${usage.cost_usd.toFixed(usage.cost_usd < 1 ? 4 : 2)}`)
+      : h("span", { id: "job-cost", class: "muted", title: usage.cost_unknown || "" }, " · cost unknown");
+    return h("span", { class: "muted", id: "job-usage" }, tokens, cost);
   }
 
   async function poll() {

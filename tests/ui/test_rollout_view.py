@@ -183,3 +183,35 @@ def test_a_rollout_whose_trajectories_all_repeat_shows_its_warning(page, rollout
     page.click("text=stats")
     page.wait_for_selector("table.stats")
     assert "3 of 3 compared" in page.text_content("table.stats")
+
+
+def test_the_job_bar_shows_tokens_and_dollars_or_why_not(page, rollout_server, tmp_path):
+    """The status's usage in the job bar: requests, tokens (cached among them) and the cost, or why it is unknown."""
+    from stimserver.store.answers import write_usage
+
+    records = Records(DataPaths(rollout_server.settings.data_dir))
+    write(records, "stim", [{"stimulus_id": 0, "question": "Q?", **stimulus(0, "Q?")}], tmp_path)
+    write(records, "rollout", [trajectory(0, t, "Q?", f"answer {t}") for t in range(2)], tmp_path)
+    job_dir = records.paths.job_dir("alice", "r1", "t1", "rollout")
+    write_usage(job_dir, {"requests": 2, "input_tokens": 3000, "output_tokens": 90, "retries": 0, "rate_limited": 0,
+                          "cached_input_tokens": 1200, "cache_write_tokens": 0, "cost_usd": 0.012345,
+                          "price_table": "2026-12-06", "cost_unknown": None})
+    sign_in(page, rollout_server.base_url, MASTER, user="alice")
+    page.goto(rollout_server.base_url + "/ui/repo/r1/target/t1/rollout")
+    page.wait_for_selector("#job-usage")
+    assert page.text_content("#job-usage") == " · 2 requests, 3,000 (1,200 cached) in / 90 out tokens · $0.0123"
+    assert page.get_attribute("#job-cost", "title") == "price table 2026-12-06"
+    page.screenshot(path=str(artifact_dir() / "viewer-rollout-cost.png"))
+    # another target whose model has no price (a complete job's status is cached: a new job, not a new file)
+    for kind, rows in (("stim", [{"stimulus_id": 0, "question": "Q?", **stimulus(0, "Q?")}]),
+                       ("rollout", [trajectory(0, t, "Q?", f"answer {t}") for t in range(2)])):
+        src = tmp_path / f"t2-{kind}.jsonl"
+        src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        import_jsonl(records, "alice", "r1", "t2", src, kind=kind)
+    write_usage(records.paths.job_dir("alice", "r1", "t2", "rollout"), {
+        "requests": 2, "input_tokens": 3000, "output_tokens": 90, "cost_usd": 0.0, "price_table": "2026-12-06",
+        "cost_unknown": "no price for model 'test-model'"})
+    page.goto(rollout_server.base_url + "/ui/repo/r1/target/t2/rollout")
+    page.wait_for_selector("#job-cost.muted")
+    assert page.text_content("#job-cost") == " · cost unknown"
+    assert "no price for model 'test-model'" in page.get_attribute("#job-cost", "title")
