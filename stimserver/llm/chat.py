@@ -22,10 +22,11 @@ alone failed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..config import AnthropicCache  # STIMSERVER_ANTHROPIC_CACHE: the breakpoints' TTL, or off
 from .errors import Answer, LLMError
 from .wire import (
     DEFAULT_MAX_TOKENS,
@@ -42,12 +43,10 @@ if TYPE_CHECKING:
     import openai
 
 __all__ = ["ChatAnswer", "create_chat_message", "create_chat_chat_completion", "chat_message_reply",
-           "chat_completion_reply", "anthropic_messages", "anthropic_tools", "cache_breakpoints", "AnthropicCache",
+           "chat_completion_reply", "anthropic_messages", "anthropic_tools", "cache_breakpoints",
            "MAX_CACHE_BREAKPOINTS"]
 
 Message = dict[str, Any]
-AnthropicCache = Literal["5m", "1h", "off"]
-"""STIMSERVER_ANTHROPIC_CACHE: the TTL of the prompt-cache breakpoints, or ``off`` for none."""
 MAX_CACHE_BREAKPOINTS = 4
 """The most ``cache_control`` blocks one Messages API request may carry."""
 

@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..config import Settings
+from ..config import AnthropicCache, Settings
 from .chat import (
-    AnthropicCache,
     ChatAnswer,
     chat_completion_reply,
     chat_message_reply,
