@@ -29,7 +29,7 @@ from ..api.jsonio import json_response, raw_json_response
 from ..api.keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..api.paging import page_params
 from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
-from ..llm.limiter import Usage
+from ..llm.limiter import USAGE_COUNTS, Usage
 from ..store.cache import Identity
 from ..store.records import Records
 from .context import target_context
@@ -43,9 +43,6 @@ POST_WAIT_SECONDS = 1.0
 Record = dict[str, Any]
 
 
-USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited", "cached_input_tokens",
-                "cache_write_tokens")
-"""The token and request counts the status copies from the usage file (integers); ``usage_fields`` adds the cost."""
 
 
 def usage_fields(usage: Record | None) -> dict[str, Any]:
@@ -55,7 +52,7 @@ def usage_fields(usage: Record | None) -> dict[str, Any]:
     (``llm.prices``) or the file predates costs; a sum of only the priced answers is never shown.
     """
     counts = Usage.from_dict(usage or {})
-    fields: dict[str, Any] = {k: getattr(counts, k) for k in USAGE_FIELDS}
+    fields: dict[str, Any] = {k: getattr(counts, k) for k in USAGE_COUNTS}
     unknown = counts.cost_unknown
     fields.update(cost_usd=None if unknown else round(counts.cost_usd, 9), price_table=counts.price_table,
                   cost_unknown=unknown)

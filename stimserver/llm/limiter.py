@@ -30,7 +30,7 @@ from typing import Any
 from .errors import RATE_LIMIT_STATUSES, Answer, LLMError
 from .prices import AnswerCost
 
-__all__ = ["Usage", "Limits", "ProviderLimiter", "limiter_for", "LISTENERS", "COST_LISTENERS"]
+__all__ = ["Usage", "USAGE_COUNTS", "Limits", "ProviderLimiter", "limiter_for", "LISTENERS", "COST_LISTENERS"]
 
 log = logging.getLogger("stimserver.llm")
 
@@ -47,6 +47,11 @@ LISTENERS: list[Listener] = []
 CostListener = Callable[[str, str, float], None]
 COST_LISTENERS: list[CostListener] = []
 """Called as ``(provider, model, usd)`` after each answer the price table prices. ``metrics`` subscribes."""
+
+
+# The integer counts of a ``Usage``, as its file and the job status carry them.
+USAGE_COUNTS = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited", "cached_input_tokens",
+                "cache_write_tokens")
 
 
 @dataclass
@@ -93,9 +98,7 @@ class Usage:
     def from_dict(cls, raw: object) -> Usage:
         if not isinstance(raw, dict):
             return cls()
-        counts = ("requests", "input_tokens", "output_tokens", "retries", "rate_limited", "cached_input_tokens",
-                  "cache_write_tokens")
-        usage = cls(**{k: raw[k] for k in counts if type(raw.get(k)) is int})
+        usage = cls(**{k: raw[k] for k in USAGE_COUNTS if type(raw.get(k)) is int})
         cost = raw.get("cost_usd")
         if isinstance(cost, (int, float)) and not isinstance(cost, bool):
             usage.cost_usd = float(cost)
