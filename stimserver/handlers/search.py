@@ -88,16 +88,11 @@ def _field(raw: str | None) -> tuple[str, ...] | None:
 
 def _pattern(request: web.Request) -> scan.Pattern:
     """``q`` (a substring), ``regex``, both (a line must match both) or neither (every line matches)."""
-    q, regex = request.query.get("q"), request.query.get("regex")
-    for name, text in (("q", q), ("regex", regex)):
-        if text is None:
-            continue
-        try:
-            scan.compile_pattern(text if name == "q" else None, text if name == "regex" else None)
-        except scan.BadPattern as e:
-            shown = text if len(text) <= 60 else text[:60] + "…"
-            raise _bad(name, f"{shown!r} is not a usable pattern: {e}", "value_error.pattern") from None
-    return scan.compile_pattern(q, regex)
+    try:
+        return scan.compile_pattern(request.query.get("q"), request.query.get("regex"))
+    except scan.BadPattern as e:  # it names the parameter that failed
+        shown = e.text if len(e.text) <= 60 else e.text[:60] + "…"
+        raise _bad(e.param, f"{shown!r} is not a usable pattern: {e}", "value_error.pattern") from None
 
 
 async def search(request: web.Request, kind: str) -> web.Response:

@@ -30,7 +30,14 @@ _MAX_MEM = 8 << 20  # RE2's memory budget for one compiled pattern
 
 
 class BadPattern(ValueError):
-    """A pattern RE2 cannot compile (or will not: too large, or with backreferences)."""
+    """A pattern RE2 cannot compile (or will not: too large, or with backreferences).
+
+    ``param`` names the one that failed (``q`` or ``regex``) and ``text`` is it as written.
+    """
+
+    def __init__(self, reason: str, param: str = "", text: str = "") -> None:
+        super().__init__(reason)
+        self.param, self.text = param, text
 
 
 @dataclass
@@ -88,14 +95,17 @@ def compile_pattern(query: str | None, regex: str | None) -> Pattern:
         first = compile_pattern(query, None)
         first.also = compile_pattern(None, regex)
         return first
-    text = regex if regex is not None else query
-    if text is None or text == "":
-        raise BadPattern("must not be empty")
+    param, text = ("regex", regex) if regex is not None else ("q", query or "")
+    if text == "":
+        raise BadPattern("must not be empty", param, text)
     if len(text) > MAX_PATTERN:
-        raise BadPattern(f"is longer than {MAX_PATTERN} characters")
+        raise BadPattern(f"is longer than {MAX_PATTERN} characters", param, text)
     literal = regex is None
-    value = _compile(text, literal, False)  # first: its errors quote the pattern as the user wrote it
-    return Pattern(_compile(text, literal, True), value, text)
+    try:
+        value = _compile(text, literal, False)  # first: its errors quote the pattern as the user wrote it
+        return Pattern(_compile(text, literal, True), value, text)
+    except BadPattern as e:
+        raise BadPattern(str(e), param, text) from None
 
 
 def field_value(row: object, path: tuple[str, ...]) -> bytes | None:
