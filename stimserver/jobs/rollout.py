@@ -239,14 +239,15 @@ class RolloutKind(JobKind):
                                         succeeded=any(not _failed(a) for a in done.values()))
                 failed = sorted(n for n, a in stream.log.done.items() if n < total and _failed(a))
                 await asyncio.to_thread(write_failed, run.job_dir, failed)
-                duplicates = DuplicateCount()  # the committed lines' count, from their answers
+                duplicates = DuplicateCount(ids=True)  # the committed lines' count, from their answers
                 for m in range(run.start):
                     duplicates.add(m // k, _answer_key(done.get(m)))
                 known, saved_at, n = set(failed), time.monotonic(), run.start
 
                 async def save() -> None:
                     await asyncio.to_thread(write_failed, run.job_dir, failed)
-                    await asyncio.to_thread(write_duplicates, run.job_dir, duplicates.compared, duplicates.stimuli)
+                    await asyncio.to_thread(write_duplicates, run.job_dir, duplicates.compared,
+                                            duplicates.stimuli or [])
 
                 async for answer in stream.ordered(run.start, total - run.start, send):
                     sid, tid = divmod(n, k)

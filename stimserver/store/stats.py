@@ -63,13 +63,15 @@ class DuplicateCount:
 
     A rollout writes a stimulus's trajectories one after another, so only the open stimulus's
     keys are kept: O(k) memory whatever the size. The job (``jobs.rollout``) and the stats scan
-    both count with it.
+    both count with it; the job also keeps which stimuli repeated (``stimuli``, with ``ids``),
+    the scan only how many.
     """
 
-    def __init__(self, compared: int = 0, stimuli: list[Any] | None = None, open_id: Any = None,
-                 keys: list[int] | None = None) -> None:
+    def __init__(self, compared: int = 0, duplicated: int = 0, open_id: Any = None, keys: list[int] | None = None,
+                 *, ids: bool = False) -> None:
         self.compared = compared           # stimuli with at least two answered trajectories
-        self.stimuli = stimuli or []       # those of them with two identical answers
+        self.duplicated = duplicated       # those of them with two identical answers
+        self.stimuli: list[Any] | None = [] if ids else None  # their ids, when kept
         self.open_id, self.keys = open_id, keys or []
 
     def add(self, stimulus_id: Any, key: int | None) -> None:
@@ -84,23 +86,23 @@ class DuplicateCount:
         if len(self.keys) >= 2:
             self.compared += 1
             if len(set(self.keys)) < len(self.keys):
-                self.stimuli.append(self.open_id)
+                self.duplicated += 1
+                if self.stimuli is not None:
+                    self.stimuli.append(self.open_id)
         self.open_id, self.keys = None, []
 
     def totals(self) -> tuple[int, int]:
         """(compared, duplicated) with the open stimulus counted as it stands."""
-        closed = DuplicateCount(self.compared, list(self.stimuli), self.open_id, list(self.keys))
+        closed = DuplicateCount(self.compared, self.duplicated, self.open_id, list(self.keys))
         closed.close()
-        return closed.compared, len(closed.stimuli)
+        return closed.compared, closed.duplicated
 
     def state(self) -> dict[str, Any]:
-        return {"compared": self.compared, "stimuli": len(self.stimuli), "open": self.open_id, "keys": self.keys}
+        return {"compared": self.compared, "stimuli": self.duplicated, "open": self.open_id, "keys": self.keys}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> DuplicateCount:
-        count = cls(state["compared"], [], state["open"], list(state["keys"]))
-        count.stimuli = [None] * int(state["stimuli"])  # the scan keeps their number only
-        return count
+        return cls(state["compared"], int(state["stimuli"]), state["open"], list(state["keys"]))
 
 
 def _qhash(question: str) -> int:
