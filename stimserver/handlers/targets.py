@@ -41,7 +41,7 @@ from ..schemas.targets import (
 )
 from ..schemas.validation import Detail, Invalid, parse, problem
 from ..store.errors import StoreError
-from ..store.paths import JOB_KINDS, check_name, name_problem, template_file_name
+from ..store.paths import TARGET_KINDS, check_name, name_problem, template_file_name
 from ..store.records import now_iso
 from .context import RepoContext, repo_context, target_context
 
@@ -241,7 +241,7 @@ async def delete_target(request: web.Request) -> web.Response:
             await control.stop(ctx.user, ctx.repo, name)
         locks = ctx.records.lock_target_jobs(ctx.user, ctx.repo, name)
         if locks is None:
-            kinds = "/".join(JOB_KINDS)
+            kinds = "/".join(TARGET_KINDS)
             raise Conflict(f"a {kinds} job of target '{name}' is still writing its output; "
                            "stop it, then delete the target again")
         try:

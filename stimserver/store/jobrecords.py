@@ -32,7 +32,7 @@ import orjson
 from .atomic import fsync_dir, is_no_space, no_space, read_replaced, write_json_atomic
 from .locks import FileLock
 from .output import INDEX_NAME, lock_path
-from .paths import JOB_KINDS, DataPaths
+from .paths import BAKE_KIND, JOB_KINDS, DataPaths
 
 __all__ = ["JobStatus", "ACTIVE", "JobRef", "JOB_FILE", "job_file", "read_record", "write_record", "stop_marker",
            "submit_lock", "try_job_lock", "wait_job_lock", "reset_output", "next_job_id", "job_files", "fresh_staging",
@@ -172,6 +172,7 @@ def next_job_id(paths: DataPaths) -> int:
 def job_files(paths: DataPaths, kinds: tuple[str, ...] = JOB_KINDS) -> Iterator[tuple[JobRef, Path]]:
     """Every job record of the data directory: the one glob (runner scans, metrics)."""
     for kind in kinds:
-        for path in paths.users.glob(f"*/repos/*/targets/*/{kind}/{JOB_FILE}"):
+        owners = "bakes" if kind == BAKE_KIND else "targets"
+        for path in paths.users.glob(f"*/repos/*/{owners}/*/{kind}/{JOB_FILE}"):
             parts = path.relative_to(paths.users).parts  # user, repos, repo, targets, target, kind, job.json
             yield JobRef(parts[0], parts[2], parts[4], kind), path

@@ -40,6 +40,13 @@ class FileLock:
             raise
         return cls(path, fd)
 
+    @property
+    def fd(self) -> int:
+        """The locked descriptor: a child process given it (``pass_fds``) keeps the lock while it lives."""
+        if self._fd is None:
+            raise ValueError("the lock was released")
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor drops the flock

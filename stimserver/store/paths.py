@@ -8,6 +8,8 @@ Layout (one folder per user / repo / target / job kind)::
                                   /targets/<target>/<kind>/job.json      (kind: stim, rollout)
                                   /targets/<target>/<kind>/output.jsonl
                                   /targets/<target>/<kind>/output.idx
+                                  /bakes/<bake>/bake.json                 (store.bakefiles)
+                                  /bakes/<bake>/bake/job.json             (the bake's job)
 
 Every name is checked against one strict pattern *before* it touches a path, so
 '..', '/', '\\', NUL, control characters and over-long names never reach the
@@ -25,7 +27,10 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_NAME = 128
 _MEMO_SIZE = 8192  # job paths remembered by DataPaths
 RESERVED = frozenset({"batch"})  # collides with the literal …/batch routes (API.md §1)
-JOB_KINDS = ("stim", "rollout")
+JOB_KINDS = ("stim", "rollout", "bake")
+# Kinds whose job belongs to a target; a bake job belongs to its bake (JobRef.target holds the bake name).
+TARGET_KINDS = ("stim", "rollout")
+BAKE_KIND = "bake"
 TEMPLATE_DIR = "templates"  # a repo's generator templates: <repo>/templates/<file>
 
 
@@ -113,6 +118,16 @@ class DataPaths:
     def target(self, user: str, repo: str, target: str) -> Path:
         return self.targets(user, repo) / check_name(target, "target_name")
 
+    def bakes(self, user: str, repo: str) -> Path:
+        return self.repo(user, repo) / "bakes"
+
+    def bake(self, user: str, repo: str, bake: str) -> Path:
+        """A bake's folder: ``bake.json`` (its record) and ``bake/`` (its job)."""
+        return self.bakes(user, repo) / check_name(bake, "bake_name")
+
+    def bake_file(self, user: str, repo: str, bake: str) -> Path:
+        return self.bake(user, repo, bake) / "bake.json"
+
     def job_dir(self, user: str, repo: str, target: str, kind: str) -> Path:
         return self._job(user, repo, target, kind)[0]
 
@@ -127,7 +142,8 @@ class DataPaths:
         if paths is None:
             if kind not in JOB_KINDS:
                 raise ValueError(f"unknown job kind {kind!r}")
-            folder = self.target(user, repo, target) / kind
+            owner = self.bake(user, repo, target) if kind == BAKE_KIND else self.target(user, repo, target)
+            folder = owner / kind
             paths = (folder, folder / "job.json")
             if len(self._jobs) >= _MEMO_SIZE:
                 self._jobs.clear()

@@ -35,7 +35,7 @@ from .errors import Busy
 from .locks import FileLock
 from .opencache import Lines, OpenOutputs
 from .output import lock_path
-from .paths import JOB_KINDS, TEMPLATE_DIR, DataPaths, check_name, name_problem, template_file_name
+from .paths import TARGET_KINDS, TEMPLATE_DIR, DataPaths, check_name, name_problem, template_file_name
 
 log = logging.getLogger("stimserver.records")
 
@@ -201,7 +201,7 @@ class Records:
     def lock_target_jobs(self, user: str, repo: str, target: str) -> list[FileLock] | None:
         """Every job writer lock of a target, or None (nothing held) if a writer holds one."""
         held: list[FileLock] = []
-        for kind in JOB_KINDS:
+        for kind in TARGET_KINDS:
             lock = FileLock.acquire(lock_path(self.paths.job_dir(user, repo, target, kind)), blocking=False)
             if lock is None:
                 for other in held:
@@ -222,7 +222,7 @@ class Records:
         os.rename(folder, trash)
         fsync_dir(folder.parent)
         self.cache.forget(folder / "target.json")
-        for kind in JOB_KINDS:
+        for kind in TARGET_KINDS:
             self.cache.forget(folder / kind / "job.json")
             self.outputs.forget(folder / kind)
         return trash
