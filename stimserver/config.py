@@ -111,6 +111,18 @@ SETTINGS: tuple[Setting, ...] = (
             "output bytes one search request scans at most (the client continues from next_offset)", int, 4096),
     Setting("ui_session_seconds", "STIMSERVER_UI_SESSION_SECONDS", 12 * 3600,
             "how long a viewer sign-in (its session cookie) lasts", int, 60, 31 * 24 * 3600),
+    Setting("models_dir", "STIMSERVER_MODELS_DIR", None,
+            "where bakes look for base models by name, several separated by ':' (default: DATA/models)"),
+    Setting("max_bakes", "STIMSERVER_MAX_BAKES", 1,
+            "bakes one runner (serve or worker) trains at once, each in its own trainer process", int, 0, 64),
+    Setting("bake_processes", "STIMSERVER_BAKE_PROCESSES", 1,
+            "trainer processes per bake (more than 1: torchrun, one per GPU, or gloo on CPUs)", int, 1, 1024),
+    Setting("bake_threads", "STIMSERVER_BAKE_THREADS", 0,
+            "CPU threads per trainer process (0: torch's default, one per core)", int, 0, 1024),
+    Setting("trainer_python", "STIMSERVER_TRAINER_PYTHON", None,
+            "the Python that runs trainer processes; it needs the train extra (default: the server's own)"),
+    Setting("bake_eval_samples", "STIMSERVER_BAKE_EVAL_SAMPLES", 16,
+            "held-out questions a bake answers before and after, for its before/after comparison", int, 0, 1000),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -200,6 +212,12 @@ class Settings:
     llm_tokens_per_minute: int = 0
     search_scan_bytes: int = 64 * 1024 * 1024
     ui_session_seconds: int = 12 * 3600
+    models_dir: str | None = None
+    max_bakes: int = 1
+    bake_processes: int = 1
+    bake_threads: int = 0
+    trainer_python: str | None = None
+    bake_eval_samples: int = 16
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -243,6 +261,13 @@ class Settings:
     @property
     def resolved_master_key_file(self) -> Path:
         return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def models_dirs(self) -> list[Path]:
+        """Where bakes look for base models by name (``models_dir``, else DATA/models)."""
+        if not self.models_dir:
+            return [self.data_dir / "models"]
+        return [Path(part).expanduser().resolve() for part in self.models_dir.split(":") if part.strip()]
 
 
 def _check_range(s: Setting, value: float) -> None:

@@ -13,7 +13,8 @@ import signal
 import sys
 
 from .config import Settings
-from .jobs.runner import JobRunner
+from .jobs.bake import BakeSettings
+from .jobs.runner import JobRunner, default_kinds
 from .store.paths import DataPaths
 
 __all__ = ["run_worker"]
@@ -37,6 +38,7 @@ async def _work(settings: Settings) -> int:
     from .web.metrics import count_lines_generated
 
     runner = JobRunner(DataPaths(settings.data_dir), llm_factory=client_factory(settings), max_jobs=settings.max_jobs,
+                       kinds=default_kinds(BakeSettings.from_settings(settings)),
                        orphan_seconds=settings.job_orphan_seconds, on_lines=count_lines_generated)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

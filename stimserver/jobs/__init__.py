@@ -5,9 +5,11 @@ themselves — job records, locks, runner presence — belong to ``stimserver.st
 from __future__ import annotations
 
 from ..store.jobrecords import ACTIVE, JobRef, JobStatus
+from .bake import BakeSettings
 from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, checkpointed
 from .runner import JobRunner, LLMFactory, default_kinds
 from .transitions import JobBusy
 
-__all__ = ["ACTIVE", "ConfigProblem", "JobBusy", "JobFailed", "JobKind", "JobPlan", "JobRef", "JobRun", "JobRunner",
+__all__ = ["ACTIVE", "BakeSettings", "ConfigProblem", "JobBusy", "JobFailed", "JobKind", "JobPlan", "JobRef", "JobRun",
+           "JobRunner",
            "JobSource", "JobStatus", "LLMFactory", "checkpointed", "default_kinds"]

@@ -28,7 +28,7 @@ from . import transitions
 from .engine import JobLLM
 from .kinds import JobFailed, JobKind, JobRun, ResumableFailure
 
-__all__ = ["Execution", "JobLLM", "execute", "describe", "wait_for"]
+__all__ = ["Execution", "JobLLM", "execute", "describe", "record_end", "wait_for"]
 
 log = logging.getLogger("stimserver.jobs")
 T = TypeVar("T")
@@ -87,20 +87,20 @@ async def execute(ex: Execution) -> None:
             expected = record.get("expected_lines")
             if writer.lines != expected:
                 raise JobFailed(f"the job produced {writer.lines} lines, expected {expected}")
-            await asyncio.to_thread(_record_end, ex, transitions.finish, job_dir, record, JobStatus.COMPLETE)
+            await asyncio.to_thread(record_end, ex, transitions.finish, job_dir, record, JobStatus.COMPLETE)
             log.info("job %s %s complete: %d lines", record["job_id"], ref, writer.lines)
         except asyncio.CancelledError:
             if ex.stopping():
-                _record_end(ex, transitions.finish, job_dir, record, JobStatus.FAILED, STOPPED)
+                record_end(ex, transitions.finish, job_dir, record, JobStatus.FAILED, STOPPED)
             else:  # shutdown: the next runner resumes it
-                _record_end(ex, transitions.requeue, job_dir, record)
+                record_end(ex, transitions.requeue, job_dir, record)
             raise
         except _Stopped:
-            await asyncio.to_thread(_record_end, ex, transitions.finish, job_dir, record, JobStatus.FAILED, STOPPED)
+            await asyncio.to_thread(record_end, ex, transitions.finish, job_dir, record, JobStatus.FAILED, STOPPED)
         except Exception as exc:
             error = describe(exc, ref, record)
             log.warning("job %s %s failed: %s", record["job_id"], ref, error)
-            await asyncio.to_thread(_record_end, ex, transitions.finish, job_dir, record, JobStatus.FAILED, error)
+            await asyncio.to_thread(record_end, ex, transitions.finish, job_dir, record, JobStatus.FAILED, error)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -110,7 +110,7 @@ async def execute(ex: Execution) -> None:
             writer.close()
 
 
-def _record_end(ex: Execution, change: Callable[..., object], *args: Any) -> None:
+def record_end(ex: Execution, change: Callable[..., object], *args: Any) -> None:
     """Write how the job ended, even on a full disk: then the data dir's reserve is given up for it.
 
     The reserve (``atomic.ensure_reserve``) is the room this one small record needs when

@@ -31,9 +31,10 @@ from ..store.errors import NoSpace
 from ..store.jobrecords import ACTIVE, JobRef, JobStatus
 from ..store.locks import FileLock, is_locked
 from ..store.output import lock_path
-from ..store.paths import DataPaths
+from ..store.paths import BAKE_KIND, TARGET_KINDS, DataPaths
 from ..store.presence import Presence
 from . import liveness, transitions
+from .bake import BakeKind, BakeSettings, run_bake
 from .execute import Execution, JobLLM, execute, wait_for
 from .kinds import ConfigProblem, JobFailed, JobKind
 from .rollout import RolloutKind
@@ -49,8 +50,8 @@ log = logging.getLogger("stimserver.jobs")
 STOP_TIMEOUT = 10.0
 
 
-def default_kinds() -> dict[str, JobKind]:
-    return {"stim": StimKind(), "rollout": RolloutKind()}
+def default_kinds(bake: BakeSettings | None = None) -> dict[str, JobKind]:
+    return {"stim": StimKind(), "rollout": RolloutKind(), "bake": BakeKind(bake)}
 
 
 @dataclass
@@ -189,16 +190,24 @@ class JobRunner:
         Gives up after ``STOP_TIMEOUT`` seconds without raising: the caller finds the lock
         still taken and answers accordingly (the target delete handler: 409).
         """
-        for kind in self.kinds:
-            ref = JobRef(user, repo, target, kind)
-            running = self._jobs.get(ref)
-            if running is not None:
-                running.stopping = True
-                running.task.cancel()
-                await asyncio.gather(running.task, return_exceptions=True)
-            if not await asyncio.to_thread(liveness.stop_job, self.paths, ref, STOP_TIMEOUT):
-                log.warning("the %s job of %s/%s/%s did not stop within %g s", kind, user, repo, target,
-                            STOP_TIMEOUT)
+        for kind in TARGET_KINDS:
+            if kind in self.kinds:
+                await self._stop(JobRef(user, repo, target, kind))
+
+    async def stop_bake(self, user: str, repo: str, bake: str) -> bool:
+        """Stop the bake's job (and its trainer), here or in another process; False if it would not stop."""
+        return await self._stop(JobRef(user, repo, bake, BAKE_KIND))
+
+    async def _stop(self, ref: JobRef) -> bool:
+        running = self._jobs.get(ref)
+        if running is not None:
+            running.stopping = True
+            running.task.cancel()
+            await asyncio.gather(running.task, return_exceptions=True)
+        if not await asyncio.to_thread(liveness.stop_job, self.paths, ref, STOP_TIMEOUT):
+            log.warning("the %s job %s did not stop within %g s", ref.kind, ref, STOP_TIMEOUT)
+            return False
+        return True
 
     # -- scanning and claiming -----------------------------------------------------------
     async def _scan_loop(self) -> None:
@@ -231,6 +240,8 @@ class JobRunner:
     async def _claim(self, ref: JobRef) -> _Running | None:
         if not self.active or ref in self._jobs or len(self._jobs) >= self.max_jobs or ref.kind not in self.kinds:
             return self._jobs.get(ref)
+        if ref.kind == BAKE_KIND and sum(r.kind == BAKE_KIND for r in self._jobs) >= self._max_bakes():
+            return None  # each bake is a trainer process: at most max_bakes here, the rest wait
         attempt = asyncio.ensure_future(asyncio.to_thread(transitions.claim, self.paths, ref, self.worker))
         try:
             claimed = await asyncio.shield(attempt)
@@ -265,15 +276,23 @@ class JobRunner:
         running.done.set()
         self.wake()  # room for another job
 
+    def _max_bakes(self) -> int:
+        kind = self.kinds.get(BAKE_KIND)
+        return kind.settings.max_bakes if isinstance(kind, BakeKind) else 0
+
     # -- running one job -------------------------------------------------------------------
     async def _run(self, ref: JobRef, lock: FileLock, record: dict[str, Any]) -> None:
         kind = self.kinds[ref.kind]
         try:
-            await execute(Execution(
+            ex = Execution(
                 ref=ref, paths=self.paths, kind=kind, record=record, lock=lock,
                 llm=JobLLM(self.llm_client, kind.max_concurrency(record["spec"])), datasets=self.datasets,
                 flush_lines=self.flush_lines, flush_seconds=self.flush_seconds, on_lines=self.on_lines,
-                stopping=lambda: (running := self._jobs.get(ref)) is not None and running.stopping))
+                stopping=lambda: (running := self._jobs.get(ref)) is not None and running.stopping)
+            if isinstance(kind, BakeKind):
+                await run_bake(ex, kind.settings)  # a trainer process, not lines
+            else:
+                await execute(ex)
         finally:
             running = self._jobs.get(ref)
             if running is not None:
