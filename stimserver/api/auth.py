@@ -30,11 +30,13 @@ from .identity import Identity
 from .keys import IDENTITY
 
 __all__ = ["AUTH", "Identity", "Authenticator", "CookieSessions", "KeyStore", "authenticate", "hash_token",
-           "generate_master_key", "PUBLIC_PATHS", "TOKEN_PREFIX", "UI_PREFIX"]
+           "generate_master_key", "PUBLIC_PATHS", "TOKEN_PREFIX", "UI_PREFIX", "DOWNLOAD_PREFIX"]
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/metrics", "/ui"})
 AUTH: web.AppKey[Authenticator] = web.AppKey("AUTH")
 UI_PREFIX = "/ui/"  # the viewer's pages and its sign-in check their session themselves (handlers/ui.py)
+# Signed, expiring bake download links: the link is the permission, checked by handlers/downloads.py.
+DOWNLOAD_PREFIX = "/v1/downloads/"
 TOKEN_PREFIX = "ssk_"
 
 
@@ -193,7 +195,7 @@ def authenticate(request: web.Request, auth: Authenticator) -> None:
     Without an ``Authorization`` header, a viewer session cookie may stand in for a read (sessions.py).
     """
     path = request.path
-    if path in PUBLIC_PATHS or path.startswith(UI_PREFIX):
+    if path in PUBLIC_PATHS or path.startswith(UI_PREFIX) or path.startswith(DOWNLOAD_PREFIX):
         return
     if auth.sessions is not None and "Authorization" not in request.headers:
         found = auth.sessions.identify(request)

@@ -1,10 +1,11 @@
-"""Repositories (API.md §5): create, list, get, and the (empty) bake tree.
+"""Repositories (API.md §5): create, list, get, and the bake tree.
 
     POST /v1/repo                  201 new, 200 existing (same or no base_model), 409 other base_model
     PUT  /v1/repo                  deprecated: the same, but 200 for a new repo too
     GET  /v1/repo                  {"repos": [names]}; include_metadata=true → a page with total
     GET  /v1/repo/{repo}           RepoResponse
-    GET  /v1/repo/{repo}/tree      {"base_model", "bakes": {}, "edges": []}
+    GET  /v1/repo/{repo}/tree      {"base_model", "bakes": {name: {status, config, checkpoints, model_name}},
+                                   "edges": [["bake", child, "bake", parent], ...]} (handlers/recipes.py)
 
 Every repo lives under the caller's user; another user's repo is simply absent (404).
 """
@@ -23,6 +24,7 @@ from ..schemas.repos import RepoCreate
 from ..schemas.targets import DEFAULT_BASE_MODEL
 from ..schemas.validation import problem
 from .context import repo_context
+from .recipes import repo_tree
 
 routes = web.RouteTableDef()
 
@@ -108,5 +110,5 @@ async def get_repo(request: web.Request) -> web.Response:
 
 @routes.get("/v1/repo/{repo_name}/tree")
 async def get_tree(request: web.Request) -> web.Response:
-    # stimserver trains nothing, so the bake lineage is always empty (API.md §5).
-    return json_response({"base_model": _repo_record(request)["base_model"], "bakes": {}, "edges": []})
+    record = _repo_record(request)
+    return json_response(await repo_tree(request, repo_context(request), record["base_model"]))

@@ -24,7 +24,7 @@ BODIES: dict[str, type[BaseModel]] = {
 ANSWERS: dict[str, type[BaseModel]] = {
     "Error": common.Error, "Health": common.Health, "BatchResult": common.BatchResult,
     "DeleteResponse": common.DeleteResponse, "RepoResponse": repos.RepoResponse, "RepoList": repos.RepoList,
-    "PaginatedRepoList": repos.PaginatedRepoList, "RepoTree": repos.RepoTree,
+    "PaginatedRepoList": repos.PaginatedRepoList,
     "PromptResponse": prompts.PromptResponse, "PromptList": prompts.PromptList,
     "TargetResponse": targets.TargetResponse, "TargetList": targets.TargetList,
     "JobResponse": jobs.JobResponse, "JobPage": jobs.JobPage, "RolloutResponse": jobs.RolloutResponse,

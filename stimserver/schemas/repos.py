@@ -5,7 +5,7 @@ from pydantic import Field
 
 from .base import Answer, ApiModel, Name, Text
 
-__all__ = ["RepoCreate", "RepoResponse", "RepoList", "PaginatedRepoList", "RepoTree"]
+__all__ = ["RepoCreate", "RepoResponse", "RepoList", "PaginatedRepoList"]
 
 
 class RepoCreate(ApiModel):
@@ -29,8 +29,3 @@ class PaginatedRepoList(Answer):
     has_more: bool
     total: int | None = Field(ge=0)
 
-
-class RepoTree(Answer):
-    base_model: str
-    bakes: dict[str, object]
-    edges: list[list[str]]

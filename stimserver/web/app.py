@@ -10,8 +10,8 @@ from ..api.auth import AUTH, Authenticator, KeyStore
 from ..api.keys import JOB_CONTROL, OPENAPI, PATHS, RECORDS, SETTINGS
 from ..api.sessions import SESSIONS, Sessions
 from ..config import Settings
-from ..handlers import export, health, jobs, prompts, repos, search, targets, ui, unserved
-from ..jobs import JobRunner
+from ..handlers import bakes, downloads, export, health, jobs, prompts, recipes, repos, search, targets, ui
+from ..jobs import BakeSettings, JobRunner, default_kinds
 from ..llm.providers import client_factory
 from ..store.paths import DataPaths
 from ..store.records import Records
@@ -27,8 +27,8 @@ from .proxy import TrustedProxies
 
 __all__ = ["create_app"]
 
-ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, unserved.routes,
-                export.routes, search.routes, ui.routes)
+ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, bakes.routes,
+                recipes.routes, downloads.routes, export.routes, search.routes, ui.routes)
 
 
 def create_app(settings: Settings) -> PageApplication:
@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> PageApplication:
     app[OPENAPI] = openapi_bytes(settings)
     app[AUTH] = auth
     runner = JobRunner(paths, llm_factory=client_factory(settings), max_jobs=settings.max_jobs,
+                       kinds=default_kinds(BakeSettings.from_settings(settings)),
                        orphan_seconds=settings.job_orphan_seconds, on_lines=count_lines_generated)
     app[JOB_CONTROL] = runner  # run/stop requests work even when this process runs no jobs
     if settings.run_jobs:

@@ -11,9 +11,10 @@ OpenAPI 3.0.3 by ``to_openapi30``), so the document and the parser cannot disagr
 Conventions: every operation but the public ones (health, this document, metrics)
 needs the bearer key and takes the user override (``user_id`` / ``X-User-Id``, master
 key only). Errors are ``Error`` objects; 422 adds ``detail``. HEAD mirrors each GET and
-is not listed. Endpoints of the Bread API that stimserver does not serve (bakes,
-recipes) are listed with their only answer, 404. The viewer's pages and its sign-in
-under ``/ui`` are a browser app, not part of the API, and are not listed (docs/viewer.md).
+is not listed. Bakes, recipes, the repo tree and the signed checkpoint downloads are in
+``openapi_bakes.py`` (the download route is public: its link is its permission). The
+viewer's pages and its sign-in under ``/ui`` are a browser app, not part of the API, and
+are not listed (docs/viewer.md).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ..api.paging import MAX_QUERY_INT
 from ..config import Settings
 from ..schemas.base import NAME_PATTERN
 from ..schemas.openapi import component_schemas
+from .openapi_bakes import bake_paths, bake_schemas  # issue 26's operations, in a module of their own
 from .openapi_outputs import output_paths, output_schemas  # issue 11's operations, in a module of their own
 from .openapi_parts import (
     INT,
@@ -38,7 +40,6 @@ from .openapi_parts import (
     R,
     T,
     int_query,
-    not_served,
     nullable,
     ok,
     operation,
@@ -49,7 +50,7 @@ from .openapi_parts import (
 __all__ = ["NAME_PATTERN", "build_openapi", "openapi_bytes", "routes"]
 
 def _schemas(settings: Settings) -> dict[str, Any]:
-    return {**component_schemas(max_page_size=settings.max_page_size), **output_schemas()}
+    return {**component_schemas(max_page_size=settings.max_page_size), **output_schemas(), **bake_schemas()}
 
 
 def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -85,8 +86,6 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                               body="RepoCreate", errors=(409,), deprecated=True),
         },
         R: {"get": operation("repo_get", "Get a repo", "repos", {200: ok("RepoResponse")}, errors=(404,))},
-        R + "/tree": {"get": operation("repo_get_tree", "Bake lineage of a repo (always empty)", "repos",
-                                        {200: ok("RepoTree")}, errors=(404,))},
         R + "/prompts": {
             "get": operation("prompts_list", "List prompts", "prompts", {200: ok("PromptList")}, errors=(404,)),
             "post": operation("prompts_create", "Create a prompt", "prompts",
@@ -174,37 +173,15 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
                                              "next POST starts a new one from the target's current stim output; "
                                              "answers not_started. 409 while the job is pending or running."),
         },
-        # -- the Bread API's bakes and recipes: not served -------------------------------------
-        R + "/bakes": {
-            "get": not_served("bakes_list", "List bakes", "model training is out of scope"),
-            "post": not_served("bakes_create", "Create a bake", "model training is out of scope"),
-        },
-        R + "/bakes/batch": {
-            "post": not_served("bakes_create_batch", "Create bakes", "model training is out of scope"),
-            "put": not_served("bakes_batch_set", "Set bakes", "model training is out of scope"),
-        },
-        B: {
-            "get": not_served("bakes_get", "Get a bake", "model training is out of scope"),
-            "put": not_served("bakes_set", "Set a bake", "model training is out of scope"),
-            "post": not_served("bakes_run", "Run a bake", "model training is out of scope"),
-            "delete": not_served("bakes_delete", "Delete a bake", "model training is out of scope"),
-        },
-        B + "/download": {"get": not_served("bakes_download", "Download a bake", "model training is out of scope")},
-        B + "/metrics": {"get": not_served("bakes_get_metrics", "Bake metrics", "model training is out of scope")},
-        R + "/recipe/{bake_name}/dependency-graph": {
-            "get": not_served("recipes_get_dependency_graph", "Recipe dependency graph",
-                               "model training is out of scope")},
-        R + "/recipe/{bake_name}/recreation-plan": {
-            "get": not_served("recipes_get_recreation_plan", "Recipe recreation plan",
-                               "model training is out of scope")},
     }
 
     paths |= output_paths(kind) | output_paths("rollout")  # export, search, sample, stats
+    paths |= bake_paths()  # bakes, recipes, the tree, downloads
     for path, item in paths.items():
         names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
-        if names:
+        if names and "parameters" not in item:  # the download route declares its own
             item["parameters"] = [path_param(name) for name in names]
-    for path in (R + "/prompts/{prompt_name}", T):  # deleting is shown on another name than reading
+    for path in (R + "/prompts/{prompt_name}", T, B):  # deleting is shown on another name than reading
         name = path.rsplit("{", 1)[1][:-1]
         paths[path]["delete"]["parameters"] = [{**path_param(name), "example": "retired"},
                                                *paths[path]["delete"]["parameters"]]
@@ -215,7 +192,9 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
 # links to, the path parameter its answer names, where the answer names it).
 CREATED_LINKS = (("repo_create", R, "repo_name", "$response.body#/repo_name"),
                  ("prompts_create", R + "/prompts/{prompt_name}", "prompt_name", "$response.body#/prompt_name"),
-                 ("targets_create", T, "target_name", "$response.body#/target_name"))
+                 ("targets_create", T, "target_name", "$response.body#/target_name"),
+                 # a BakeResponse does not name its bake: the name is the one the request sent
+                 ("bakes_create", B, "bake_name", "$request.body#/bake_name"))
 
 
 def _operations(path_item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -233,13 +212,13 @@ def with_links(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         create_path, create = creates[op_id]
         links = {}
         for path, ops in paths.items():
-            if not path.startswith(prefix) or path.startswith(prefix + "/batch") or "{bake_name}" in path:
+            if not path.startswith(prefix) or path.startswith(prefix + "/batch"):
                 continue
             names = re.findall(r"\{(\w+)\}", path)
             if param not in names or any(n != param and "{" + n + "}" not in create_path for n in names):
                 continue  # the link can fill in only the new name and the create's own path parameters
             for op in _operations(ops):
-                if op.get("deprecated") or "not served" in op["tags"]:
+                if op.get("deprecated"):
                     continue
                 values = {n: (source if n == param else f"$request.path.{n}") for n in names}
                 links[op["operationId"]] = {"operationId": op["operationId"], "parameters": values}
@@ -255,11 +234,12 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             "title": "stimserver",
             "version": __version__,
             "description": "Self-hosted, Bread-compatible stim server: repos, prompts, targets, stim and rollout "
-                           "jobs and their paged output. The official aibread client works against it unchanged.",
+                           "jobs and their paged output, bakes (training) and recipes. The official aibread client "
+                           "works against it unchanged.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": t} for t in ("health", "repos", "prompts", "targets", "stim", "rollout", "not served",
+        "tags": [{"name": t} for t in ("health", "repos", "prompts", "targets", "stim", "rollout", "bakes", "recipes",
                                         "operations")],
         "paths": with_links(_paths(settings)),
         "components": {

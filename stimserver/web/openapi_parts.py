@@ -36,7 +36,7 @@ ERRORS = {
     400: "Bad request: unparseable JSON, or a job that cannot run",
     401: "Missing, malformed, unknown or revoked API key",
     403: "A key other than the master key asked to act as another user",
-    404: "No such repo / prompt / target (or the endpoint is not served)",
+    404: "No such repo / prompt / target / bake / checkpoint",
     409: "Conflicts with what exists (resources are immutable; a job is still writing)",
     413: "Request body larger than the limit (max_body_bytes)",
     422: "Invalid input: each bad field is named in detail",
@@ -102,7 +102,3 @@ def operation(op_id: str, summary: str, tag: str, responses: dict[int, dict[str,
         op["deprecated"] = True
     return op
 
-
-def not_served(op_id: str, summary: str, what: str) -> dict[str, Any]:
-    return operation(op_id, f"{summary} (not served)", "not served", {404: error(404, f"{what}: always 404")},
-                      description=f"Part of the Bread API; {what}. Answers 404 (never 5xx, so clients do not retry).")

@@ -25,6 +25,15 @@ DOCUMENTED_REFUSALS = (
     # template file with different contents, a hardcoded numq above its number of questions
     (r"targets_(create|set|create_batch|batch_set)", 422, "value_error.template"),
     (r"targets_(create|set|create_batch|batch_set)", 422, "value_error.numq"),
+    # a bake run has no body either: its 400 is about the bake as stored (no datasets, a dataset target without a
+    # complete rollout, a model that cannot be found, an option this server cannot honour)
+    (r"bakes_run", 400, r".*"),
+    # rules on stored state and across fields: each datasets[].target and a parent bake of this repo
+    # (model.parent_model_name 'user/repo/bake/step') exist; train_eval_split adds up to 1; a target named once
+    (r"bakes_(create|set)", 422, "value_error.target_not_found"),
+    (r"bakes_(create|set)", 422, "value_error.bake_not_found"),
+    (r"bakes_(create|set)", 422, "value_error.split"),
+    (r"bakes_(create|set)", 422, "value_error.duplicate"),
 )
 
 

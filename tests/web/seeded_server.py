@@ -4,10 +4,12 @@ Shared by the schemathesis tests (tests/web/test_schemathesis.py) and usable by 
 
     python -m tests.web.seeded_server      # prints its URL and master key; serves until Ctrl-C
 
-The data: repo ``demo`` with prompts ``teacher`` and ``retired``, a target ``retired``, and a
-target ``geo`` with a complete stim output (150 lines) and a complete rollout (120 lines), so
-that generated requests reach deep paths and answer 200, not only 404. Jobs are not run
-(``run_jobs`` off): generated targets may name LLM generators, and these tests stay on loopback.
+The data: repo ``demo`` with prompts ``teacher`` and ``retired``, a target ``retired``, a
+target ``geo`` with a complete stim output (150 lines) and a complete rollout (120 lines), a
+bake ``bake1`` of ``geo`` with a complete job (metrics, checkpoints 2 and 4) and a bake
+``retired``, so that generated requests reach deep paths and answer 200, not only 404. Jobs are
+not run (``run_jobs`` off): generated targets may name LLM generators, generated bakes would
+train, and these tests stay on loopback and light.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
 from tests.aibread_server import ServerThread
 from tests.conftest import MASTER_KEY, import_jsonl
+from tests.handlers.test_bakes import fake_bake_job
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
@@ -56,6 +59,10 @@ def seed(base: str, records: Records, root: Path) -> None:
     src.write_bytes(b"".join(orjson.dumps({"stimulus_id": i, "question": f"Q{i}?"}) + b"\n" for i in range(150)))
     import_jsonl(records, "admin", "demo", "geo", src)  # a completed stim output of 150 lines
     _complete_rollout(records, "admin", "demo", "geo", lines=120)
+    for bake in ("bake1", "retired"):
+        _call(base, "POST", "/v1/repo/demo/bakes", {"bake_name": bake, "template": "default",
+                                                    "overrides": {"datasets": [{"target": "geo"}]}})
+    fake_bake_job(records.paths, "admin", "demo", "bake1")  # a complete bake, as its trainer leaves it
 
 
 def _complete_rollout(records: Records, user: str, repo: str, target: str, lines: int) -> None:

@@ -13,7 +13,8 @@ from stimserver.web.app import create_app
 from stimserver.web.openapi import NAME_PATTERN, build_openapi
 
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
-PUBLIC = {("GET", "/v1/health"), ("GET", "/openapi.json"), ("GET", "/metrics")}
+PUBLIC = {("GET", "/v1/health"), ("GET", "/openapi.json"), ("GET", "/metrics"),
+          ("GET", "/v1/downloads/bakes/{user}/{repo_name}/{bake_name}/{checkpoint}")}  # a signed link
 
 
 def operations(doc: dict):
