@@ -5,16 +5,24 @@
     POST   /ui/session          sign in: {"key": API key, "user": view-as user (master only)} → cookie
     GET    /ui/session          who the cookie signs in as (401 when none)
     DELETE /ui/session          sign out: the cookie is cleared
+    GET    /v1/repo/{R}/bakes/{B}/evaluation   the bake's stored before/after answers (issue 27)
 
 Every answer carries the viewer's security headers (a CSP without inline script or
 style, nosniff, no referrer, no framing). The files are read from the package once,
 so an editable and an installed stimserver serve the same bytes.
+
+The evaluation route is an API read like any other (bearer key, or the viewer's cookie):
+it serves what the trainer wrote once (``eval-before.json`` at the start of the job,
+``eval.json`` at its end, store.bakefiles) and never computes anything on a page view.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from importlib import resources
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -24,6 +32,9 @@ from ..api.errors import BadRequest, Forbidden, NotFound, ValidationError
 from ..api.jsonio import json_response, read_json_object
 from ..api.keys import RECORDS
 from ..api.sessions import SESSIONS, Sessions
+from ..store import bakefiles
+from ..store.paths import BAKE_KIND, check_name
+from .context import repo_context
 
 __all__ = ["routes", "SECURITY_HEADERS", "sessions_of"]
 
@@ -128,6 +139,31 @@ def _whoami(request: web.Request, identity: Identity, expires: int) -> dict[str,
     if identity.is_master:
         answer["users"] = request.app[RECORDS].user_names()
     return answer
+
+
+def _evaluation(bake_file: Path, job_dir: Path) -> dict[str, Any] | None:
+    """``{before, after}`` from the job folder; None when the bake does not exist."""
+    if not bake_file.is_file():
+        return None
+    before = bakefiles.read_json(job_dir, bakefiles.EVAL_BEFORE)
+    after = bakefiles.read_json(job_dir, bakefiles.EVAL)
+    return {"before": before if isinstance(before, dict) else None,
+            "after": after if isinstance(after, dict) else None}
+
+
+@routes.get("/v1/repo/{repo_name}/bakes/{bake_name}/evaluation")
+async def bake_evaluation(request: web.Request) -> web.Response:
+    """The held-out evaluation the bake stored: the base model's (``before``, written when training
+    starts) and the baked model's (``after``, written at the end), each with its sample answers.
+    ``null`` for a part not written yet; 404 when the repo or bake does not exist."""
+    ctx = repo_context(request)
+    bake = check_name(request.match_info["bake_name"], "bake_name")
+    paths = ctx.records.paths
+    found = await asyncio.to_thread(_evaluation, paths.bake_file(ctx.user, ctx.repo, bake),
+                                    paths.job_dir(ctx.user, ctx.repo, bake, BAKE_KIND))
+    if found is None:
+        raise NotFound(f"bake '{bake}' not found in repo '{ctx.repo}'")
+    return json_response({"bake_name": bake, **found})
 
 
 @routes.get("/ui/static/{name}")

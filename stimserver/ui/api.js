@@ -34,6 +34,10 @@ export function targetPath(repo, target) {
   return `/v1/repo/${enc(repo)}/targets/${enc(target)}`;
 }
 
+export function bakePath(repo, bake) {
+  return `/v1/repo/${enc(repo)}/bakes/${enc(bake)}`;
+}
+
 export function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, String(v));

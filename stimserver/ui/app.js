@@ -3,11 +3,14 @@
 //   /ui/signin                                   sign-in
 //   /ui/repo/R                                   targets of repo R, with their jobs
 //   /ui/repo/R/target/T/KIND?line=&q=&regex=&field=&tab=&seed=   a job's output (KIND: stim | rollout)
-import { ApiError, enc, getJSON, query, sendJSON, targetPath } from "./api.js";
-import { fmt, h, replace } from "./dom.js";
+//   /ui/repo/R/bake/B?sample=&log=&config=       a bake: charts, before/after answers, lineage
+import { ApiError, bakePath, enc, getJSON, query, sendJSON, targetPath } from "./api.js";
+import { bakeLossText, bakeView, newestCheckpoint, stepsText } from "./bake.js";
+import { fmt, h, num, replace } from "./dom.js";
 import { outputView } from "./output.js";
 
 const ACTIVE = new Set(["pending", "running"]);
+const BAKE_ACTIVE = new Set(["preparing", "pending", "running", "incomplete"]);
 const main = document.getElementById("main");
 const who = document.getElementById("who");
 let me = null; // GET /ui/session, once known
@@ -41,6 +44,8 @@ function route() {
   else if (parts[0] === "repo" && parts[2] === "target" && parts.length === 5 && ["stim", "rollout"].includes(parts[4]))
     view = outputView(parts[1], parts[3], parts[4], params,
       { main, navLink, uiPath, needSignIn, failed, setQuery, statusBadge });
+  else if (parts[0] === "repo" && parts[2] === "bake" && parts.length === 4)
+    view = bakeView(parts[1], parts[3], params, { main, navLink, uiPath, needSignIn, failed, setQuery, statusBadge });
   else if (parts.length === 0) view = reposView();
   else view = notFoundView();
 }
@@ -161,7 +166,8 @@ function reposView() {
 }
 
 function statusBadge(status) {
-  return h("span", { class: `badge status-${status}` }, status.replace("_", " "));
+  const s = String(status ?? "unknown");
+  return h("span", { class: `badge status-${s.replace(/[^a-z_]/g, "")}` }, s.replace("_", " "));
 }
 
 function jobSummary(job) {
@@ -180,24 +186,69 @@ async function jobStatus(repo, target, kind) {
   }
 }
 
+function bakeHref(repo, bake) {
+  return `/ui/repo/${enc(repo)}/bake/${enc(bake)}`;
+}
+
+// Bakes of a repo with their statuses; null where the server does not serve bakes.
+async function bakeStatuses(repo) {
+  let names;
+  try { names = (await getJSON(`/v1/repo/${enc(repo)}/bakes`)).bakes || []; } catch (err) {
+    if (err instanceof ApiError && err.status === 404 && !/^repo '/.test((err.body && err.body.message) || "")) return null;
+    throw err;
+  }
+  return Promise.all(names.map(async (b) => [b, await getJSON(bakePath(repo, b)).catch((err) => {
+    if (err instanceof ApiError && err.status === 401) throw err;
+    return { status: "unknown", error: err.message };
+  })]));
+}
+
+function bakeRow(repo, name, s) {
+  const newest = newestCheckpoint(s);
+  const held = s.evaluation && s.evaluation.heldout;
+  return h("tr", { dataset: { bake: name } },
+    h("td", {}, navLink(bakeHref(repo, name), h("strong", {}, name))),
+    h("td", {}, navLink(bakeHref(repo, name), h("span", { class: "job" }, statusBadge(s.status), " ",
+      h("progress", { max: "100", value: String(s.progress_percent ?? (s.status === "complete" ? 100 : 0)) }),
+      h("span", { class: "muted steps" }, stepsText(s))))),
+    h("td", { class: "loss" }, bakeLossText(s)),
+    h("td", { class: "newest" }, newest === null ? h("span", { class: "muted" }, "–") : String(newest)),
+    h("td", { class: "heldout" }, held && Number.isFinite(held.kl_before) && Number.isFinite(held.kl_after)
+      ? `${num(held.kl_before)} → ${num(held.kl_after)}` : h("span", { class: "muted" }, "–")),
+    h("td", {}, s.error ? h("span", { class: "error" }, s.error) : null));
+}
+
 function targetsView(repo) {
   let live = true;
   let timer = 0;
   const table = h("tbody");
+  const bakeBody = h("tbody");
+  const bakes = h("section", { class: "bakes", id: "bakes", hidden: true }, h("h2", {}, "Bakes"),
+    h("table", { class: "targets bakes-table" }, h("thead", {}, h("tr", {}, h("th", {}, "Bake"), h("th", {}, "Status"),
+      h("th", {}, "Latest loss"), h("th", {}, "Newest checkpoint"), h("th", {}, "Held-out KL"), h("th", {}, ""))), bakeBody));
   replace(main, h("nav", { class: "crumbs" }, navLink("/ui/", "Repos"), " / ", h("span", {}, repo)),
-    h("table", { class: "targets" }, h("thead", {}, h("tr", {}, h("th", {}, "Target"), h("th", {}, "Stim"),
-      h("th", {}, "Rollout"))), table));
+    h("div", { class: "repopage" },
+      h("table", { class: "targets" }, h("thead", {}, h("tr", {}, h("th", {}, "Target"), h("th", {}, "Stim"),
+        h("th", {}, "Rollout"), h("th", {}, "Bakes"))), table), bakes));
   async function refresh() {
-    const names = (await getJSON(`/v1/repo/${enc(repo)}/targets`)).targets || [];
+    const [names, baked] = await Promise.all([getJSON(`/v1/repo/${enc(repo)}/targets`).then((b) => b.targets || []),
+      bakeStatuses(repo)]);
     const rows = await Promise.all(names.map(async (t) =>
       [t, ...(await Promise.all([jobStatus(repo, t, "stim"), jobStatus(repo, t, "rollout")]))]));
     if (!live) return;
+    const usedBy = (t) => (baked || []).filter(([, s]) => ((s.config && s.config.datasets) || []).some((d) => d && d.target === t));
     replace(table, rows.length ? rows.map(([t, stim, rollout]) => h("tr", { dataset: { target: t } },
       h("td", {}, h("strong", {}, t)),
       h("td", {}, navLink(uiPath(repo, t, "stim"), jobSummary(stim))),
-      h("td", {}, rollout ? navLink(uiPath(repo, t, "rollout"), jobSummary(rollout)) : jobSummary(null))))
-      : h("tr", {}, h("td", { colspan: "3" }, "No targets in this repo.")));
-    if (rows.some(([, s, r]) => ACTIVE.has(s.status) || (r && ACTIVE.has(r.status))))
+      h("td", {}, rollout ? navLink(uiPath(repo, t, "rollout"), jobSummary(rollout)) : jobSummary(null)),
+      h("td", { class: "usedby" }, h("span", { class: "bakerefs" }, usedBy(t).map(([b, s]) => h("span", { class: "bakeref" },
+        navLink(bakeHref(repo, b), b), " ", statusBadge(s.status)))))))
+      : h("tr", {}, h("td", { colspan: "4" }, "No targets in this repo.")));
+    bakes.hidden = baked === null;
+    replace(bakeBody, baked && baked.length ? baked.map(([b, s]) => bakeRow(repo, b, s))
+      : h("tr", {}, h("td", { colspan: "6", class: "muted" }, "No bakes in this repo.")));
+    if (rows.some(([, s, r]) => ACTIVE.has(s.status) || (r && ACTIVE.has(r.status)))
+        || (baked || []).some(([, s]) => BAKE_ACTIVE.has(s.status)))
       timer = setTimeout(() => refresh().catch((e) => live && failed(e)), 1500);
   }
   refresh().catch((err) => live && failed(err));

@@ -49,3 +49,27 @@ export function highlighted(text, ranges) {
 export function fmt(n) {
   return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US");
 }
+
+// The same for SVG elements (charts, the lineage graph): attributes only, text through text nodes.
+const SVG_NS = "http://www.w3.org/2000/svg";
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") el.setAttribute("class", value);
+    else if (name === "dataset") Object.assign(el.dataset, value);
+    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+// A number for a chart or a table: short, exact enough, readable at any magnitude (1.2e-7, 0.0123, 4.56).
+export function num(x, digits = 3) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return "–";
+  if (x === 0) return "0";
+  const a = Math.abs(x);
+  if (a >= 1e5 || a < 1e-3) return x.toExponential(digits - 1).replace(/\.?0+e/, "e");
+  return String(Number(x.toPrecision(digits)));
+}
