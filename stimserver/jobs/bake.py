@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -67,6 +68,7 @@ class BakeSettings:
 
     models_dirs: tuple[Path, ...] = ()
     processes: int = 1
+    torchrun: str = "--standalone"
     threads: int = 0
     python: str | None = None
     eval_samples: int = 16
@@ -76,6 +78,7 @@ class BakeSettings:
     @classmethod
     def from_settings(cls, settings: Any) -> BakeSettings:
         return cls(models_dirs=tuple(settings.models_dirs), processes=settings.bake_processes,
+                   torchrun=settings.bake_torchrun,
                    threads=settings.bake_threads, python=settings.trainer_python,
                    eval_samples=settings.bake_eval_samples, trains_here=settings.run_jobs,
                    max_bakes=settings.max_bakes)
@@ -371,16 +374,17 @@ def _death_signal() -> Any:
 def trainer_command(settings: BakeSettings, job_dir: Path) -> list[str]:
     if settings.processes <= 1:
         return [settings.interpreter, "-m", "stimserver.train", str(job_dir)]
-    return [settings.interpreter, "-m", "torch.distributed.run", "--standalone",
+    return [settings.interpreter, "-m", "torch.distributed.run", *shlex.split(settings.torchrun),
             f"--nproc_per_node={settings.processes}", "-m", "stimserver.train", str(job_dir)]
 
 
 def trainer_env(settings: BakeSettings) -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "STIMSERVER_TRAINER_PARENT": str(os.getpid())}
-    if settings.threads:
-        env["OMP_NUM_THREADS"] = str(settings.threads)
-        env["STIMSERVER_BAKE_THREADS"] = str(settings.threads)
+    # torchrun gives each process one thread unless told; share the cores out instead
+    threads = settings.threads or (max(1, (os.cpu_count() or 1) // settings.processes) if settings.processes > 1 else 0)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     if settings.models_dirs:
         env["STIMSERVER_MODELS_DIR"] = ":".join(str(p) for p in settings.models_dirs)
     return env

@@ -51,7 +51,7 @@ def convert(out: Path, gguf: Path | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The tensors are plain float32 now: drop the GGUF quantizer's marks, or save_pretrained refuses.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     for name, value in SAMPLING.items():
