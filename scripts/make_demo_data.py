@@ -18,6 +18,10 @@ job runner produced, every answer a real completion of the model.
 - ``geography``: 40 hardcoded questions under a tutor prompt, with a rollout of two
   trajectories (a 135M model's geography is poor: that is what a small model gives).
 - ``arithmetic``: stim only, 150 questions from the shipped ``arithmetic`` set.
+- ``french-baked``: a bake of the ``french`` rollout on the same model (found by name in
+  var/models, where scripts/local-model converted it), kept with its final checkpoint only and
+  without the trainer's resume state, so the demo stays small (a rank-4 adapter, under 5 MB).
+  ``--bake-only`` makes just this bake again, from the demo data as it is (~7 min on 2 cores).
 """
 from __future__ import annotations
 
@@ -90,17 +94,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BAKE = "french-baked"
+BAKE_OVERRIDES = {
+    "datasets": [{"target": "french"}], "epochs": 2, "micro_batch_size": 4,
+    "model": {"parent_model_name": MODEL,
+              "baked_adapter_config": {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}},
+    "optimizer": {"learning_rate": 1e-3}, "data": {"max_length": 512},
+    "checkpoint": [{"save_end_of_training": True}],
+}
+# What a finished bake needs to be shown and downloaded; the rest is the trainer's resume state and scratch.
+RESUME_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin")
+
+
+def bake(client: aibread.Bread, me: dict) -> None:
+    client.bakes.create(repo_name="demo", bake_name=BAKE, template="default", overrides=BAKE_OVERRIDES, **me)
+    started = time.monotonic()
+    client.bakes.run(BAKE, repo_name="demo", poll=False, **me)
+    while (done := client.bakes.get(BAKE, repo_name="demo", **me)).status not in ("complete", "failed"):
+        time.sleep(2)
+    if done.status != "complete":
+        raise SystemExit(f"the bake failed: {done.error}")
+    held = (done.evaluation or {}).get("heldout") or {}
+    print(f"{BAKE}: complete in {time.monotonic() - started:.0f} s; held-out KL {held.get('kl_before')} -> "
+          f"{held.get('kl_after')}; {(done.evaluation or {}).get('behaviour')}")
+
+
+def slim_bakes(built: Path) -> None:
+    """Drop what only a resumed trainer or a download cache needs from the built bakes."""
+    for job_dir in built.glob("repos/*/bakes/*/bake"):
+        for name in ("work", "archives"):
+            shutil.rmtree(job_dir / name, ignore_errors=True)
+        for checkpoint in (job_dir / "checkpoints").iterdir():
+            for path in checkpoint.iterdir():
+                if path.name in RESUME_STATE or path.name.startswith("rng_state"):
+                    path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-url", default="http://127.0.0.1:8001/v1",
                         help="the model server (scripts/local-model)")
+    parser.add_argument("--bake-only", action="store_true",
+                        help="only (re)make the bake, from the demo's rollouts as they are (no model server)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="stimserver-demo-"))
     shutil.copytree(DATA / "datasets", scratch / "datasets")
+    if args.bake_only:
+        shutil.copytree(DATA / "users", scratch / "users")
+        shutil.rmtree(scratch / "users" / "demo" / "repos" / "demo" / "bakes", ignore_errors=True)
     key = "demo-build-" + secrets.token_hex(16)
     port = free_port()
     env = {**os.environ, "STIMSERVER_MASTER_KEY": key, "OPENAI_BASE_URL": args.model_url,
-           "STIMSERVER_LLM_TIMEOUT": "600"}
+           "STIMSERVER_LLM_TIMEOUT": "600", "STIMSERVER_MODELS_DIR": str(ROOT / "var" / "models"),
+           "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "-m", "stimserver", "serve", "--port", str(port), "--data",
                                str(scratch), "--no-access-log"], env=env, start_new_session=True)
     try:
@@ -112,6 +158,9 @@ def main() -> None:
             except aibread.APIConnectionError:
                 time.sleep(0.1)
         me = {"user_id": "demo"}
+        if args.bake_only:
+            bake(client, me)
+            return finish(server, scratch)
         client.repo.create(repo_name="demo", **me)
         client.prompts.create("demo", prompt_name="teacher", messages=TEACHER, **me)
         client.prompts.create("demo", prompt_name="student", messages=STUDENT, **me)
@@ -140,10 +189,20 @@ def main() -> None:
             print(f"{target} rollout: {done.lines} trajectories in {time.monotonic() - started:.0f} s, "
                   f"{extra.get('duplicate_stimuli')} stimuli with identical trajectories, warning: "
                   f"{extra.get('warning')}")
-    finally:
+        bake(client, me)
+    except BaseException:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)
+        raise
+    finish(server, scratch)
+
+
+def finish(server: subprocess.Popen, scratch: Path) -> None:
+    """Stop the server and copy what it built into data/users/demo."""
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(60)
     built = scratch / "users" / "demo"
+    slim_bakes(built)
     for leftover in built.rglob("*.lock"):
         leftover.unlink()
     shutil.rmtree(DATA / "users" / "demo", ignore_errors=True)

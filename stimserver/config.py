@@ -117,6 +117,9 @@ SETTINGS: tuple[Setting, ...] = (
             "bakes one runner (serve or worker) trains at once, each in its own trainer process", int, 0, 64),
     Setting("bake_processes", "STIMSERVER_BAKE_PROCESSES", 1,
             "trainer processes per bake (more than 1: torchrun, one per GPU, or gloo on CPUs)", int, 1, 1024),
+    Setting("bake_torchrun", "STIMSERVER_BAKE_TORCHRUN", "--standalone",
+            "torchrun's options for a bake of several processes (several machines: --nnodes, --node-rank and "
+            "--rdzv-endpoint; docs/training.md)"),
     Setting("bake_threads", "STIMSERVER_BAKE_THREADS", 0,
             "CPU threads per trainer process (0: torch's default, one per core)", int, 0, 1024),
     Setting("trainer_python", "STIMSERVER_TRAINER_PYTHON", None,
@@ -215,6 +218,7 @@ class Settings:
     models_dir: str | None = None
     max_bakes: int = 1
     bake_processes: int = 1
+    bake_torchrun: str = "--standalone"
     bake_threads: int = 0
     trainer_python: str | None = None
     bake_eval_samples: int = 16

@@ -73,8 +73,6 @@ def wait_done(client: aibread.Bread, bake: str) -> Any:
         time.sleep(0.5)
 
 
-# peft 0.21 asks transformers 5 for an attribute it has deprecated (their versions, not ours)
-@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_a_bake_through_the_official_client(alice: aibread.Bread, tmp_path: Path) -> None:
     created = alice.bakes.with_raw_response.create(repo_name="r1", bake_name="b1", template="default",
                                                    overrides=OVERRIDES)

@@ -228,3 +228,58 @@ def test_a_rollout_run_and_paged_through_nginx_by_two_workers(tmp_path):
     assert [(r["stimulus_id"], r["trajectory_id"]) for r in seen] == [(s, t) for s in range(60) for t in range(3)]
     assert all(r["response"]["content"] == f"Answer to {r['question']}" for r in seen)
     assert len(fake.received) == 180
+
+
+def test_a_bake_run_and_downloaded_through_nginx_by_two_workers(tmp_path):
+    """A bake (a tiny model) behind nginx, serve --workers 2: run, polled, metrics, and its signed link."""
+    import io
+    import tarfile
+    import time
+
+    import httpx
+
+    from stimserver.store.atomic import write_json_atomic
+    from stimserver.store.paths import DataPaths
+    from stimserver.store.records import Records
+    from tests.conftest import import_jsonl
+    from tests.serverproc import ServerProcess, free_port
+    from tests.test_client_bakes import OVERRIDES, rollout_lines
+    from tests.train import tiny
+
+    data = tmp_path / "data"
+    paths = DataPaths(data)
+    write_json_atomic(paths.repo("alice", "demo") / "repo.json", {"repo_name": "demo",
+                                                                  "base_model": str(tiny.model_dir())})
+    src = tmp_path / "rollout.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in rollout_lines()))
+    import_jsonl(Records(paths), "alice", "demo", "french", src, kind="rollout")
+    server = ServerProcess(data, free_port(), tmp_path, workers=2,
+                           env={"STIMSERVER_TRUSTED_PROXIES": "127.0.0.1", "STIMSERVER_BAKE_THREADS": "1",
+                                "STIMSERVER_BAKE_EVAL_SAMPLES": "1", "HF_HUB_OFFLINE": "1"})
+    nginx = Nginx(tmp_path / "nginx", server.port)
+    try:
+        server.start()
+        nginx.start()
+        bread = aibread.Bread(api_key=server.master_key, base_url=f"http://127.0.0.1:{nginx.port}", max_retries=0)
+        _open.append(bread)
+        me = {"user_id": "alice"}
+        bread.bakes.create(repo_name="demo", bake_name="b1", template="default", overrides=OVERRIDES, **me)
+        bread.bakes.run("b1", repo_name="demo", poll=False, **me)
+        deadline = time.monotonic() + 180
+        while (status := bread.bakes.get("b1", repo_name="demo", **me)).status != "complete":
+            assert status.status in ("pending", "running"), status
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        rows = bread.bakes.get_metrics("b1", repo_name="demo", **me)
+        link = bread.bakes.download("b1", repo_name="demo", **me)
+        assert link.url.startswith(f"http://127.0.0.1:{nginx.port}/v1/downloads/bakes/alice/demo/b1/")
+        archive = httpx.get(link.url)
+        forged = httpx.get(link.url.replace("signature=", "signature=0"))
+    finally:
+        nginx.stop()
+        server.terminate()
+    assert [r["iter"] for r in rows if r["type"] == "train"] == list(range(1, status.total_steps + 1))
+    assert archive.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+        assert any(name.endswith("/adapter_model.safetensors") for name in tar.getnames())
+    assert forged.status_code == 403 and forged.json()["code"]

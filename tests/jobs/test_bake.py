@@ -325,3 +325,16 @@ def test_job_plans_are_frozen_as_json(kind: BakeKind, paths: DataPaths, records:
     seed_rollout(records, tmp_path, "a", 4)
     plan = kind.plan(bake_source(paths, config({"target": "a"})))
     assert isinstance(plan, JobPlan) and orjson.loads(orjson.dumps(plan.spec)) == plan.spec
+
+
+def test_the_trainer_command_for_one_process_several_and_several_machines(tmp_path: Path) -> None:
+    from stimserver.jobs.bake import trainer_command
+
+    one = BakeSettings(python="/py")
+    assert trainer_command(one, tmp_path) == ["/py", "-m", "stimserver.train", str(tmp_path)]
+    two = BakeSettings(python="/py", processes=2)
+    assert trainer_command(two, tmp_path) == ["/py", "-m", "torch.distributed.run", "--standalone",
+                                              "--nproc_per_node=2", "-m", "stimserver.train", str(tmp_path)]
+    nodes = BakeSettings(python="/py", processes=8, torchrun="--nnodes=2 --node-rank=0 --rdzv-endpoint=head:29500")
+    assert trainer_command(nodes, tmp_path)[3:7] == ["--nnodes=2", "--node-rank=0", "--rdzv-endpoint=head:29500",
+                                                     "--nproc_per_node=8"]
