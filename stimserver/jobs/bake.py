@@ -129,7 +129,7 @@ def _model(source: JobSource, config: dict[str, Any], settings: BakeSettings) ->
         raise ConfigProblem("the bake names no base model: set model.parent_model_name, or the repo's base_model")
     match = BAKE_REFERENCE.fullmatch(reference)
     if match is not None:
-        return _parent(source, reference, match.groups())
+        return _parent(source, reference, match.groups(), settings)
     if not settings.trains_here:
         return {"reference": reference, "path": None, "gguf_file": None, "found_by": "resolved by the trainer"}, None
     try:
@@ -140,7 +140,8 @@ def _model(source: JobSource, config: dict[str, Any], settings: BakeSettings) ->
     return found.as_spec(), None
 
 
-def _parent(source: JobSource, reference: str, parts: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
+def _parent(source: JobSource, reference: str, parts: tuple[str, ...],
+            settings: BakeSettings) -> tuple[dict[str, Any], Any]:
     """A checkpoint of another bake of this user as the base: its base model, plus its adapter merged."""
     user, repo, bake, step = parts
     if user != source.user:
@@ -161,8 +162,13 @@ def _parent(source: JobSource, reference: str, parts: tuple[str, ...]) -> tuple[
         raise ConfigProblem(f"model.parent_model_name {reference!r}: that bake is itself baked on another bake; "
                             "stimserver bakes on one parent at most (bake on the parent's own base instead)")
     model = spec.get("model")
-    if not isinstance(model, dict):
+    if not isinstance(model, dict) or not isinstance(model.get("reference"), str):
         raise ConfigProblem(f"model.parent_model_name {reference!r}: that bake's record names no model")
+    if settings.trains_here:  # found again here: the parent may have trained on another machine, or checkout
+        try:
+            model = resolve_model(model["reference"], models_dirs=settings.models_dirs).as_spec()
+        except ModelNotFound as e:
+            raise ConfigProblem(f"model.parent_model_name {reference!r}: its base model {e}") from None
     return model, {"reference": reference, "adapter_dir": str(bakefiles.checkpoint_dir(parent_dir, int(step)))}
 
 
