@@ -261,3 +261,24 @@ async def test_a_busy_second_folds_at_a_bounded_count(tmp_path, monkeypatch):
     assert _value(m, "/r", 200) == 3 and not m._pending
     m.fold()  # and the timer armed for the first of them is gone with it
     assert m._timer is None
+
+
+async def test_bakes_are_counted_by_status(aiohttp_client, tmp_path):
+    """stimserver_jobs{kind="bake",status=…} counts bake jobs, which live beside their bakes, not targets."""
+    from stimserver.config import Settings
+    from stimserver.store import jobrecords
+    from stimserver.store.paths import DataPaths
+    from stimserver.web.app import create_app
+    from tests.conftest import MASTER_KEY
+
+    settings = Settings.build(data_dir=tmp_path / "data", master_key=MASTER_KEY, access_log=False, run_jobs=False)
+    paths = DataPaths(settings.data_dir)
+    for bake, status in (("b1", "complete"), ("b2", "complete"), ("b3", "failed")):
+        job_dir = paths.job_dir("alice", "r1", bake, "bake")
+        job_dir.mkdir(parents=True)
+        jobrecords.write_record(job_dir, {"job_id": 1, "status": status})
+    client = await aiohttp_client(create_app(settings))
+    samples = await scrape(client)
+    assert samples[("stimserver_jobs", (("kind", "bake"), ("status", "complete")))] == 2
+    assert samples[("stimserver_jobs", (("kind", "bake"), ("status", "failed")))] == 1
+    assert samples[("stimserver_jobs", (("kind", "bake"), ("status", "running")))] == 0
