@@ -5,7 +5,7 @@
 // (mouse or arrow keys, shared between charts) are below.
 import { h, num, svg, clear } from "./dom.js";
 
-const MARGIN = { top: 8, right: 14, bottom: 24, left: 56 };
+const MARGIN = { top: 8, right: 24, bottom: 24, left: 56 }; // right: room for half of the last x label
 const MAX_DOTS = 300; // series drawn with a dot per point (eval rows) stop dotting past this many points
 
 function niceStep(range, count) {
