@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,16 +94,18 @@ def read_rows(job_dir: Path) -> list[dict[str, Any]]:
         data = (job_dir / METRICS).read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return []
-    end = data.rfind(b"\n")
-    rows = []
-    for line in data[:end + 1].splitlines():
+    return list(_complete_rows(data[:data.rfind(b"\n") + 1]))
+
+
+def _complete_rows(data: bytes) -> Iterator[dict[str, Any]]:
+    """The rows of whole lines ``data``; a line that is not a JSON object is skipped."""
+    for line in data.splitlines():
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
         if isinstance(row, dict):
-            rows.append(row)
-    return rows
+            yield row
 
 
 def repair_rows(job_dir: Path) -> None:
@@ -169,13 +172,8 @@ def summarize_rows(job_dir: Path) -> RowSummary:
             data = os.pread(fd, st.st_size - done, done)
             end = data.rfind(b"\n") + 1
             summary = copy.copy(summary)
-            for line in data[:end].splitlines():
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(row, dict):
-                    summary.add(row)
+            for row in _complete_rows(data[:end]):
+                summary.add(row)
             done += end
     finally:
         os.close(fd)

@@ -252,9 +252,9 @@ def fake_trainer(tmp_path: Path) -> str:
     return str(path)
 
 
-async def run_fake(make_runner, paths: DataPaths, records: Records, tmp_path: Path, fake_trainer: str,
-                   script: list[dict[str, Any]]) -> dict[str, Any]:
-    """Submit a bake whose trainer follows ``script`` (one entry per start) and wait for its end."""
+async def start_fake(make_runner, paths: DataPaths, records: Records, tmp_path: Path, fake_trainer: str,
+                     script: list[dict[str, Any]]) -> tuple[Any, JobRef]:
+    """Submit a bake whose trainer follows ``script`` (one entry per start); (its runner, its job)."""
     seed_rollout(records, tmp_path, "a", 4)
     model_dir(tmp_path / "models" / "tiny")
     kind = BakeKind(BakeSettings(models_dirs=(tmp_path / "models",), python=fake_trainer, trains_here=False))
@@ -264,6 +264,13 @@ async def run_fake(make_runner, paths: DataPaths, records: Records, tmp_path: Pa
     await runner.submit(ref, source.target_record)
     (ref.job_dir(paths) / "fake.json").write_text(orjson.dumps(script).decode())
     runner.wake()
+    return runner, ref
+
+
+async def run_fake(make_runner, paths: DataPaths, records: Records, tmp_path: Path, fake_trainer: str,
+                   script: list[dict[str, Any]]) -> dict[str, Any]:
+    """``start_fake``, then wait for the bake's end."""
+    _, ref = await start_fake(make_runner, paths, records, tmp_path, fake_trainer, script)
     return await wait_until(lambda: (r := record_of(paths, ref)) and r["status"] in ("complete", "failed") and r,
                             "the bake to end", timeout=60)
 
@@ -304,15 +311,7 @@ async def test_a_full_disk_says_so_and_how_to_resume(make_runner, paths, records
 
 
 async def test_stopping_a_bake_stops_its_trainer(make_runner, paths, records, tmp_path, fake_trainer) -> None:
-    seed_rollout(records, tmp_path, "a", 4)
-    model_dir(tmp_path / "models" / "tiny")
-    kind = BakeKind(BakeSettings(models_dirs=(tmp_path / "models",), python=fake_trainer, trains_here=False))
-    runner = await make_runner(kinds={"bake": kind})
-    source = bake_source(paths, config({"target": "a"}))
-    ref = JobRef("alice", "r1", "b1", "bake")
-    await runner.submit(ref, source.target_record)
-    (ref.job_dir(paths) / "fake.json").write_text(orjson.dumps([{"sleep": 60}]).decode())
-    runner.wake()
+    runner, ref = await start_fake(make_runner, paths, records, tmp_path, fake_trainer, [{"sleep": 60}])
     await wait_until(lambda: (ref.job_dir(paths) / "fake-runs").is_dir(), "the trainer to start")
     started = asyncio.get_running_loop().time()
     assert await runner.stop_bake("alice", "r1", "b1")
