@@ -10,6 +10,8 @@
     DELETE {B}                    stops the bake's trainer, removes the bake with its job folder
     GET    {B}/metrics            the logged rows, a JSON array
     GET    {B}/download           {bake_name, checkpoint, expires_in, url}: a signed link (handlers/downloads.py)
+    POST   {B}/checkpoints/{N}/evaluation   ask for checkpoint N's evaluation: 202 (queued or running), 200 (done)
+    GET    {B}/checkpoints/{N}/evaluation   where it stands, with the result once complete
 
 A bake record keeps ``template`` and the normalised ``overrides`` beside the merged ``config``
 (``schemas.bakes``), so the same request is recognised even after its template bake was deleted.
@@ -18,10 +20,17 @@ and a parent bake of this repo named by ``model.parent_model_name`` exist. Creat
 hold the repo's reference lock, as for targets. The status is read from the job record and the
 job folder's files (``store.bakes``); a status read of an active job goes through
 ``JobRunner.observe``, as for stim and rollout, so no bake reports progress after its runner died.
+
+A checkpoint's evaluation on request is a file in the bake's folder (``store.bakefiles``:
+``evals/<N>.request.json``) that a job runner's scan picks up and hands to an evaluator process
+(``jobs.bake.run_evaluation``); this side only validates, writes the request once (an exclusive
+create: a request already open, or an evaluation done, starts nothing) and reads the files. The
+final checkpoint's evaluation is the bake's own ``eval.json``.
 """
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -37,7 +46,7 @@ from ..api.jsonio import (
     unprocessable,
 )
 from ..api.keys import JOB_CONTROL
-from ..api.paging import int_param
+from ..api.paging import MAX_QUERY_INT, int_param
 from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
 from ..schemas.bakes import (
     DEFAULT_EXPIRES_IN,
@@ -52,14 +61,17 @@ from ..schemas.bakes import (
     parent_bake,
 )
 from ..schemas.validation import Detail, Invalid, parse, problem
+from ..store import bakefiles
 from ..store.bakes import BakeFiles, BakeStore
 from ..store.errors import StoreError
 from ..store.paths import BAKE_KIND, check_name, name_problem
+from ..store.presence import live_runners
 from ..store.records import now_iso
 from .context import RepoContext, repo_context
 from .downloads import signed_url
 
-__all__ = ["routes", "bake_context", "bake_fields", "bake_status", "observed_job", "POST_WAIT_SECONDS"]
+__all__ = ["routes", "bake_context", "bake_fields", "bake_status", "observed_job", "POST_WAIT_SECONDS",
+           "checkpoint_param", "evaluated_checkpoint", "evaluation_answer", "ask_evaluation", "NO_RUNNER"]
 
 routes = web.RouteTableDef()
 
@@ -369,3 +381,67 @@ async def download_link(request: web.Request) -> web.Response:
     url = signed_url(request, store.download_secret(), ctx.user, ctx.repo, name, step, job_id, expires_in)
     return json_response({"bake_name": name, "checkpoint": step, "expires_in": expires_in, "url": url})
 
+
+
+# -- a checkpoint's evaluation, on request ----------------------------------------------------------------------
+NO_RUNNER = ("no job runner is running on this data directory: the evaluation waits until stimserver serve "
+             "(with jobs enabled) or stimserver worker runs on it")
+
+
+def checkpoint_param(raw: str, loc: str = "path") -> int:
+    """A checkpoint step from the path (or a query): a non-negative integer; a 422 naming it otherwise."""
+    text = raw.strip()
+    if not (text.isdigit() and text.isascii()) or len(text.lstrip("0")) > len(str(MAX_QUERY_INT)) \
+            or int(text) > MAX_QUERY_INT:
+        shown = raw if len(raw) <= 40 else raw[:40] + "…"
+        raise ValidationError(f"{loc} parameter checkpoint must be a checkpoint step, a non-negative integer "
+                              f"(got {shown!r})", detail=[problem([loc, "checkpoint"], "must be a non-negative integer",
+                                                                   "type_error.integer")])
+    return int(text)
+
+
+def evaluated_checkpoint(ctx: RepoContext, store: BakeStore, name: str, step: int) -> tuple[Path, Record]:
+    """(the bake's job folder, its job record) when ``step`` is one of its published checkpoints; else 404."""
+    job = store.job(ctx.user, ctx.repo, name)
+    steps = store.checkpoints(ctx.user, ctx.repo, name) if job is not None else []
+    if step not in steps:
+        listed = f"its checkpoints: {', '.join(map(str, steps))}" if steps else "it has none yet"
+        raise NotFound(f"bake '{name}' has no checkpoint {step}; {listed}")
+    return store.job_dir(ctx.user, ctx.repo, name), job or {}
+
+
+def evaluation_answer(ctx: RepoContext, name: str, step: int, state: bakefiles.EvaluationState) -> dict[str, Any]:
+    """What the evaluation routes answer: the state and, once complete, the evaluation (the shape of eval.json)."""
+    note = NO_RUNNER if state.status == "pending" and live_runners(ctx.records.paths) == 0 else None
+    return {"bake_name": name, "checkpoint": step, "status": state.status, "error": state.error, "note": note,
+            "requested_at": state.requested_at, "finished_at": state.finished_at, "evaluation": state.evaluation}
+
+
+async def ask_evaluation(request: web.Request, ctx: RepoContext, name: str, step: int) -> web.Response:
+    """Ask for checkpoint ``step``'s evaluation: 200 when it is done, else 202 (queued now, or already)."""
+    store = BakeStore(ctx.records)
+    job_dir, job = evaluated_checkpoint(ctx, store, name, step)
+    state = await asyncio.to_thread(bakefiles.evaluation_state, job_dir, step)
+    if state.status in ("not_started", "failed"):
+        await asyncio.to_thread(bakefiles.request_evaluation, job_dir, step, job.get("job_id"))
+        control = request.app.get(JOB_CONTROL)
+        if control is not None:
+            control.wake()  # this process's runner scans now
+        state = await asyncio.to_thread(bakefiles.evaluation_state, job_dir, step)
+    return json_response(evaluation_answer(ctx, name, step, state), 200 if state.status == "complete" else 202)
+
+
+@routes.post(BASE + "/{bake_name}/checkpoints/{checkpoint}/evaluation")
+async def request_checkpoint_evaluation(request: web.Request) -> web.Response:
+    step = checkpoint_param(request.match_info["checkpoint"])
+    ctx, _, name, _ = bake_context(request)
+    return await ask_evaluation(request, ctx, name, step)
+
+
+@routes.get(BASE + "/{bake_name}/checkpoints/{checkpoint}/evaluation")
+async def get_checkpoint_evaluation(request: web.Request) -> web.Response:
+    step = checkpoint_param(request.match_info["checkpoint"])
+    ctx, store, name, _ = bake_context(request)
+    job_dir, _ = evaluated_checkpoint(ctx, store, name, step)
+    state = await asyncio.to_thread(bakefiles.evaluation_state, job_dir, step)
+    return json_response(evaluation_answer(ctx, name, step, state))

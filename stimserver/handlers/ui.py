@@ -5,7 +5,9 @@
     POST   /ui/session          sign in: {"key": API key, "user": view-as user (master only)} → cookie
     GET    /ui/session          who the cookie signs in as (401 when none)
     DELETE /ui/session          sign out: the cookie is cleared
-    GET    /v1/repo/{R}/bakes/{B}/evaluation   the bake's stored before/after answers (issue 27)
+    GET    /v1/repo/{R}/bakes/{B}/evaluation   the bake's stored before/after answers (issue 27);
+                                               ?checkpoint=N: with checkpoint N's evaluation as "after"
+    POST   /ui/repo/{R}/bakes/{B}/checkpoints/{N}/evaluation   the viewer asks for checkpoint N's evaluation
 
 Every answer carries the viewer's security headers (a CSP without inline script or
 style, nosniff, no referrer, no framing). The files are read from the package once,
@@ -13,7 +15,16 @@ so an editable and an installed stimserver serve the same bytes.
 
 The evaluation route is an API read like any other (bearer key, or the viewer's cookie):
 it serves what the trainer wrote once (``eval-before.json`` at the start of the job,
-``eval.json`` at its end, store.bakefiles) and never computes anything on a page view.
+``eval.json`` at its end, store.bakefiles) and never computes anything on a page view. A
+checkpoint evaluated on request (``evals/<N>.json``) is read the same way, with ``?checkpoint=N``.
+
+The viewer's one write is the request for a checkpoint's evaluation. Its session cookie counts
+only for reads of the API (api/sessions.py), so the page posts to a route of its own under
+``/ui/``, which does what ``POST …/bakes/{B}/checkpoints/{N}/evaluation`` does
+(``handlers.bakes.ask_evaluation``) for the cookie's user: only with a valid session cookie
+(``SameSite=Strict``: other sites' requests do not carry it), a JSON request (a cross-site page
+cannot send one without a preflight, which this server never grants) and, when the browser names
+one, the viewer's own ``Origin``.
 """
 from __future__ import annotations
 
@@ -30,10 +41,11 @@ from aiohttp import web
 from ..api.auth import UI_PREFIX, Identity
 from ..api.errors import BadRequest, Forbidden, NotFound, ValidationError
 from ..api.jsonio import json_response, read_json_object
-from ..api.keys import RECORDS
+from ..api.keys import IDENTITY, RECORDS
 from ..api.sessions import SESSIONS, Sessions
 from ..store import bakefiles
 from ..store.paths import BAKE_KIND, check_name
+from .bakes import ask_evaluation, bake_context, checkpoint_param, evaluation_answer
 from .context import repo_context
 
 __all__ = ["routes", "SECURITY_HEADERS", "sessions_of"]
@@ -83,14 +95,14 @@ def sessions_of(request: web.Request) -> Sessions:
     return request.app[SESSIONS]
 
 
-def _same_origin(request: web.Request) -> None:
-    """A sign-in from another site's page is refused (login CSRF); browsers send ``Origin`` on a POST.
+def _same_origin(request: web.Request, what: str = "sign-in") -> None:
+    """A sign-in (or another post) from another site's page is refused (CSRF); browsers send ``Origin`` on a POST.
 
     Host names are compared without ports: a proxy may forward ``Host`` without its port (nginx's ``$host``).
     """
     origin = request.headers.get("Origin")
     if origin is not None and urlsplit(origin).hostname != urlsplit("//" + request.host).hostname:
-        raise Forbidden("sign-in is accepted only from the viewer's own pages")
+        raise Forbidden(f"{what} is accepted only from the viewer's own pages")
 
 
 @routes.get("/ui")
@@ -141,29 +153,62 @@ def _whoami(request: web.Request, identity: Identity, expires: int) -> dict[str,
     return answer
 
 
-def _evaluation(bake_file: Path, job_dir: Path) -> dict[str, Any] | None:
-    """``{before, after}`` from the job folder; None when the bake does not exist."""
+def _evaluation(bake_file: Path, job_dir: Path,
+                checkpoint: int | None) -> tuple[dict[str, Any], bakefiles.EvaluationState | None] | None:
+    """(``{before, after, evaluations}`` from the job folder, the checkpoint's state); None when the bake does
+    not exist. With ``checkpoint``, ``after`` is that checkpoint's evaluation (404 if it is not published)."""
     if not bake_file.is_file():
         return None
     before = bakefiles.read_json(job_dir, bakefiles.EVAL_BEFORE)
-    after = bakefiles.read_json(job_dir, bakefiles.EVAL)
+    state = None
+    if checkpoint is None:
+        after = bakefiles.read_json(job_dir, bakefiles.EVAL)
+    else:
+        if checkpoint not in bakefiles.checkpoint_steps(job_dir):
+            raise NotFound(f"bake '{bake_file.parent.name}' has no checkpoint {checkpoint}")
+        state = bakefiles.evaluation_state(job_dir, checkpoint)
+        after = state.evaluation
+    evaluations = {str(step): status for step, status in bakefiles.evaluation_statuses(job_dir).items()}
     return {"before": before if isinstance(before, dict) else None,
-            "after": after if isinstance(after, dict) else None}
+            "after": after if isinstance(after, dict) else None, "evaluations": evaluations}, state
 
 
 @routes.get("/v1/repo/{repo_name}/bakes/{bake_name}/evaluation")
 async def bake_evaluation(request: web.Request) -> web.Response:
     """The held-out evaluation the bake stored: the base model's (``before``, written when training
     starts) and the baked model's (``after``, written at the end), each with its sample answers.
-    ``null`` for a part not written yet; 404 when the repo or bake does not exist."""
+    ``null`` for a part not written yet; 404 when the repo or bake does not exist. ``evaluations``:
+    ``{step: status}`` of the checkpoints evaluated or asked for. With ``?checkpoint=N`` (a published
+    checkpoint, else 404), ``after`` is checkpoint N's evaluation, beside its ``status`` and ``error``."""
+    raw = request.query.get("checkpoint")
+    checkpoint = None if raw is None else checkpoint_param(raw, "query")
     ctx = repo_context(request)
     bake = check_name(request.match_info["bake_name"], "bake_name")
     paths = ctx.records.paths
     found = await asyncio.to_thread(_evaluation, paths.bake_file(ctx.user, ctx.repo, bake),
-                                    paths.job_dir(ctx.user, ctx.repo, bake, BAKE_KIND))
+                                    paths.job_dir(ctx.user, ctx.repo, bake, BAKE_KIND), checkpoint)
     if found is None:
         raise NotFound(f"bake '{bake}' not found in repo '{ctx.repo}'")
-    return json_response({"bake_name": bake, **found})
+    body, state = found
+    if checkpoint is not None and state is not None:
+        answer = evaluation_answer(ctx, bake, checkpoint, state)
+        body.update({k: answer[k] for k in ("checkpoint", "status", "error", "note", "requested_at", "finished_at")})
+    return json_response({"bake_name": bake, **body})
+
+
+@routes.post("/ui/repo/{repo_name}/bakes/{bake_name}/checkpoints/{checkpoint}/evaluation")
+async def ask_checkpoint_evaluation(request: web.Request) -> web.Response:
+    """The viewer's "Evaluate checkpoint N": ``POST …/bakes/{B}/checkpoints/{N}/evaluation`` for the session's user."""
+    _same_origin(request, "a request for an evaluation")
+    if request.content_type != "application/json":
+        raise BadRequest("send the request as JSON (Content-Type: application/json)")
+    _, identity = sessions_of(request).current(request)
+    request[IDENTITY] = identity
+    step = checkpoint_param(request.match_info["checkpoint"])
+    ctx, _, name, _ = bake_context(request)
+    response = await ask_evaluation(request, ctx, name, step)
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 @routes.get("/ui/static/{name}")

@@ -14,7 +14,12 @@ stimserver.train``), so torch never enters the server. This module:
 * ``run_bake`` starts the trainer (torchrun for several processes), passes it the job's
   lock so the flock lives as long as any trainer does, stops it on a stop request or a
   shutdown, and restarts it after a death (it resumes from its newest checkpoint) until
-  it stops publishing checkpoints.
+  it stops publishing checkpoints;
+* ``claim_evaluation`` and ``run_evaluation`` serve the evaluations of single checkpoints a
+  user asked for (``evals/<step>.request.json``, store.bakefiles): the runner claims one
+  request by its lock and runs ``python -m stimserver.train.evaluate_checkpoint`` for it, with
+  the trainer's interpreter and environment; the request ends done, or failed with the end
+  of the evaluator's log; a shutdown leaves it pending for the next runner.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from ..store import atomic, bakefiles
 from ..store import jobrecords as jr
 from ..store.errors import NoSpace
 from ..store.jobrecords import JobStatus
+from ..store.locks import FileLock
 from ..store.output import read_page
 from ..store.paths import DataPaths
 from ..train.resolve import BAKE_REFERENCE, ModelNotFound, resolve_model
@@ -48,7 +54,8 @@ from . import transitions
 from .execute import Execution, record_end, wait_for
 from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource
 
-__all__ = ["BakeKind", "BakeSettings", "run_bake", "select_trajectories", "TRAINER_MODULES"]
+__all__ = ["BakeKind", "BakeSettings", "run_bake", "select_trajectories", "TRAINER_MODULES", "EvaluationClaim",
+           "claim_evaluation", "run_evaluation", "evaluator_command"]
 
 log = logging.getLogger("stimserver.jobs")
 
@@ -434,9 +441,9 @@ async def _run_trainer(ex: Execution, settings: BakeSettings, job_dir: Path) -> 
         raise
 
 
-def _log_tail(job_dir: Path, lines: int = 5) -> str:
+def _log_tail(job_dir: Path, lines: int = 5, path: Path | None = None) -> str:
     try:
-        with open(job_dir / bakefiles.LOG, "rb") as f:
+        with open(path or job_dir / bakefiles.LOG, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 4096))
             tail = f.read().decode("utf-8", "replace").strip().splitlines()[-lines:]
@@ -516,3 +523,102 @@ async def run_bake(ex: Execution, settings: BakeSettings) -> None:
         raise
     except Exception:
         log.exception("bake %s %s: could not record its end", record.get("job_id"), ex.ref)
+
+
+# -- a checkpoint's evaluation, on request ----------------------------------------------------------
+@dataclass
+class EvaluationClaim:
+    """An evaluation request this runner took: the bake's job folder, the step, the request's lock (held)."""
+
+    job_dir: Path
+    step: int
+    lock: FileLock
+
+
+def claim_evaluation(paths: DataPaths) -> EvaluationClaim | None:
+    """Take the oldest open evaluation request whose lock is free, or None. Blocking.
+
+    A request whose evaluation is stored already (a runner that died after the evaluator wrote
+    it) is closed here, without running anything.
+    """
+    for job_dir, step in bakefiles.evaluation_requests(paths.users):
+        try:
+            lock = FileLock.acquire(bakefiles.evaluation_file(job_dir, step, "lock"), blocking=False)
+        except (FileNotFoundError, NotADirectoryError):  # the bake is being deleted
+            continue
+        if lock is None:
+            continue  # another runner evaluates it
+        try:
+            if not bakefiles.evaluation_file(job_dir, step, "request.json").is_file():
+                lock.release()  # done or withdrawn since the scan
+                continue
+            if bakefiles.checkpoint_evaluation(job_dir, step) is not None:
+                bakefiles.end_evaluation_request(job_dir, step)
+                lock.release()
+                continue
+        except BaseException:
+            lock.release()
+            raise
+        return EvaluationClaim(job_dir, step, lock)
+    return None
+
+
+def evaluator_command(settings: BakeSettings, job_dir: Path, step: int) -> list[str]:
+    """One process, whatever ``processes`` says: an evaluation is a few greedy answers on one device."""
+    return [settings.interpreter, "-m", "stimserver.train.evaluate_checkpoint", str(job_dir), str(int(step))]
+
+
+async def run_evaluation(settings: BakeSettings, claim: EvaluationClaim) -> None:
+    """Run the evaluator for a claimed request and close the request; never raises but a cancellation.
+
+    Done (exit 0, the evaluation stored): the request is removed. Failed (any other end): the
+    failure is recorded with the end of the evaluator's log. The request withdrawn meanwhile (the
+    bake deleted): the evaluator is stopped and nothing is written. Cancelled (a shutdown): the
+    evaluator is stopped and the request stays, for the next runner.
+    """
+    job_dir, step = claim.job_dir, claim.step
+    request = bakefiles.evaluation_file(job_dir, step, "request.json")
+    log_path = bakefiles.evaluation_file(job_dir, step, "log")
+    try:
+        log_file = await asyncio.to_thread(open, log_path, "ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *evaluator_command(settings, job_dir, step), stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, env=trainer_env(settings), start_new_session=True,
+                pass_fds=(claim.lock.fd,), preexec_fn=_death_signal())
+        finally:
+            log_file.close()
+        log.info("evaluating checkpoint %d of %s (pid %d)", step, job_dir, proc.pid)
+        waiting = asyncio.ensure_future(proc.wait())
+        try:
+            while not waiting.done():
+                await wait_for(asyncio.shield(waiting), POLL_SECONDS)
+                if not waiting.done() and not await asyncio.to_thread(request.is_file):
+                    await _terminate(proc)
+                    log.info("evaluation of checkpoint %d of %s withdrawn (the bake was deleted)", step, job_dir)
+                    return
+        except BaseException:
+            await asyncio.shield(_terminate(proc))
+            raise
+        code = waiting.result()
+        if not await asyncio.to_thread(request.is_file):
+            return  # withdrawn as it ended
+        if code == 0 and await asyncio.to_thread(bakefiles.checkpoint_evaluation, job_dir, step) is not None:
+            await asyncio.to_thread(bakefiles.end_evaluation_request, job_dir, step)
+            log.info("checkpoint %d of %s evaluated", step, job_dir)
+            return
+        tail = await asyncio.to_thread(_log_tail, job_dir, 3, log_path)
+        error = (f"the evaluation of checkpoint {step} ended without storing its result ({_exit(code)})"
+                 if code == 0 else f"the evaluation of checkpoint {step} failed ({_exit(code)})")
+        error += f"; the end of its log: {tail or '(empty)'}"
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the evaluator could not be started (a bad STIMSERVER_TRAINER_PYTHON, a gone folder)
+        if not request.is_file():
+            return
+        error = f"the evaluation of checkpoint {step} could not be started: {getattr(exc, 'strerror', None) or exc}"
+    log.warning("evaluation of checkpoint %d of %s failed: %s", step, job_dir, error)
+    try:
+        await asyncio.to_thread(bakefiles.end_evaluation_request, job_dir, step, error)
+    except OSError:
+        log.exception("could not record the failed evaluation of checkpoint %d of %s", step, job_dir)

@@ -10,7 +10,9 @@ One runner lives in every ``stimserver serve`` (unless ``run_jobs`` is off) and 
 * runs each claimed job as a task (``execute``: the kind's lines, committed in batches
   of ``flush_lines`` lines or ``flush_seconds``, whichever comes first);
 * ends each job ``complete`` (every expected line durable), ``failed`` (an ``error`` a
-  user can act on), or — on shutdown — ``pending`` again, for the next runner.
+  user can act on), or — on shutdown — ``pending`` again, for the next runner;
+* where it runs bakes, evaluates the checkpoints users asked for, one evaluator process at a
+  time (``jobs.bake.claim_evaluation``; a request left by a dead runner is found again).
 
 The resume rule is the output itself: a job continues at its committed line count, and
 kinds produce the same line for the same number on every run (``kinds.checkpointed``).
@@ -34,7 +36,7 @@ from ..store.output import lock_path
 from ..store.paths import BAKE_KIND, TARGET_KINDS, DataPaths
 from ..store.presence import Presence
 from . import liveness, transitions
-from .bake import BakeKind, BakeSettings, run_bake
+from .bake import BakeKind, BakeSettings, EvaluationClaim, claim_evaluation, run_bake, run_evaluation
 from .execute import Execution, JobLLM, execute, wait_for
 from .kinds import ConfigProblem, JobFailed, JobKind
 from .rollout import RolloutKind
@@ -90,6 +92,7 @@ class JobRunner:
         self._presence = Presence(paths, self.id)
         self._scan_cache = scan_cache()
         self._abandoned: dict[asyncio.Future[Any], JobRef] = {}
+        self._evaluation: asyncio.Task[None] | None = None  # the one checkpoint evaluation this runner runs
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -111,6 +114,8 @@ class JobRunner:
             self._scanner.cancel()
             await asyncio.gather(self._scanner, return_exceptions=True)
         tasks = [r.task for r in self._jobs.values()]
+        if self._evaluation is not None:
+            tasks.append(self._evaluation)  # its request stays, for the next runner
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -224,18 +229,42 @@ class JobRunner:
 
     async def scan_once(self) -> int:
         """Claim every claimable job there is room for; returns how many were started."""
-        found = await asyncio.to_thread(find_active, self.paths, tuple(self.kinds), self._scan_cache)
         started = 0
-        for ref, status in found:
-            if ref in self._jobs:
-                continue
-            if len(self._jobs) >= self.max_jobs:
-                if status == JobStatus.RUNNING:  # no room: at least stop it looking like it runs
-                    await asyncio.to_thread(liveness.requeue_orphan, self.paths, ref)
-                continue
-            if await self._claim(ref) is not None:
-                started += 1
+        try:
+            found = await asyncio.to_thread(find_active, self.paths, tuple(self.kinds), self._scan_cache)
+            for ref, status in found:
+                if ref in self._jobs:
+                    continue
+                if len(self._jobs) >= self.max_jobs:
+                    if status == JobStatus.RUNNING:  # no room: at least stop it looking like it runs
+                        await asyncio.to_thread(liveness.requeue_orphan, self.paths, ref)
+                    continue
+                if await self._claim(ref) is not None:
+                    started += 1
+        finally:  # a job that cannot be claimed does not hold up the evaluations
+            await self._evaluate_next()
         return started
+
+    async def _evaluate_next(self) -> None:
+        """Start the oldest checkpoint evaluation asked for, unless one runs here already (one at a time)."""
+        kind = self.kinds.get(BAKE_KIND)
+        if not self.active or not isinstance(kind, BakeKind) or self._evaluation is not None:
+            return
+        claim = await asyncio.to_thread(claim_evaluation, self.paths)
+        if claim is None:
+            return
+        if not self.active:  # closing meanwhile: the request stays
+            claim.lock.release()
+            return
+        task = asyncio.create_task(run_evaluation(kind.settings, claim), name=f"stimserver-evaluation-{claim.step}")
+        self._evaluation = task
+        task.add_done_callback(lambda _: self._evaluation_done(task, claim))
+
+    def _evaluation_done(self, task: asyncio.Task[None], claim: EvaluationClaim) -> None:
+        claim.lock.release()
+        if self._evaluation is task:
+            self._evaluation = None
+        self.wake()  # the next request, if any
 
     async def _claim(self, ref: JobRef) -> _Running | None:
         if not self.active or ref in self._jobs or len(self._jobs) >= self.max_jobs or ref.kind not in self.kinds:

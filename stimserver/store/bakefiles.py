@@ -13,12 +13,20 @@ Blocking. One bake ``b`` of repo ``r``::
     bakes/<b>/bake/failure.json          why the trainer gave up (a message for the user)
     bakes/<b>/bake/trainer.log           the trainer's own output
     bakes/<b>/bake/work/                 the trainer's scratch (unpublished checkpoints); never served
+    bakes/<b>/bake/evals/<step>.json     the evaluation of one checkpoint, asked for by a user (as eval.json)
+    bakes/<b>/bake/evals/<step>.request.json   that request, until it is done or has failed
+    bakes/<b>/bake/evals/<step>.failed.json    why it failed (the end of the evaluator's log)
+    bakes/<b>/bake/evals/<step>.log      the evaluator's output; <step>.lock: held while it runs
 
 Rules that keep a crash harmless: a metrics row, once its line is complete, is never
 rewritten (a resumed trainer logs a row only when its ``iter`` is above the last row of its
 ``type``, ``train`` or ``eval``); a
 checkpoint is written in ``work/`` and published by one rename, so a listed checkpoint is
 complete and never changes; every other file is replaced atomically.
+
+A checkpoint's evaluation (``evals/``) is computed by ``python -m stimserver.train.evaluate_checkpoint``
+when a user asks for it (the request file, which the job runner's scan finds), written once by an
+exclusive create and never replaced. The final checkpoint's evaluation is ``eval.json`` itself.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import math
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +43,16 @@ from typing import Any
 
 import orjson
 
-from .atomic import fsync_dir, is_no_space, no_space, write_all, write_json_atomic
+from .atomic import create_json_exclusive, fsync_dir, is_no_space, no_space, write_all, write_json_atomic
+from .locks import is_locked
 
 __all__ = ["TRAIN_DATA", "METRICS", "CHECKPOINTS", "WORK", "PLAN", "EVAL_BEFORE", "EVAL", "FAILURE", "LOG",
            "CHECKPOINT_INFO", "read_json", "write_json", "append_rows", "read_rows", "repair_rows", "last_iter",
            "RowSummary", "summarize_rows", "rows_json",
            "checkpoint_steps", "checkpoint_dir", "publish_checkpoint", "write_failure", "read_failure",
-           "clear_attempt"]
+           "clear_attempt", "EVALS", "EvaluationState", "evaluation_file", "checkpoint_evaluation",
+           "evaluation_state", "evaluation_statuses", "request_evaluation", "store_evaluation",
+           "end_evaluation_request", "evaluation_requests"]
 
 TRAIN_DATA = "train.jsonl"
 METRICS = "metrics.jsonl"
@@ -264,3 +276,145 @@ def clear_attempt(job_dir: Path) -> None:
     """Forget the last attempt's failure and scratch (a resumed job keeps rows and checkpoints)."""
     (job_dir / FAILURE).unlink(missing_ok=True)
     shutil.rmtree(job_dir / WORK, ignore_errors=True)
+
+
+# -- a checkpoint's evaluation, on request ---------------------------------------------------------
+EVALS = "evals"
+_EVAL_FILE = re.compile(r"([0-9]{1,12})\.(json|request\.json|failed\.json)")
+
+
+def evaluation_file(job_dir: Path, step: int, suffix: str = "json") -> Path:
+    """``evals/<step>.<suffix>``: ``json`` (the result), ``request.json``, ``failed.json``, ``log``, ``lock``."""
+    return job_dir / EVALS / f"{int(step)}.{suffix}"
+
+
+def _read_object(path: Path) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def checkpoint_evaluation(job_dir: Path, step: int) -> dict[str, Any] | None:
+    """The stored evaluation of checkpoint ``step`` (the shape of ``eval.json``), or None.
+
+    ``eval.json`` when the bake's own end-of-training evaluation is of that checkpoint, else
+    ``evals/<step>.json``.
+    """
+    final = read_json(job_dir, EVAL)
+    if isinstance(final, dict) and final.get("checkpoint") == step:
+        return final
+    found = _read_object(evaluation_file(job_dir, step))
+    return found if found is not None and found.get("checkpoint") == step else None
+
+
+@dataclass
+class EvaluationState:
+    """Where the evaluation of one checkpoint stands: ``not_started``, ``pending``, ``running``,
+    ``complete`` (``evaluation`` holds it) or ``failed`` (``error`` says why)."""
+
+    status: str
+    evaluation: dict[str, Any] | None = None
+    error: str | None = None
+    requested_at: str | None = None
+    finished_at: str | None = None
+
+
+def evaluation_state(job_dir: Path, step: int) -> EvaluationState:
+    """The state of checkpoint ``step``'s evaluation, from its files. Blocking."""
+    found = checkpoint_evaluation(job_dir, step)
+    if found is not None:
+        return EvaluationState("complete", evaluation=found, requested_at=found.get("requested_at"),
+                               finished_at=found.get("evaluated_at"))
+    request = _read_object(evaluation_file(job_dir, step, "request.json"))
+    if request is not None:
+        running = is_locked(evaluation_file(job_dir, step, "lock"))
+        return EvaluationState("running" if running else "pending", requested_at=request.get("requested_at"))
+    failure = _read_object(evaluation_file(job_dir, step, "failed.json"))
+    if failure is not None:
+        error = failure.get("error")
+        return EvaluationState("failed", error=error if isinstance(error, str) else "the evaluation failed",
+                               requested_at=failure.get("requested_at"), finished_at=failure.get("failed_at"))
+    return EvaluationState("not_started")
+
+
+def evaluation_statuses(job_dir: Path) -> dict[int, str]:
+    """``{step: status}`` of every checkpoint with an evaluation, asked for or done (``eval.json``'s too)."""
+    out: dict[int, str] = {}
+    final = read_json(job_dir, EVAL)
+    if isinstance(final, dict) and isinstance(final.get("checkpoint"), int):
+        out[final["checkpoint"]] = "complete"
+    try:
+        names = os.listdir(job_dir / EVALS)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for step in sorted({int(m.group(1)) for n in names if (m := _EVAL_FILE.fullmatch(n))}):
+        if step not in out:
+            state = evaluation_state(job_dir, step).status
+            if state != "not_started":
+                out[step] = state
+    return dict(sorted(out.items()))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def request_evaluation(job_dir: Path, step: int, job_id: Any = None) -> bool:
+    """Ask for checkpoint ``step``'s evaluation; False when it is already asked for (nothing written).
+
+    The request file is created exclusively, so of two racing requests one writes it. A previous
+    failure is forgotten (asking again is the retry). Raises ``NoSpace`` on a full disk.
+    """
+    (job_dir / EVALS).mkdir(exist_ok=True)
+    created = create_json_exclusive(evaluation_file(job_dir, step, "request.json"),
+                                    {"checkpoint": int(step), "job_id": job_id, "requested_at": _now()})
+    if created:
+        evaluation_file(job_dir, step, "failed.json").unlink(missing_ok=True)
+    return created
+
+
+def store_evaluation(job_dir: Path, step: int, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Write checkpoint ``step``'s evaluation once (durable, exclusive); what is stored after the call.
+
+    An evaluation already stored is kept as it is (it may have been served) and returned.
+    """
+    (job_dir / EVALS).mkdir(exist_ok=True)
+    request = _read_object(evaluation_file(job_dir, step, "request.json")) or {}
+    value = {**evaluation, "checkpoint": int(step), "requested_at": request.get("requested_at"),
+             "evaluated_at": _now()}
+    path = evaluation_file(job_dir, step)
+    if create_json_exclusive(path, value):
+        return value
+    return _read_object(path) or value
+
+
+def end_evaluation_request(job_dir: Path, step: int, error: str | None = None) -> None:
+    """Close checkpoint ``step``'s request: with ``error``, record the failure first. Blocking."""
+    request_path = evaluation_file(job_dir, step, "request.json")
+    if error is not None:
+        request = _read_object(request_path) or {}
+        write_json_atomic(evaluation_file(job_dir, step, "failed.json"),
+                          {"checkpoint": int(step), "error": error, "requested_at": request.get("requested_at"),
+                           "failed_at": _now()})
+    request_path.unlink(missing_ok=True)
+    fsync_dir(request_path.parent)
+
+
+def evaluation_requests(users: Path) -> list[tuple[Path, int]]:
+    """Every open evaluation request under ``users`` (the data directory's users folder), oldest first:
+    (the bake's job folder, the checkpoint step). Bakes being deleted (hidden folders) are left out."""
+    found: list[tuple[float, Path, int]] = []
+    for path in users.glob(f"*/repos/*/bakes/*/bake/{EVALS}/*.request.json"):
+        parts = path.relative_to(users).parts
+        match = _EVAL_FILE.fullmatch(parts[-1])
+        if match is None or any(part.startswith(".") for part in parts):
+            continue
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        found.append((mtime, path.parent.parent, int(match.group(1))))
+    found.sort(key=lambda item: item[0])
+    return [(job_dir, step) for _, job_dir, step in found]

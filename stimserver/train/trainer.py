@@ -30,7 +30,8 @@ from . import checkpoints, options
 from .data import Example
 from .loss import generalized_jsd, output_head, response_logits
 
-__all__ = ["ModelError", "ConfigError", "BakeTrainer", "BakeCallback", "load_tokenizer", "load_model",
+__all__ = ["ModelError", "ConfigError", "BakeTrainer", "BakeCallback", "load_tokenizer", "load_base", "load_model",
+           "load_checkpoint",
            "token_divergence", "heldout_values", "is_main_process", "barrier"]
 
 EVAL_BATCH = 8
@@ -82,9 +83,9 @@ def load_tokenizer(spec: dict[str, Any]) -> Any:
     return tokenizer
 
 
-def load_model(spec: dict[str, Any]) -> Any:
-    """The base model (with the parent bake's adapter merged in, if any) + a new LoRA adapter: a PeftModel."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+def load_base(spec: dict[str, Any]) -> Any:
+    """The bake's base model, with the parent bake's adapter merged in if it has one."""
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     config = spec["config"]
@@ -106,6 +107,15 @@ def load_model(spec: dict[str, Any]) -> Any:
                 base = PeftModel.from_pretrained(base, parent["adapter_dir"]).merge_and_unload()
         except (OSError, ValueError) as e:
             raise ModelError(f"the parent bake {parent.get('reference')!r} could not be applied: {e}") from e
+    return base
+
+
+def load_model(spec: dict[str, Any]) -> Any:
+    """The base model (with the parent bake's adapter merged in, if any) + a new LoRA adapter: a PeftModel."""
+    from peft import LoraConfig, get_peft_model
+
+    config = spec["config"]
+    base = load_base(spec)
     base.config.use_cache = False
     try:
         with _peft_on_transformers_5():
@@ -113,6 +123,19 @@ def load_model(spec: dict[str, Any]) -> Any:
     except ValueError as e:  # target modules the model does not have
         raise ConfigError(f"model.baked_adapter_config: {e}") from e
     return model
+
+
+def load_checkpoint(spec: dict[str, Any], adapter_dir: Path) -> Any:
+    """The base model with the published checkpoint's adapter in ``adapter_dir`` (a PeftModel, for inference)."""
+    from peft import PeftModel
+
+    base = load_base(spec)
+    try:
+        with _peft_on_transformers_5():
+            return PeftModel.from_pretrained(base, str(adapter_dir))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"checkpoint {adapter_dir.name} could not be loaded onto model "
+                         f"{spec['model'].get('reference')!r}: {e}") from e
 
 
 # -- the loss ----------------------------------------------------------------------------------

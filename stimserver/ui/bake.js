@@ -1,15 +1,18 @@
-// A bake's page (/ui/repo/R/bake/B?sample=N&log=1&config=1): did it work? Its status and
-// evaluation, the loss / eval loss / held-out KL and learning-rate charts (live while it trains:
+// A bake's page (/ui/repo/R/bake/B?sample=N&checkpoint=N&log=1&config=1): did it work? Its status
+// and evaluation, the loss / eval loss / held-out KL and learning-rate charts (live while it trains:
 // only the metrics rows past those already drawn are added), the teacher / base / baked answers
-// to held-out questions side by side, checkpoints with their download links, the datasets, the
+// to held-out questions side by side — the baked model at the end of training, or at any published
+// checkpoint the user picks (evaluated once on request: "Evaluate checkpoint N" asks for it, then
+// the page polls until it is stored) — checkpoints with their download links, the datasets, the
 // lineage graph and the config. app.js routes here and hands in its navigation helpers.
-import { ApiError, bakePath, enc, getJSON, query } from "./api.js";
+import { ApiError, bakePath, enc, getJSON, query, sendJSON } from "./api.js";
 import { fmt, h, num, replace } from "./dom.js";
 import { LineChart } from "./chart.js";
 import { drawGraph, lineageOf } from "./graph.js";
 import { renderMarkdown } from "./markdown.js";
 
 const ACTIVE = new Set(["preparing", "pending", "running", "incomplete"]); // the client polls while these
+const EVALUATING = new Set(["pending", "running"]); // a checkpoint's evaluation: polled while these
 const POLL_MS = 1000;
 
 function pct(x) { return x === null || x === undefined || !Number.isFinite(x) ? "–" : `${Math.round(x * 100)} %`; }
@@ -40,8 +43,13 @@ export function bakeView(repo, bake, params, { main, navLink, uiPath, needSignIn
   let seen = 0; // metrics rows already drawn
   let mark = ""; // what in the status says new rows may exist
   let evaluation = null;
+  let shown = null; // the chosen checkpoint's evaluation state {step, status, error, note, after}; null: the bake's own
+  let evalToken = 0; // bumped on every choice: answers to an older one are dropped
+  let evalTimer = 0;
+  const pickedStep = parseInt(params.get("checkpoint"), 10);
   const state = {
     sample: params.has("sample") ? Math.max(0, parseInt(params.get("sample"), 10) || 0) : null,
+    checkpoint: Number.isFinite(pickedStep) && pickedStep >= 0 ? pickedStep : null, // null: the final evaluation
     log: params.get("log") === "1",
   };
   const timings = { redraws: [] };
@@ -63,8 +71,15 @@ export function bakeView(repo, bake, params, { main, navLink, uiPath, needSignIn
       h("label", { class: "check" }, logBox, " log scale (l)"),
       h("span", { class: "muted keys" }, "← → on a chart moves its cursor · j/k questions · c config")),
     chartNote, lossChart.el, lrChart.el);
-  const samples = h("section", { class: "samples", id: "samples" }, h("h2", {}, "Before and after"),
-    h("p", { class: "loading" }, "Loading the held-out answers…"));
+  const evalPick = h("select", { id: "eval-checkpoint", disabled: true },
+    h("option", { value: "" }, "the end of training"));
+  evalPick.addEventListener("change", () => chooseCheckpoint(evalPick.value === "" ? null : Number(evalPick.value)));
+  const evalState = h("div", { class: "evalstate", id: "eval-state", role: "status", hidden: true });
+  const sampleBody = h("div", { class: "samplebody" }, h("p", { class: "loading" }, "Loading the held-out answers…"));
+  const samples = h("section", { class: "samples", id: "samples" },
+    h("div", { class: "sechead" }, h("h2", {}, "Before and after"),
+      h("label", { class: "pick" }, "baked model at ", evalPick)),
+    evalState, sampleBody);
   const checkpoints = h("section", { class: "checkpoints", id: "checkpoints" }, h("h2", {}, "Checkpoints"));
   const datasets = h("section", { class: "datasets", id: "datasets" }, h("h2", {}, "Datasets"));
   const lineage = h("section", { class: "lineage", id: "lineage" }, h("h2", {}, "Lineage"),
@@ -87,6 +102,7 @@ export function bakeView(repo, bake, params, { main, navLink, uiPath, needSignIn
     drawSummary();
     drawCheckpoints();
     drawDatasets();
+    drawPicker();
     configBody.textContent = JSON.stringify(body.config ?? null, null, 2);
     lossChart.setXMax(body.total_steps);
     lrChart.setXMax(body.total_steps);
@@ -264,30 +280,158 @@ export function bakeView(repo, bake, params, { main, navLink, uiPath, needSignIn
     try { evaluation = await getJSON(`${base}/evaluation`); } catch (err) {
       if (needSignIn(err) || !live) return;
       evaluation = null;
-      replace(samples, h("h2", {}, "Before and after"), h("p", { class: "muted" }, `The held-out answers are not available: ${err.message}`));
+      replace(sampleBody, h("p", { class: "muted" }, `The held-out answers are not available: ${err.message}`));
       return;
     }
     if (!live) return;
     drawSummary();
+    drawPicker();
+    if (state.checkpoint !== null && state.checkpoint !== finalStep()) loadChosen();
+    else drawSamples();
+  }
+
+  // -- a checkpoint's evaluation, on request -----------------------------------------------------------
+  function finalStep() {
+    const after = evaluation && evaluation.after;
+    return after && Number.isFinite(after.checkpoint) ? after.checkpoint : null;
+  }
+
+  // The checkpoints to pick from, newest first, each with where its evaluation stands.
+  function drawPicker() {
+    const steps = [...((status && status.checkpoints) || [])].sort((a, b) => b - a);
+    const chosen = state.checkpoint ?? finalStep();
+    if (chosen !== null && !steps.includes(chosen)) steps.unshift(chosen);
+    const evals = (evaluation && evaluation.evaluations) || {};
+    const fin = finalStep();
+    const options = steps.map((step) => {
+      const st = evals[String(step)];
+      const note = step === fin ? " · end of training" : st === "complete" ? " · evaluated"
+        : EVALUATING.has(st) ? " · evaluating…" : st === "failed" ? " · failed" : "";
+      return h("option", { value: String(step) }, `step ${fmt(step)}${note}`);
+    });
+    if (chosen === null) options.unshift(h("option", { value: "" }, steps.length ? "the end of training" : "no checkpoint yet"));
+    const sig = options.map((o) => `${o.value}=${o.textContent}`).join("|");
+    if (sig !== evalPick.dataset.sig) { // unchanged options stay as they are (an open list is not closed under the user)
+      replace(evalPick, options);
+      evalPick.dataset.sig = sig;
+    }
+    evalPick.value = chosen === null ? "" : String(chosen);
+    evalPick.disabled = steps.length === 0;
+  }
+
+  function chooseCheckpoint(step) {
+    state.checkpoint = step === null || step === finalStep() ? null : step; // the default needs no URL
+    setQuery({ checkpoint: state.checkpoint });
+    loadChosen();
+  }
+
+  function loadChosen() {
+    const token = ++evalToken;
+    clearTimeout(evalTimer);
+    if (state.checkpoint === null || state.checkpoint === finalStep()) {
+      shown = null;
+      drawPicker();
+      drawEvalState();
+      drawSamples();
+      return;
+    }
+    shown = { step: state.checkpoint, status: "loading" };
+    drawEvalState();
+    fetchChosen(token);
+  }
+
+  // GET …/evaluation?checkpoint=N (the cookie reads it); polled while the evaluation is pending or running.
+  async function fetchChosen(token) {
+    const step = shown.step;
+    let body;
+    try { body = await getJSON(`${base}/evaluation${query({ checkpoint: step })}`); } catch (err) {
+      if (needSignIn(err) || !live || token !== evalToken) return;
+      shown = { step, status: "error", error: err.message };
+      drawEvalState();
+      drawSamples();
+      return;
+    }
+    if (!live || token !== evalToken) return;
+    shown = { step, status: body.status, error: body.error, note: body.note, after: body.after };
+    if (evaluation) {
+      evaluation.evaluations = body.evaluations || evaluation.evaluations;
+      if (!evaluation.before) evaluation.before = body.before;
+    }
+    drawPicker();
+    drawEvalState();
     drawSamples();
+    if (EVALUATING.has(body.status)) evalTimer = setTimeout(() => fetchChosen(token), POLL_MS);
+  }
+
+  // "Evaluate checkpoint N": the viewer's one write (its own /ui route: the cookie does not count for API writes).
+  async function evaluateChosen(button) {
+    const step = shown.step;
+    const token = ++evalToken;
+    clearTimeout(evalTimer);
+    button.disabled = true;
+    try {
+      const body = await sendJSON("POST", `/ui/repo/${enc(repo)}/bakes/${enc(bake)}/checkpoints/${step}/evaluation`, {});
+      if (!live || token !== evalToken) return;
+      shown = { step, status: body.status, error: body.error, note: body.note, after: body.evaluation };
+      drawEvalState();
+      fetchChosen(token);
+    } catch (err) {
+      if (needSignIn(err) || !live || token !== evalToken) return;
+      shown = { step, status: "error", error: err.message };
+      drawEvalState();
+    }
+  }
+
+  function drawEvalState() {
+    const s = shown;
+    if (!s || s.status === "complete") { evalState.hidden = true; replace(evalState); return; }
+    const step = fmt(s.step);
+    const button = () => {
+      const b = h("button", { type: "button", id: "evaluate-checkpoint", dataset: { checkpoint: String(s.step) } },
+        `Evaluate checkpoint ${step}`);
+      b.addEventListener("click", () => evaluateChosen(b));
+      return b;
+    };
+    let body;
+    if (s.status === "loading") body = h("span", { class: "muted" }, `Loading checkpoint ${step}…`);
+    else if (s.status === "not_started") body = [h("span", {}, `Checkpoint ${step} has not been evaluated yet. `), button(),
+      h("span", { class: "muted" }, " computes its held-out answers once, in a process of its own, and keeps them.")];
+    else if (EVALUATING.has(s.status)) body = [h("span", { class: "busy" }, `Evaluating checkpoint ${step}… (${s.status})`),
+      s.note ? h("span", { class: "muted" }, ` ${s.note}`) : null];
+    else if (s.status === "failed") body = [h("strong", { class: "error" }, `The evaluation of checkpoint ${step} failed: `),
+      h("span", { class: "message" }, String(s.error || "no reason was recorded")), " ", button()];
+    else body = h("span", { class: "error" }, `Checkpoint ${step}: ${s.error || "not available"}`);
+    replace(evalState, body);
+    evalState.className = `evalstate evalstate-${s.status}`;
+    evalState.hidden = false;
   }
 
   function drawSamples() {
-    const after = evaluation && evaluation.after;
+    const fin = evaluation && evaluation.after;
+    const after = shown ? (shown.after || null) : fin;
     const before = evaluation && evaluation.before;
-    const list = (after && Array.isArray(after.samples) && after.samples.length ? after.samples
-      : before && Array.isArray(before.samples) ? before.samples : []);
-    const beh = (after && after.behaviour) || (status && status.evaluation && status.evaluation.behaviour) || null;
-    const lang = beh && beh.teacher_language;
+    const source = after && Array.isArray(after.samples) && after.samples.length ? after.samples
+      : before && Array.isArray(before.samples) && before.samples.length ? before.samples
+        : fin && Array.isArray(fin.samples) ? fin.samples : [];
+    const list = source.map((s) => (after && source === after.samples ? s : { ...s, baked: undefined, kl_after: undefined }));
+    const beh = (after && after.behaviour) || (!shown && status && status.evaluation && status.evaluation.behaviour) || null;
+    const lang = (beh && beh.teacher_language) || (fin && fin.behaviour && fin.behaviour.teacher_language) || null;
     const perStim = (before && before.heldout && before.heldout.per_stimulus) || {};
-    const intro = after ? `Greedy answers to ${list.length} held-out questions${after.checkpoint !== undefined ? `, baked model at checkpoint ${after.checkpoint}` : ""}: `
-      + "the teacher is the base model with the teacher prompt; base and baked get no prompt."
-      : "Before training: the teacher (base model with the teacher prompt) and the base model without it. The baked column fills in when the bake ends.";
+    const step = after && Number.isFinite(after.checkpoint) ? after.checkpoint : shown ? shown.step : null;
+    const held = after && after.heldout;
+    const kl = held && Number.isFinite(held.kl_before) && Number.isFinite(held.kl_after)
+      ? ` Held-out KL at this checkpoint: ${num(held.kl_before)} → ${num(held.kl_after)}.` : "";
+    const intro = after ? `Greedy answers to ${list.length} held-out questions${step !== null ? `, baked model at checkpoint ${step}${step === finalStep() ? " (the end of training)" : ""}` : ""}: `
+      + `the teacher is the base model with the teacher prompt; base and baked get no prompt.${kl}`
+      : shown ? `The teacher (base model with the teacher prompt) and the base model without it; the baked column fills in once checkpoint ${fmt(shown.step)} is evaluated.`
+        : "Before training: the teacher (base model with the teacher prompt) and the base model without it. The baked column fills in when the bake ends.";
+    const missing = shown ? "not evaluated" : after ? "not evaluated" : "after training";
     if (!list.length) {
-      replace(samples, h("h2", {}, "Before and after"), h("p", { class: "muted" },
+      replace(sampleBody, h("p", { class: "muted" },
         status && status.status === "failed" ? "No held-out answers: the bake stopped before its evaluation."
           : status && ACTIVE.has(status.status) ? "The held-out answers are written when training starts and when it ends."
-            : "This bake stored no held-out answers (it has no eval split, or it was not run)."));
+            : shown && shown.after ? `Checkpoint ${fmt(shown.step)} has no held-out answers${shown.after.reason ? `: ${shown.after.reason}` : ""}.`
+              : "This bake stored no held-out answers (it has no eval split, or it was not run)."));
       return;
     }
     const items = list.map((s, i) => {
@@ -301,10 +445,10 @@ export function bakeView(repo, bake, params, { main, navLink, uiPath, needSignIn
         h("div", { class: "three" },
           answer("Teacher", "base model + teacher prompt", s.teacher, lang, "teacher"),
           answer("Base", "no prompt", s.base, lang, "base"),
-          answer("Baked", "no prompt", s.baked, lang, "baked", after ? "not evaluated" : "after training")));
+          answer("Baked", step !== null ? `step ${fmt(step)} · no prompt` : "no prompt", s.baked, lang, "baked", missing)));
       return card;
     });
-    replace(samples, h("h2", {}, "Before and after"), h("p", { class: "muted" }, intro), h("div", { class: "samplelist" }, items));
+    replace(sampleBody, h("p", { class: "muted", id: "samples-intro" }, intro), h("div", { class: "samplelist" }, items));
     if (state.sample !== null) selectSample(Math.min(state.sample, items.length - 1), true);
   }
 
@@ -412,7 +556,7 @@ export function bakeView(repo, bake, params, { main, navLink, uiPath, needSignIn
   window.__bake = { lossChart, lrChart, timings, addRows, redraw, rows: () => seen };
 
   return {
-    dispose() { live = false; clearTimeout(timer); lossChart.dispose(); lrChart.dispose(); },
+    dispose() { live = false; clearTimeout(timer); clearTimeout(evalTimer); lossChart.dispose(); lrChart.dispose(); },
     keydown(e) {
       if (e.key === "j" || e.key === "k") {
         e.preventDefault();

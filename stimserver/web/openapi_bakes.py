@@ -16,9 +16,24 @@ from ..api.paging import MAX_QUERY_INT
 from ..handlers.downloads import DOWNLOAD_ROUTE, GZIP
 from ..schemas import bakes, recipes
 from ..schemas.openapi import REF_TEMPLATE, to_openapi30
-from .openapi_parts import INT, NAME, STR, B, R, error, int_query, ok, operation
+from .openapi_parts import INT, NAME, STR, B, R, error, int_query, ok, operation, path_param
 
-__all__ = ["bake_paths", "bake_schemas", "BAKE_MODELS"]
+__all__ = ["bake_paths", "bake_schemas", "BAKE_MODELS", "CHECKPOINT_EVALUATION"]
+
+EVALUATION_STATUS = {"type": "string", "enum": ["not_started", "pending", "running", "complete", "failed"]}
+# what the trainer writes as eval.json, and an evaluator as evals/<step>.json: held-out KL, behaviour, answers
+EVAL_RESULT = {"type": "object", "description": "eval.json's shape: checkpoint, heldout {examples, stimuli, kl_before, "
+               "kl_after, kl_drop}, behaviour, samples [{question, teacher, base, baked, kl_before, kl_after}]"}
+CHECKPOINT_EVALUATION = {
+    "type": "object",
+    "required": ["bake_name", "checkpoint", "status", "error", "note", "requested_at", "finished_at", "evaluation"],
+    "properties": {
+        "bake_name": NAME, "checkpoint": {**INT, "minimum": 0}, "status": EVALUATION_STATUS,
+        "error": {**STR, "nullable": True, "description": "why it failed (the end of the evaluator's log)"},
+        "note": {**STR, "nullable": True, "description": "why a pending evaluation waits (no job runner)"},
+        "requested_at": {**STR, "nullable": True}, "finished_at": {**STR, "nullable": True},
+        "evaluation": {**EVAL_RESULT, "nullable": True},
+    }}
 
 BAKE_MODELS: dict[str, tuple[type[BaseModel], JsonSchemaMode]] = {
     "BakeCreate": (bakes.BakeCreate, "validation"), "BakeSet": (bakes.BakeSet, "validation"),
@@ -106,11 +121,43 @@ def bake_paths() -> dict[str, dict[str, Any]]:
             errors=(404,))},
         B + "/evaluation": {"get": operation(
             "bakes_get_evaluation", "The bake's held-out evaluation and before/after answers", "bakes",
-            {200: ok({"type": "object", "required": ["bake_name", "before", "after"],
-                      "properties": {"bake_name": NAME, "before": {"type": "object", "nullable": True},
-                                     "after": {"type": "object", "nullable": True}}},
-                     "eval-before.json and eval.json as the trainer wrote them; null until written")},
+            {200: ok({"type": "object", "required": ["bake_name", "before", "after", "evaluations"],
+                      "properties": {
+                          "bake_name": NAME, "before": {"type": "object", "nullable": True},
+                          "after": {"type": "object", "nullable": True},
+                          "evaluations": {"type": "object", "additionalProperties": EVALUATION_STATUS,
+                                          "description": "{step: status} of the checkpoints evaluated or asked for"},
+                          "checkpoint": {**INT, "minimum": 0}, "status": EVALUATION_STATUS,
+                          "error": {**STR, "nullable": True}, "note": {**STR, "nullable": True},
+                          "requested_at": {**STR, "nullable": True}, "finished_at": {**STR, "nullable": True}}},
+                     "eval-before.json and eval.json as the trainer wrote them (null until written); with "
+                     "checkpoint, after is that checkpoint's evaluation (null until done), beside its status")},
+            query=[int_query("checkpoint", minimum=0, description="a published checkpoint step: its evaluation "
+                                                                   "on request as after")],
             errors=(404,))},
+        B + "/checkpoints/{checkpoint}/evaluation": {
+            "parameters": [path_param("repo_name"), path_param("bake_name"),
+                           {"name": "checkpoint", "in": "path", "required": True, "example": 4,
+                            "schema": {**INT, "minimum": 0, "maximum": MAX_QUERY_INT},
+                            "description": "a published checkpoint step of the bake"}],
+            "post": operation(
+                "bakes_evaluate_checkpoint", "Evaluate one checkpoint (idempotent; no body)", "bakes",
+                {202: ok(CHECKPOINT_EVALUATION, "Queued, or already queued or running: nothing new starts"),
+                 200: ok(CHECKPOINT_EVALUATION, "Done already: the stored evaluation")},
+                errors=(404, 507),
+                description="Asks for the held-out evaluation of a published checkpoint, as the bake computes at "
+                            "its end (eval.json): held-out KL, the behaviour check and the teacher, base and baked "
+                            "answers. A job runner computes it in a process of its own, one at a time, and stores "
+                            "it once; the bake's final checkpoint is answered by its own evaluation. Asking for one "
+                            "that is pending, running or done starts nothing; asking for a failed one retries it. "
+                            "A bake still training may be asked about the checkpoints it has published. 404: no "
+                            "such bake or checkpoint."),
+            "get": operation(
+                "bakes_get_checkpoint_evaluation", "Where one checkpoint's evaluation stands", "bakes",
+                {200: ok(CHECKPOINT_EVALUATION)}, errors=(404,),
+                description="not_started, pending, running, complete (with the evaluation, the shape of eval.json) "
+                            "or failed (with the end of the evaluator's log)."),
+        },
         B + "/download": {"get": operation(
             "bakes_download", "A signed link to download a checkpoint", "bakes", {200: ok("BakeDownloadResponse")},
             query=[int_query("checkpoint", minimum=0, description="a published checkpoint step (default: the newest)"),

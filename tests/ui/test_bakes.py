@@ -306,6 +306,71 @@ def test_a_failed_bake_shows_its_error_not_a_blank_chart(page, bake_server):
     assert console_errors(page) == [], page.console_errors
 
 
+# -- a checkpoint evaluated on request ----------------------------------------------------------------------
+def test_a_checkpoint_is_evaluated_on_request_and_shown(page, bake_server):
+    """Pick a checkpoint without an evaluation, ask for it, see its answers once the evaluator stored them.
+
+    Nothing evaluates here (``run_jobs`` off): the test stores the result as the evaluator does, once the
+    page's request is there."""
+    folder = bf.write_bake(bake_server.settings.data_dir, "steps", status="complete", config=bf.bake_config(["french"]),
+                           rows=bf.rows_with_evals(TOTAL, TOTAL), total_steps=TOTAL, checkpoints=(40, 80, 120),
+                           evaluate="both", job_id=96)
+    open_bake(page, bake_server, "steps")
+    page.wait_for_selector("#samples article.sample .col-baked .md")
+    options = page.eval_on_selector_all("#eval-checkpoint option", "os => os.map(o => [o.value, o.textContent])")
+    assert options == [["120", "step 120 · end of training"], ["80", "step 80"], ["40", "step 40"]]
+    assert page.input_value("#eval-checkpoint") == "120"
+    assert "step 120" in page.text_content("#samples article.sample .col-baked h3")
+    # a checkpoint without an evaluation: the baked column waits, a button asks for it
+    page.select_option("#eval-checkpoint", "80")
+    page.wait_for_selector("#evaluate-checkpoint")
+    assert page.text_content("#evaluate-checkpoint") == "Evaluate checkpoint 80"
+    assert "checkpoint=80" in page.url
+    assert page.text_content("#samples article.sample .col-baked p.muted") == "not evaluated"
+    assert page.text_content("#samples article.sample .col-teacher .md") == bf.SAMPLES[0][1]  # from eval-before.json
+    shot(page, "bake-checkpoint-ask.png")
+    page.click("#evaluate-checkpoint")
+    request = bakefiles.evaluation_file(folder, 80, "request.json")
+    deadline = time.monotonic() + 10
+    while not request.exists():
+        assert time.monotonic() < deadline, "the page's request never reached the bake's folder"
+        page.wait_for_timeout(50)
+    posts = [r for r in page.requests if r.method == "POST" and "/checkpoints/80/evaluation" in r.url]
+    assert [r.url for r in posts] == [f"{bake_server.base_url}/ui/repo/r1/bakes/steps/checkpoints/80/evaluation"]
+    page.wait_for_selector("#eval-state .busy")
+    assert "Evaluating checkpoint 80… (pending)" in page.text_content("#eval-state")
+    assert "no job runner" in page.text_content("#eval-state")  # this server runs none: it says why it waits
+    wait_until(page, "document.querySelector('#eval-checkpoint option[value=\"80\"]').textContent"
+                     " === 'step 80 · evaluating…'")
+    shot(page, "bake-checkpoint-evaluating.png")
+    # the evaluator stores its result: the page, polling, shows it without a reload
+    _, after = bf.eval_files(80)
+    for i, sample in enumerate(after["samples"]):
+        sample["baked"] = {"answer": f"Réponse à l'étape 80, question {i + 1}.", "language": "fr"}
+    after["heldout"] = {**after["heldout"], "kl_after": 0.34, "kl_drop": 0.58}
+    bakefiles.store_evaluation(folder, 80, after)
+    bakefiles.end_evaluation_request(folder, 80)
+    page.wait_for_selector("#samples article.sample .col-baked .md:has-text('étape 80')")
+    assert page.is_hidden("#eval-state")
+    baked = page.eval_on_selector_all("#samples .col-baked .md", "ms => ms.map(m => m.textContent)")
+    assert baked == [f"Réponse à l'étape 80, question {i + 1}." for i in range(len(bf.SAMPLES))]
+    assert "step 80" in page.text_content("#samples article.sample .col-baked h3")
+    assert "baked model at checkpoint 80" in page.text_content("#samples-intro")
+    assert "0.81 → 0.34" in page.text_content("#samples-intro")
+    assert page.text_content("#eval-checkpoint option[value='80']") == "step 80 · evaluated"
+    assert "0.81 → 0.12" in page.text_content("#heldout-kl")  # the verdict stays the bake's own
+    shot(page, "bake-checkpoint-evaluated.png")
+    # the URL holds the choice: a reload shows checkpoint 80's answers at once
+    page.reload()
+    page.wait_for_selector("#samples article.sample .col-baked .md:has-text('étape 80')")
+    assert page.input_value("#eval-checkpoint") == "80"
+    # back to the end of training: the default, with no checkpoint in the URL
+    page.select_option("#eval-checkpoint", "120")
+    page.wait_for_selector(f"#samples article.sample .col-baked .md:has-text('{bf.SAMPLES[0][3]}')")
+    assert "checkpoint=" not in page.url
+    assert console_errors(page) == [], page.console_errors
+
+
 # -- keyboard, deep links, sign-in ------------------------------------------------------------------------
 def test_keyboard_and_deep_links(page, bake_server):
     open_bake(page, bake_server, "b1", "?sample=2")
@@ -384,7 +449,7 @@ def test_the_evaluation_route(bake_server):
     assert body["bake_name"] == "b1" and body["after"]["checkpoint"] == 120
     assert body["before"]["heldout"]["kl"] == 0.81 and len(body["after"]["samples"]) == len(bf.SAMPLES)
     r = httpx.get(f"{base}/v1/repo/r1/bakes/broken/evaluation", headers=auth)
-    assert r.json() == {"bake_name": "broken", "before": None, "after": None}
+    assert r.json() == {"bake_name": "broken", "before": None, "after": None, "evaluations": {}}
     r = httpx.get(f"{base}/v1/repo/r1/bakes/nope/evaluation", headers=auth)
     assert r.status_code == 404 and r.json()["message"] == "bake 'nope' not found in repo 'r1'"
     assert httpx.get(f"{base}/v1/repo/r1/bakes/b1/evaluation").status_code == 401
