@@ -107,6 +107,10 @@ SETTINGS: tuple[Setting, ...] = (
             "requests per minute per provider and process (0: no limit)", int, 0),
     Setting("llm_tokens_per_minute", "STIMSERVER_LLM_TOKENS_PER_MINUTE", 0,
             "input + output tokens per minute per provider and process (0: no limit)", int, 0),
+    Setting("batch_poll_seconds", "STIMSERVER_BATCH_POLL_SECONDS", 30.0,
+            "seconds between two polls of a provider batch (targets with batch: true)", float, 0.01, 3600),
+    Setting("batch_size", "STIMSERVER_BATCH_SIZE", 1000,
+            "requests per provider batch; a job's results are committed a batch at a time", int, 1, 50_000),
     Setting("search_scan_bytes", "STIMSERVER_SEARCH_SCAN_BYTES", 64 * 1024 * 1024,
             "output bytes one search request scans at most (the client continues from next_offset)", int, 4096),
     Setting("ui_session_seconds", "STIMSERVER_UI_SESSION_SECONDS", 12 * 3600,
@@ -213,6 +217,8 @@ class Settings:
     llm_max_concurrent: int = 64
     llm_requests_per_minute: int = 0
     llm_tokens_per_minute: int = 0
+    batch_poll_seconds: float = 30.0
+    batch_size: int = 1000
     search_scan_bytes: int = 64 * 1024 * 1024
     ui_session_seconds: int = 12 * 3600
     models_dir: str | None = None

@@ -29,6 +29,7 @@ from ..api.jsonio import json_response, raw_json_response
 from ..api.keys import IDENTITY, JOB_CONTROL, RECORDS, SETTINGS
 from ..api.paging import page_params
 from ..jobs import ACTIVE, ConfigProblem, JobBusy, JobRef, JobStatus
+from ..jobs.batches import batch_progress
 from ..llm.limiter import USAGE_COUNTS, Usage
 from ..store.cache import Identity
 from ..store.records import Records
@@ -102,9 +103,23 @@ def rollout_fields(records: Records, ref: JobRef, job: Record | None, lines: int
     compared, stimuli = records.job_duplicates(ref.user, ref.repo, ref.target, ref.kind)
     whole = lines // k  # stimuli whose trajectories are all committed
     duplicated = bisect.bisect_left(stimuli, whole)
-    return {"total_expected": job.get("expected_lines"), "failed_trajectories": bisect.bisect_left(failed, lines),
-            "stim_outdated": stim is None or stim.get("job_id") != read, "duplicate_stimuli": duplicated,
-            "warning": duplicates_warning(duplicated, min(compared, whole), config.get("temperature"))}
+    fields = {"total_expected": job.get("expected_lines"), "failed_trajectories": bisect.bisect_left(failed, lines),
+              "stim_outdated": stim is None or stim.get("job_id") != read, "duplicate_stimuli": duplicated,
+              "warning": duplicates_warning(duplicated, min(compared, whole), config.get("temperature"))}
+    if config.get("batch"):
+        fields.update(batch_fields(records, ref, job, lines))
+    return fields
+
+
+def batch_fields(records: Records, ref: JobRef, job: Record, lines: int) -> dict[str, Any]:
+    """A batch-mode job's ``batches`` (``jobs.batches.batch_progress``) and its progress, which counts
+    the requests its running batches have finished as well as the committed lines."""
+    batches = batch_progress(records.paths.job_dir(ref.user, ref.repo, ref.target, ref.kind))
+    fields: dict[str, Any] = {"batches": batches}
+    expected = job.get("expected_lines")
+    if batches and expected and job.get("status") in ACTIVE:
+        fields["progress_percent"] = round(min((lines + batches["done"]) / expected, 1.0) * 100, 2)
+    return fields
 
 
 def duplicates_warning(duplicated: int, compared: int, temperature: Any) -> str | None:

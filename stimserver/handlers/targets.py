@@ -30,6 +30,7 @@ from ..api.keys import JOB_CONTROL
 from ..schemas.generators import GeneratorBase, template_files
 from ..schemas.targets import (
     DEFAULT_TEMPLATE,
+    RUN_SETTINGS,
     TargetBatch,
     TargetConfig,
     TargetCreate,
@@ -146,6 +147,8 @@ def save_target(ctx: RepoContext, name: str, template: str,
     if existing is not None:
         if same_json(public_config(existing.get("config")), config):
             return existing, False
+        if same_json(_identity(public_config(existing.get("config"))), _identity(config)):
+            return _update_run_settings(ctx, existing, template, overrides, config), False
         raise Conflict(f"target '{name}' already exists with another config; targets are immutable "
                        "(create one with a new name, or delete this one first)")
     for file, content in _check_references(ctx, template, overrides, config).items():
@@ -156,6 +159,19 @@ def save_target(ctx: RepoContext, name: str, template: str,
     if not created and not same_json(public_config(stored.get("config")), config):
         raise Conflict(f"target '{name}' already exists with another config; targets are immutable")
     return stored, created
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What a target produces: its config without the run settings (``schemas.targets.RUN_SETTINGS``)."""
+    return {k: v for k, v in config.items() if k not in RUN_SETTINGS}
+
+
+def _update_run_settings(ctx: RepoContext, existing: dict[str, Any], template: str, overrides: dict[str, Any],
+                         config: dict[str, Any]) -> dict[str, Any]:
+    """The target with new run settings (batch, budget): a job reads them when it is next run or resumed."""
+    record = {**existing, "template": template, "overrides": overrides, "config": config, "updated_at": now_iso()}
+    ctx.records.write(ctx.records.paths.target(ctx.user, ctx.repo, existing["target_name"]) / "target.json", record)
+    return record
 
 
 async def _create_one(request: web.Request, *, name: str | None, new_status: int) -> web.Response:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..llm import Answer, ChatAnswer, Completer, LLMError, Usage
+from ..llm.batch import BatchAPI
 from ..store.answers import AnswerLog, read_usage, write_usage
 
 __all__ = ["JobLLM", "AnswerStream", "USAGE_SAVE_SECONDS"]
@@ -104,6 +105,14 @@ class JobLLM:
         self._saved_later()
         return answer
 
+    def batches(self, model: str) -> BatchAPI:
+        """``model``'s provider batch API (``llm.batch``) through this job's client."""
+        batches = getattr(self._client(), "batches", None)
+        if batches is None:
+            raise LLMError("this server's LLM client cannot send batches")
+        api: BatchAPI = batches(model)
+        return api
+
     def _saved_later(self) -> None:
         # Not awaited: between an answer and its log line there must be no await a
         # shutdown's cancellation could land on, or an answered request would be lost.
@@ -130,6 +139,7 @@ class AnswerStream:
         # than that many (the job's LLM cap alone lets the next request go out while an
         # answer is still being written).
         self._slots = asyncio.Semaphore(in_flight) if in_flight else None
+        self._logged = asyncio.Event()  # set by ``commit``: ``collected`` looks again
 
     async def __aenter__(self) -> AnswerStream:
         self._log = await asyncio.to_thread(AnswerLog.open, self.job_dir, self.name)
@@ -166,6 +176,44 @@ class AnswerStream:
             await asyncio.gather(append, return_exceptions=True)
             raise
         return answer
+
+    async def commit(self, answers: list[tuple[int, Any]]) -> None:
+        """Log answers that arrived together (a batch's results): one write, one fsync, then wake ``collected``."""
+        fresh = [(n, a) for n, a in answers if n not in self.log.done]
+        if fresh:
+            write = asyncio.ensure_future(asyncio.to_thread(self.log.append_many, fresh))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:  # as in ``_ask_and_log``: the thread finishes before the log closes
+                await asyncio.gather(write, return_exceptions=True)
+                raise
+        self._logged.set()
+
+    async def collected(self, first: int, count: int, fill: Callable[[], Awaitable[None]]) -> AsyncIterator[Any]:
+        """The answers of requests ``first … first+count-1`` in order, as ``fill`` (which ``commit``s them,
+        e.g. from provider batches) logs them; ``fill``'s failure ends the stream after what it logged."""
+        task = asyncio.ensure_future(fill())
+        try:
+            for n in range(first, first + count):
+                while n not in self.log.done:
+                    if task.done():
+                        task.result()  # its failure, if any
+                        if n not in self.log.done:
+                            raise RuntimeError(f"request {n} was never answered")
+                    self._logged.clear()
+                    if n in self.log.done:
+                        break
+                    waiter = asyncio.ensure_future(self._logged.wait())
+                    try:
+                        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+                yield self.log.done[n]
+            await task  # a fill that is still finishing (saving usage, its state)
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def ordered(self, first: int, count: int, send: Send) -> AsyncIterator[Any]:
         """The answers of requests ``first … first+count-1``, in that order, sent concurrently."""

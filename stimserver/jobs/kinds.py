@@ -116,6 +116,10 @@ class JobKind(ABC):
         """Whether the failed job ``record`` is the job ``plan`` asks for: POST then resumes it."""
         return record.get("spec") == plan.spec and record.get("config") == plan.config
 
+    def resumed(self, record: dict[str, Any], plan: JobPlan) -> dict[str, Any]:
+        """The record a failed job resumes with (``same_job`` said yes): by default, as it was."""
+        return record
+
     def max_concurrency(self, spec: dict[str, Any]) -> int:
         """How many LLM requests one job may have in flight."""
         value = spec.get("max_concurrency")

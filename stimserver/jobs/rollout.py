@@ -34,17 +34,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..llm import LLMError
+from ..llm.batch import BatchItem, BatchResult
+from ..llm.prices import load_prices
 from ..store import jobrecords
 from ..store.answers import write_duplicates, write_failed
 from ..store.frozen import FrozenLines, freeze
 from ..store.jobrecords import JobStatus
 from ..store.output import line_count
 from ..store.stats import DuplicateCount, trajectory_key
+from .batches import BatchRun
+from .budget import Budget, worst_case_usd
 from .engine import AnswerStream, JobLLM
 from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, ResumableFailure
 from .stim import parse_config
@@ -59,6 +65,9 @@ ALL_REJECTED = 8  # rejections in a row, with no success in the job, that fail i
 # Keys of the spec that name the input rather than the job: a failed rollout resumes on its
 # own frozen stimuli even when the stim job was re-run since (``same_job``).
 _INPUT_KEYS = ("stim_job_id", "stimuli")
+# How the job runs, not what it produces (``schemas.targets.RUN_SETTINGS``): a resume takes the
+# target's current values, so raising the budget or turning batch mode on continues the job.
+_RUN_KEYS = ("batch", "max_cost_usd")
 
 
 def _stim_dir(source: JobSource) -> Path:
@@ -163,11 +172,13 @@ class RolloutKind(JobKind):
         if not raw.get("model_name"):
             raise ConfigProblem(f"{NO_MODEL}: target '{source.target}' has no model_name")
         config = parse_config(raw)
+        if config.max_cost_usd is not None:
+            _check_priced(source, str(config.model_name), config.batch)
         stimuli = line_count(_stim_dir(source))
         shown = {"model_name": config.model_name, "num_traj_per_stimulus": config.num_traj_per_stimulus,
                  "temperature": config.temperature, "max_tokens": config.max_tokens,
                  "max_concurrency": config.max_concurrency, "extra_kwargs": dict(config.extra_kwargs),
-                 "stim_job_id": stim.get("job_id")}
+                 "batch": config.batch, "max_cost_usd": config.max_cost_usd, "stim_job_id": stim.get("job_id")}
         return JobPlan(config=shown, spec={**shown, "stimuli": stimuli},
                        expected_lines=stimuli * config.num_traj_per_stimulus)
 
@@ -186,8 +197,12 @@ class RolloutKind(JobKind):
 
     def same_job(self, record: dict[str, Any], plan: JobPlan) -> bool:
         def job(d: Any) -> Any:
-            return {k: v for k, v in d.items() if k not in _INPUT_KEYS} if isinstance(d, dict) else d
+            return {k: v for k, v in d.items() if k not in (*_INPUT_KEYS, *_RUN_KEYS)} if isinstance(d, dict) else d
         return job(record.get("spec")) == job(plan.spec) and job(record.get("config")) == job(plan.config)
+
+    def resumed(self, record: dict[str, Any], plan: JobPlan) -> dict[str, Any]:
+        run = {k: plan.spec.get(k) for k in _RUN_KEYS}
+        return {**record, "spec": {**record["spec"], **run}, "config": {**(record.get("config") or {}), **run}}
 
     async def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
         spec = run.spec
@@ -214,13 +229,33 @@ class RolloutKind(JobKind):
                     stims[sid] = frozen.line(sid)
                 return stims[sid]
 
+            batch = bool(spec.get("batch"))
+            limit = spec.get("max_cost_usd")
+            budget = None if limit is None else Budget(float(limit), llm.usage, what="rollout")
+            price = None if budget is None else load_prices(run.data_root).lookup(spec["model_name"])
+            if budget is not None and price is None:
+                raise ResumableFailure(f"max_cost_usd is set, but the price table has no price for model "
+                                       f"{spec['model_name']!r}: add it to DATA/prices.json")
+
+            def worst(n: int) -> float:
+                assert price is not None
+                messages, tools = _request(stimulus(n // k))
+                return worst_case_usd(price, len(orjson.dumps([messages, tools])), spec["max_tokens"], batch=batch)
+
+            async def ask(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> Any:
+                return await llm.chat(model=spec["model_name"], messages=messages, tools=tools,
+                                      temperature=spec["temperature"], max_tokens=spec["max_tokens"],
+                                      extra_kwargs=spec["extra_kwargs"])
+
             async def send(n: int) -> dict[str, Any]:
                 sid, tid = divmod(n, k)
                 messages, tools = _request(stimulus(sid))
                 try:
-                    answer = await llm.chat(model=spec["model_name"], messages=messages, tools=tools,
-                                            temperature=spec["temperature"], max_tokens=spec["max_tokens"],
-                                            extra_kwargs=spec["extra_kwargs"])
+                    if budget is None:
+                        answer = await ask(messages, tools)
+                    else:
+                        async with budget.spending(worst(n)):
+                            answer = await ask(messages, tools)
                 except LLMError as e:
                     if e.rejected:
                         await guard.hold(str(e))
@@ -249,7 +284,12 @@ class RolloutKind(JobKind):
                     await asyncio.to_thread(write_duplicates, run.job_dir, duplicates.compared,
                                             duplicates.stimuli or [])
 
-                async for answer in stream.ordered(run.start, total - run.start, send):
+                if batch:
+                    answers = stream.collected(run.start, total - run.start, await _batch_fill(
+                        run, stream, llm, spec, stimulus, budget, worst if budget is not None else None))
+                else:
+                    answers = stream.ordered(run.start, total - run.start, send)
+                async for answer in answers:
                     sid, tid = divmod(n, k)
                     if _failed(answer) and n not in known:
                         known.add(n)
@@ -266,3 +306,50 @@ class RolloutKind(JobKind):
                 await save()
         finally:
             frozen.close()
+
+
+def _check_priced(source: JobSource, model: str, batch: bool) -> None:
+    """A budget needs prices: refuse the run (400) when the table cannot price the model's answers."""
+    try:
+        price = load_prices(source.paths.root).lookup(model)
+    except ValueError as e:
+        raise ConfigProblem(str(e)) from None
+    if price is None:
+        raise ConfigProblem(f"max_cost_usd needs a price for model {model!r}, and the price table has none: add it "
+                            "to DATA/prices.json (docs/cost.md)")
+    if batch and price.batch_discount is None:
+        raise ConfigProblem(f"max_cost_usd with batch: true needs the batch_discount of model {model!r} in the "
+                            "price table: add it to DATA/prices.json (docs/cost.md)")
+
+
+async def _batch_fill(run: JobRun, stream: AnswerStream, llm: JobLLM, spec: dict[str, Any],
+                      stimulus: Callable[[int], dict[str, Any]], budget: Budget | None,
+                      worst: Callable[[int], float] | None) -> Callable[[], Awaitable[None]]:
+    """What fills the answer log in batch mode (``jobs.batches``): every unanswered trajectory."""
+    k = int(spec["num_traj_per_stimulus"])
+    total = int(spec["stimuli"]) * k
+    api = llm.batches(spec["model_name"])
+    await api.load()
+    config = api.client.config
+
+    def item(n: int, custom_id: str) -> BatchItem:
+        messages, tools = _request(stimulus(n // k))
+        return api.item(custom_id, messages=messages, tools=tools, temperature=spec["temperature"],
+                        max_tokens=spec["max_tokens"], extra_kwargs=spec["extra_kwargs"])
+
+    def keep(n: int, result: BatchResult) -> dict[str, Any]:
+        if result.answer is not None:
+            return {"response": result.answer.response()}
+        return {"error": str(result.error)}
+
+    async def all_rejected(results: list[BatchResult]) -> None:
+        if len(results) >= min(ALL_REJECTED, total) and not any(not _failed(a) for a in stream.log.done.values()):
+            raise ResumableFailure(f"the provider rejected all {len(results)} requests of a batch and the job has "
+                                   f"no answer yet; the first said: {results[0].error}; check the target's "
+                                   "model_name, max_tokens and extra_kwargs")
+
+    runner = BatchRun(job_dir=run.job_dir, job_id=str(run.job_id), api=api, llm=llm, stream=stream, item=item,
+                      keep=keep, worst_usd=worst, budget=budget, poll_seconds=config.batch_poll_seconds,
+                      batch_size=config.batch_size, on_rejections=all_rejected)
+    wanted = list(range(run.start, total))
+    return lambda: runner.fill(wanted)

@@ -134,8 +134,8 @@ def submit(paths: DataPaths, kind: JobKind, ref: JobRef, target_record: Record, 
             if current is not None and _resumable(kind, current, plan):
                 # A failed job of the same config resumes from its committed lines: same id,
                 # same lines, its crash-loop count reset. Starting over is DELETE …/output.
-                record = {**current, "status": JobStatus.PENDING.value, "error": None, "finished_at": None,
-                          "worker": None, "orphaned_at": None, "stalled_deaths": 0,
+                record = {**kind.resumed(current, plan), "status": JobStatus.PENDING.value, "error": None,
+                          "finished_at": None, "worker": None, "orphaned_at": None, "stalled_deaths": 0,
                           "progress_line": line_count(job_dir)}
                 jr.write_record(job_dir, record)
                 return record

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     import anthropic
     import openai
 
-__all__ = ["ChatAnswer", "create_chat_message", "create_chat_chat_completion", "chat_message_reply",
+__all__ = ["ChatAnswer", "create_chat_message", "create_chat_chat_completion", "chat_message_params",
+           "chat_completion_params", "chat_message_reply",
            "chat_completion_reply", "anthropic_messages", "anthropic_tools", "cache_breakpoints",
            "MAX_CACHE_BREAKPOINTS"]
 
@@ -81,14 +82,22 @@ def _tools_kwarg(tools: list[dict[str, Any]] | None, extra_kwargs: dict[str, Any
 
 # -- OpenAI-compatible servers ---------------------------------------------------------
 
-async def create_chat_chat_completion(client: openai.AsyncOpenAI, model: str, messages: list[Message],
-                                      tools: list[dict[str, Any]] | None, temperature: float | None,
-                                      max_tokens: int | None, extra_kwargs: dict[str, Any] | None) -> Any:
+def chat_completion_params(client: openai.AsyncOpenAI, model: str, messages: list[Message],
+                           tools: list[dict[str, Any]] | None, temperature: float | None, max_tokens: int | None,
+                           extra_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments of ``chat.completions.create`` for a conversation (also a batch line's body)."""
     _tools_kwarg(tools, extra_kwargs)
     kwargs = openai_kwargs(client, temperature, max_tokens, extra_kwargs)
     if tools:
         kwargs["tools"] = tools
-    return await client.chat.completions.create(model=model, messages=messages, **kwargs)  # type: ignore[arg-type]
+    return {"model": model, "messages": messages, **kwargs}
+
+
+async def create_chat_chat_completion(client: openai.AsyncOpenAI, model: str, messages: list[Message],
+                                      tools: list[dict[str, Any]] | None, temperature: float | None,
+                                      max_tokens: int | None, extra_kwargs: dict[str, Any] | None) -> Any:
+    params = chat_completion_params(client, model, messages, tools, temperature, max_tokens, extra_kwargs)
+    return await client.chat.completions.create(**params)
 
 
 def chat_completion_reply(completion: Any, model: str) -> ChatAnswer:
@@ -230,6 +239,14 @@ async def create_chat_message(client: anthropic.AsyncAnthropic, model: str, mess
                               tools: list[dict[str, Any]] | None, temperature: float | None, max_tokens: int | None,
                               extra_kwargs: dict[str, Any] | None, *, cache: AnthropicCache = "5m") -> Any:
     """The Messages API request for a conversation; ``cache`` sets its prompt-cache breakpoints."""
+    params = chat_message_params(client, model, messages, tools, temperature, max_tokens, extra_kwargs, cache=cache)
+    return await client.messages.create(**params)
+
+
+def chat_message_params(client: anthropic.AsyncAnthropic, model: str, messages: list[Message],
+                        tools: list[dict[str, Any]] | None, temperature: float | None, max_tokens: int | None,
+                        extra_kwargs: dict[str, Any] | None, *, cache: AnthropicCache = "5m") -> dict[str, Any]:
+    """The keyword arguments of ``messages.create`` for a conversation (also a batch request's params)."""
     _tools_kwarg(tools, extra_kwargs)
     kwargs = anthropic_kwargs(client, temperature, extra_kwargs)
     system, turns = anthropic_messages(messages)
@@ -240,8 +257,7 @@ async def create_chat_message(client: anthropic.AsyncAnthropic, model: str, mess
     if sent_tools:
         kwargs["tools"] = sent_tools
     limit = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
-    return await client.messages.create(model=model, max_tokens=limit, messages=turns,  # type: ignore[arg-type]
-                                        **kwargs)
+    return {"model": model, "max_tokens": limit, "messages": turns, **kwargs}
 
 
 def chat_message_reply(message: Any, model: str) -> ChatAnswer:

@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from .errors import TRANSIENT_STATUSES, LLMError
+
 if TYPE_CHECKING:
     import anthropic
     import openai
 else:
     from .sdk import anthropic, openai
 
-__all__ = ["describe", "shown_url", "clip"]
+__all__ = ["describe", "shown_url", "clip", "llm_error"]
 
 _MAX_DETAIL_CHARS = 300
 
@@ -95,3 +97,18 @@ def _plural(count: int, one: str, many: str) -> str:
 def clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 1] + "…"
+
+
+def llm_error(message: str, err: Exception) -> LLMError:
+    """``message`` with what the limiter needs to know: status, whether to retry, retry-after."""
+    status: int | None = getattr(err, "status_code", None)
+    transient = status in TRANSIENT_STATUSES if status is not None else isinstance(
+        err, (anthropic.APIConnectionError, openai.APIConnectionError))  # timeouts are connection errors too
+    retry_after = None
+    response = getattr(err, "response", None)
+    if response is not None:
+        try:
+            retry_after = float(response.headers.get("retry-after", ""))
+        except (TypeError, ValueError):
+            retry_after = None
+    return LLMError(message, status=status, transient=transient, retry_after=retry_after)

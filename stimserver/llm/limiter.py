@@ -30,7 +30,8 @@ from typing import Any
 from .errors import RATE_LIMIT_STATUSES, Answer, LLMError
 from .prices import AnswerCost
 
-__all__ = ["Usage", "USAGE_COUNTS", "Limits", "ProviderLimiter", "limiter_for", "LISTENERS", "COST_LISTENERS"]
+__all__ = ["Usage", "USAGE_COUNTS", "Limits", "ProviderLimiter", "limiter_for", "record_answer", "LISTENERS",
+           "COST_LISTENERS"]
 
 log = logging.getLogger("stimserver.llm")
 
@@ -185,24 +186,29 @@ class ProviderLimiter:
                 else:
                     self._tokens.append((time.monotonic(), answer.input_tokens + answer.output_tokens))
                     self._token_sum += answer.input_tokens + answer.output_tokens
-                    _notify(provider, model, "ok", answer.input_tokens, answer.output_tokens)
-                    if usage is not None:
-                        usage.requests += 1
-                        usage.input_tokens += answer.input_tokens
-                        usage.output_tokens += answer.output_tokens
-                        usage.cached_input_tokens += answer.cached_input_tokens
-                        usage.cache_write_tokens += answer.cache_write_tokens
-                    if cost is not None:
-                        priced = cost(answer)
-                        if usage is not None:
-                            usage.add_cost(priced)
-                        if priced.usd is not None:
-                            _notify_cost(provider, model, priced.usd)
+                    record_answer(answer, provider=provider, model=model, usage=usage,
+                                  cost=None if cost is None else cost(answer))
                     return answer
             retry += 1
             if usage is not None:
                 usage.retries += 1
             await asyncio.sleep(max(0.0, wait if not rate_limited else self._paused_until - time.monotonic()))
+
+
+def record_answer(answer: Answer, *, provider: str, model: str, usage: Usage | None, cost: AnswerCost | None) -> None:
+    """Count one answer into ``usage`` and the listeners (metrics): a request's, or a batch result's."""
+    _notify(provider, model, "ok", answer.input_tokens, answer.output_tokens)
+    if usage is not None:
+        usage.requests += 1
+        usage.input_tokens += answer.input_tokens
+        usage.output_tokens += answer.output_tokens
+        usage.cached_input_tokens += answer.cached_input_tokens
+        usage.cache_write_tokens += answer.cache_write_tokens
+    if cost is not None:
+        if usage is not None:
+            usage.add_cost(cost)
+        if cost.usd is not None:
+            _notify_cost(provider, model, cost.usd)
 
 
 def _notify(provider: str, model: str, outcome: str, input_tokens: int, output_tokens: int) -> None:

@@ -126,12 +126,14 @@ def load_prices(data_dir: Path | None) -> PriceTable:
     return PriceTable(version, {**table.models, **models})
 
 
-def answer_cost(table: PriceTable, model: str, answer: Answer, cache_ttl: str = "5m") -> AnswerCost:
+def answer_cost(table: PriceTable, model: str, answer: Answer, cache_ttl: str = "5m", *,
+                batch: bool = False) -> AnswerCost:
     """What ``answer`` cost by ``table``, the provider's token counts as ``errors.Answer`` normalises them.
 
     Uncached input at ``input``, cache reads at ``cache_read``, cache writes at
     ``cache_write_<ttl>`` (``cache_ttl`` is ``STIMSERVER_ANTHROPIC_CACHE``; "off" writes
-    nothing, and counts any write at the 5-minute price), output at ``output``.
+    nothing, and counts any write at the 5-minute price), output at ``output``; an answer
+    of a batch (``batch``) all of it times ``batch_discount``, as both providers bill batches.
     """
     price = table.lookup(model)
     if price is None:
@@ -147,4 +149,9 @@ def answer_cost(table: PriceTable, model: str, answer: Answer, cache_ttl: str = 
                 return AnswerCost(None, table.version, f"no {name} price for model {model!r} in the price table "
                                                        f"{table.version} (add it to DATA/{PRICES_FILE})")
             usd += tokens * rate
+    if batch:
+        if price.batch_discount is None:
+            return AnswerCost(None, table.version, f"no batch_discount for model {model!r} in the price table "
+                                                   f"{table.version} (add it to DATA/{PRICES_FILE})")
+        usd *= price.batch_discount
     return AnswerCost(usd / PER, table.version)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import AnthropicCache, Settings
+from .batch import BatchAPI
 from .chat import (
     ChatAnswer,
     chat_completion_reply,
@@ -21,10 +22,10 @@ from .chat import (
     create_chat_chat_completion,
     create_chat_message,
 )
-from .describe import describe, shown_url
-from .errors import TRANSIENT_STATUSES, Answer, LLMError
+from .describe import describe, llm_error, shown_url
+from .errors import Answer, LLMError
 from .limiter import Limits, Usage, limiter_for
-from .prices import PriceTable, answer_cost, load_prices, shipped_prices
+from .prices import AnswerCost, PriceTable, answer_cost, load_prices, shipped_prices
 from .sdk import preload
 from .wire import (
     DEFAULT_MAX_TOKENS,
@@ -66,6 +67,8 @@ class LLMConfig:
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
     anthropic_cache: AnthropicCache = "5m"
+    batch_poll_seconds: float = 30.0
+    batch_size: int = 1000
     prices: PriceTable = field(default_factory=shipped_prices, repr=False, compare=False)
 
     @classmethod
@@ -80,6 +83,8 @@ class LLMConfig:
             openai_base_url=settings.openai_base_url,
             openai_server=settings.openai_server,
             anthropic_cache=settings.anthropic_cache,
+            batch_poll_seconds=settings.batch_poll_seconds,
+            batch_size=settings.batch_size,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
             max_concurrent=settings.llm_max_concurrent,
@@ -116,6 +121,28 @@ class LLMClient:
         self._config = config
         self._anthropic: anthropic.AsyncAnthropic | None = None
         self._openai: openai.AsyncOpenAI | None = None
+
+    @property
+    def config(self) -> LLMConfig:
+        return self._config
+
+    def batches(self, model: str) -> BatchAPI:
+        """The batch API of ``model``'s provider (``llm.batch``), sharing this client's connections."""
+        return BatchAPI(self, model)
+
+    async def load_sdk(self, model: str) -> None:
+        """Import the SDK ``model`` needs off the event loop (the first import takes ~1 s)."""
+        await preload(self._config.provider_for(model))
+
+    def anthropic_sdk(self) -> anthropic.AsyncAnthropic:
+        return self._anthropic_client()
+
+    def openai_sdk(self) -> openai.AsyncOpenAI:
+        return self._openai_client()
+
+    def redact(self, text: str) -> str:
+        """``text`` without either configured key."""
+        return self._redact(text)
 
     async def complete(
         self,
@@ -213,7 +240,7 @@ class LLMClient:
             except (anthropic.AnthropicError, openai.OpenAIError) as err:
                 message = describe(err, model=model, url=url, env_prefix=env_prefix, timeout=self._config.timeout,
                                    retries=retries)
-                raise _llm_error(self._redact(message), err) from err
+                raise llm_error(self._redact(message), err) from err
             try:
                 return extract(response, model)
             except (AttributeError, TypeError) as err:
@@ -223,6 +250,12 @@ class LLMClient:
         prices, ttl = self._config.prices, self._config.anthropic_cache if provider == "anthropic" else "5m"
         return await limiter.run(attempt, provider=provider, model=model, usage=usage,
                                  cost=lambda answer: answer_cost(prices, model, answer, ttl))
+
+    def batch_cost(self, model: str, answer: Answer) -> AnswerCost:
+        """What an answer of a batch cost (``prices.answer_cost`` with the batch discount)."""
+        provider = self._config.provider_for(model)
+        ttl = self._config.anthropic_cache if provider == "anthropic" else "5m"
+        return answer_cost(self._config.prices, model, answer, ttl, batch=True)
 
     async def aclose(self) -> None:
         """Close the SDK clients' connection pools."""
@@ -274,18 +307,3 @@ def _key_or_placeholder(env_prefix: str, key: str | None, base_url: str | None) 
         f"no credentials for {env_prefix.title()} models: set {env_prefix}_API_KEY, "
         f"or {env_prefix}_BASE_URL for a server that needs no key"
     )
-
-
-def _llm_error(message: str, err: Exception) -> LLMError:
-    """``message`` with what the limiter needs to know: status, whether to retry, retry-after."""
-    status: int | None = getattr(err, "status_code", None)
-    transient = status in TRANSIENT_STATUSES if status is not None else isinstance(
-        err, (anthropic.APIConnectionError, openai.APIConnectionError))  # timeouts are connection errors too
-    retry_after = None
-    response = getattr(err, "response", None)
-    if response is not None:
-        try:
-            retry_after = float(response.headers.get("retry-after", ""))
-        except (TypeError, ValueError):
-            retry_after = None
-    return LLMError(message, status=status, transient=transient, retry_after=retry_after)

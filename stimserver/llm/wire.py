@@ -25,7 +25,7 @@ DEFAULT_MAX_TOKENS = 4096
 
 # The SDK's default Messages API version (2026-10-21) rejects sampling parameters outright;
 # 2023-06-01 still accepts them for models that support them.
-_SAMPLING_API_VERSION = "2023-06-01"
+SAMPLING_API_VERSION = "2023-06-01"
 # The Messages API default, so leaving it out changes nothing and keeps models that reject
 # sampling parameters working with the targets' default temperature.
 _DEFAULT_TEMPERATURE = 1.0
@@ -61,7 +61,7 @@ def anthropic_kwargs(client: anthropic.AsyncAnthropic, temperature: float | None
     if temperature is not None and temperature != _DEFAULT_TEMPERATURE:
         # The SDK no longer takes sampling parameters, so they travel in the raw body.
         kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}), "temperature": temperature}
-        kwargs["extra_headers"] = {"anthropic-version": _SAMPLING_API_VERSION, **(kwargs.get("extra_headers") or {})}
+        kwargs["extra_headers"] = {"anthropic-version": SAMPLING_API_VERSION, **(kwargs.get("extra_headers") or {})}
     return kwargs
 
 

@@ -19,8 +19,8 @@ from pydantic_core import PydanticCustomError
 from .base import Answer, ApiModel, Name, NonBlank, PositiveInt, PromptName, StudentPromptName, Temperature, Text
 from .generators import Generator, effective_model, template_files
 
-__all__ = ["DEFAULT_TARGET_CONFIG", "DEFAULT_BASE_MODEL", "DEFAULT_TEMPLATE", "CONFIG_FIELDS", "ALIASES",
-           "TargetOverrides", "TargetConfig", "TargetCreate", "TargetSet", "TargetBatch", "TargetResponse",
+__all__ = ["DEFAULT_TARGET_CONFIG", "RUN_SETTINGS", "DEFAULT_BASE_MODEL", "DEFAULT_TEMPLATE", "CONFIG_FIELDS",
+           "ALIASES", "TargetOverrides", "TargetConfig", "TargetCreate", "TargetSet", "TargetBatch", "TargetResponse",
            "TargetList", "public_config", "effective_config", "prompt_refs", "missing_prompts", "config_problems"]
 
 DEFAULT_TARGET_CONFIG: dict[str, Any] = {
@@ -33,12 +33,18 @@ DEFAULT_TARGET_CONFIG: dict[str, Any] = {
     "temperature": 1.0,
     "max_tokens": None,
     "extra_kwargs": {},
+    "batch": False,
+    "max_cost_usd": None,
 }
+RUN_SETTINGS = ("batch", "max_cost_usd")
+"""Fields that say how a target's jobs run, not what they produce: unlike the rest they may
+change on an existing target (a create with a config that differs only in them updates it)."""
 DEFAULT_BASE_MODEL = "Qwen/Qwen3-32B"
 DEFAULT_TEMPLATE = "default"  # the built-in template; no target may take this name
 CONFIG_FIELDS = tuple(DEFAULT_TARGET_CONFIG)
 ALIASES = {"u": "teacher_prompt", "v": "student_prompt"}
 _DEPRECATED: dict[str, Any] = {"deprecated": True}
+Cost = Annotated[float, Field(ge=0.0, le=1e9)]
 
 
 class TargetOverrides(ApiModel):
@@ -54,6 +60,10 @@ class TargetOverrides(ApiModel):
     temperature: Temperature | None = None
     max_tokens: PositiveInt | None = None
     extra_kwargs: dict[str, Any] | None = None
+    batch: bool | None = Field(None, description="send rollout requests through the provider's batch API "
+                                                "(half price, results within 24 h); docs/cost.md")
+    max_cost_usd: Cost | None = Field(None, description="stop the target's jobs before their cost (USD, by the "
+                                                        "price table) would pass this; docs/cost.md")
     u: PromptName | None = Field(None, exclude=True, json_schema_extra=_DEPRECATED,
                                  description="old name of teacher_prompt")
     v: StudentPromptName | None = Field(None, exclude=True, json_schema_extra=_DEPRECATED,
@@ -94,6 +104,8 @@ class TargetConfig(ApiModel):
     temperature: Temperature = 1.0
     max_tokens: PositiveInt | None = None
     extra_kwargs: dict[str, Any] = Field(default_factory=dict)
+    batch: bool = False
+    max_cost_usd: Cost | None = None
 
 
 class TargetCreate(ApiModel):

@@ -83,6 +83,22 @@ class AnswerLog:
         os.fsync(self._fd)
         self.done[request] = answer
 
+    def append_many(self, answers: list[tuple[int, Any]]) -> None:
+        """Log several answers with one write and one fsync (a batch's results); a torn write keeps
+        the whole lines before the tear, which ``open`` reads as usual."""
+        if not answers:
+            return
+        data = b"".join(orjson.dumps({"request": n, "answer": a}) + b"\n" for n, a in answers)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            if written <= 0:
+                raise OSError(f"short write to {self.path.name}")
+            view = view[written:]
+        os.fsync(self._fd)
+        for n, a in answers:
+            self.done.setdefault(n, a)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

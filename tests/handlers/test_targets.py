@@ -58,7 +58,7 @@ async def test_default_template_gives_every_field(client, alice):
 async def test_overrides_replace_only_given_fields(client, alice):
     full = {"teacher_prompt": "u1", "student_prompt": "v1", "generators": [HARDCODED], "model_name": "m",
             "num_traj_per_stimulus": 3, "max_concurrency": 4, "temperature": 0.7, "max_tokens": 99,
-            "extra_kwargs": {"top_p": 0.9, "stop": ["x"]}}
+            "extra_kwargs": {"top_p": 0.9, "stop": ["x"]}, "batch": True, "max_cost_usd": 12.5}
     status, body = await create(client, alice, "base", overrides=full)
     assert (status, body["config"]) == (201, full)
     status, body = await create(client, alice, "warm", "base", {"temperature": 1.5, "max_tokens": None})
@@ -117,6 +117,20 @@ async def test_identical_200_different_409(client, alice):
                                       "overrides": {**overrides, "temperature": 0.6}}, headers=alice)
     assert r.status == 409 and r.headers["x-should-retry"] == "false"
     assert "immutable" in (await r.json())["message"]
+
+
+async def test_the_run_settings_may_change_on_an_existing_target(client, alice):
+    # batch and max_cost_usd say how the jobs run, not what they produce: raising a budget is an update.
+    overrides = {"teacher_prompt": "u1", "temperature": 0.5, "max_cost_usd": 5}
+    assert (await create(client, alice, "t1", overrides=overrides))[0] == 201
+    status, body = await create(client, alice, "t1", overrides={**overrides, "max_cost_usd": 20.5, "batch": True})
+    assert status == 200 and body["config"]["max_cost_usd"] == 20.5 and body["config"]["batch"] is True
+    assert (await call(client, "GET", BASE + "/t1", alice))[1]["config"]["max_cost_usd"] == 20.5
+    status, body = await create(client, alice, "t1", overrides={**overrides, "temperature": 0.6})
+    assert status == 409  # anything else still may not change
+    status, body = await create(client, alice, "t2", overrides={"max_cost_usd": -1, "batch": "yes"})
+    assert status == 422 and {tuple(d["loc"]) for d in body["detail"]} == {
+        ("body", "overrides", "max_cost_usd"), ("body", "overrides", "batch")}
 
 
 async def test_repeat_after_template_deleted_is_still_200(client, alice):

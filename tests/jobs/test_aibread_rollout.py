@@ -56,7 +56,8 @@ def test_a_quick_rollout_returns_complete_from_a_polling_run(quick, paths, provi
     extra = result.model_extra or {}
     assert extra["failed_trajectories"] == 0 and extra["stim_outdated"] is False
     assert result.config == {"model_name": MODEL, "num_traj_per_stimulus": 2, "temperature": 1.0, "max_tokens": None,
-                             "max_concurrency": 10, "extra_kwargs": {}, "stim_job_id": stim.job_id}
+                             "max_concurrency": 10, "extra_kwargs": {}, "batch": False, "max_cost_usd": None,
+                             "stim_job_id": stim.job_id}
     assert len(provider.received) == 8
 
 

@@ -58,7 +58,8 @@ async def test_k_trajectories_per_stimulus_in_order_with_the_documented_line(mak
     assert record["status"] == "complete", record["error"]
     assert record["expected_lines"] == 15 and record["config"] == {
         "model_name": LOCAL, "num_traj_per_stimulus": 3, "temperature": 0.7, "max_tokens": 64,
-        "max_concurrency": 10, "extra_kwargs": {"top_p": 0.9}, "stim_job_id": record_of(paths, STIM)["job_id"]}
+        "max_concurrency": 10, "extra_kwargs": {"top_p": 0.9}, "batch": False, "max_cost_usd": None,
+        "stim_job_id": record_of(paths, STIM)["job_id"]}
     lines = lines_of(paths, ROLLOUT)
     assert [(line["stimulus_id"], line["trajectory_id"]) for line in lines] == [(s, t) for s in range(5)
                                                                                 for t in range(3)]
