@@ -189,6 +189,70 @@ def export_cmd(user: str, repo: str, target: str, kind: str, fmt: str, out: Path
         click.echo(f"exported {snap.lines} lines of {user}/{repo}/{target} ({kind}, {fmt}) to {out}", err=True)
 
 
+@main.command("estimate")
+@click.argument("user")
+@click.argument("repo")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="print the estimate as JSON, as GET …/rollout/estimate answers")
+@DATA_OPTION
+def estimate_cmd(user: str, repo: str, target: str, as_json: bool, data_dir: Path) -> None:
+    """What TARGET's rollout will cost (and, while it runs, has cost), as GET …/rollout/estimate answers."""
+    import asyncio
+
+    import orjson
+
+    from .api.errors import ApiError
+    from .handlers.estimate import target_estimate
+
+    settings = _settings(data_dir=data_dir)
+    records = _records(data_dir)
+    try:
+        answer = asyncio.run(target_estimate(records, settings, user, repo, target))
+    except ApiError as e:
+        raise click.ClickException(e.message) from None
+    if as_json:
+        click.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        return
+    for line in _estimate_lines(answer):
+        click.echo(line)
+
+
+def _usd(value: Any) -> str:
+    return "-" if value is None else f"${value:,.4f}"
+
+
+def _estimate_lines(e: dict[str, Any]) -> list[str]:
+    """The estimate as a small table, for people."""
+    t = e["tokens"]
+    source = "the rollout's frozen copy" if e["stimuli_from"] == "rollout" else "the stim output"
+    out = [f"rollout of {e['repo']}/{e['target']}: {e['model']} ({e['provider']}), price table {e['price_table']}",
+           f"requests        {e['stimuli']:,} stimuli x {e['num_traj_per_stimulus']} = {e['requests']:,} "
+           f"(stimuli from {source})",
+           f"input tokens    prefix {t['prefix']:,} ({t['prefixes']} distinct; cached from "
+           f"{t['min_cacheable_prefix']:,}) + stimulus mean {t['stimulus_mean']:,} = {t['input_total']:,} in all",
+           f"output tokens   {t['output_per_request']:,} per request ({t['output_source']}) = {t['output_total']:,}",
+           f"counted by      {t['counted_by']}" + (f" ({t['tokenizer']})" if t["tokenizer"] else ""),
+           *(f"                {note}" for note in t["notes"]), ""]
+    if e["cost"] is None:
+        out.append(f"cost            unknown: {e['cost_unknown']}")
+    else:
+        out.append(f"{'mode':<16}{'usd':>14}{'low':>14}{'high':>14}")
+        for mode, cost in e["cost"].items():
+            mark = " <- this target" if mode == e["mode"] else ""
+            out.append(f"{mode:<16}{_usd(cost['usd']):>14}{_usd(cost['low_usd']):>14}{_usd(cost['high_usd']):>14}"
+                       f"{mark}" + (f" ({cost['unknown']})" if cost["unknown"] else ""))
+    budget = "none" if e["max_cost_usd"] is None else f"{_usd(e['max_cost_usd'])}" + (
+        " - OVER BUDGET at the high estimate" if e["over_budget"] else "")
+    out.append(f"budget          {budget}")
+    out += [f"note            {note}" for note in e["notes"]]
+    run = e["run"]
+    if run is not None:
+        out.append(f"run             job {run['job_id']} {run['status']}: {run['answered']:,} answered, "
+                   f"{run['remaining']:,} remaining, spent {_usd(run['spent_usd'])}, projected "
+                   f"{_usd(run['projected_usd'])}")
+    return out
+
+
 @main.command()
 @DATA_OPTION
 @setting_option("max_jobs")

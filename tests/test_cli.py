@@ -205,3 +205,63 @@ def test_environment_reaches_generated_options(tmp_path):
     assert r.returncode == 2 and "STIMSERVER_DATA" in r.stderr and "is a file" in r.stderr, r.stderr
     r = run("worker", "--data", str(tmp_path / "w"), env={"STIMSERVER_MAX_JOBS": "0"})
     assert r.returncode == 2 and "STIMSERVER_MAX_JOBS" in r.stderr
+
+
+def _estimate_target(data, tmp_path, **config) -> None:
+    """alice/r1/t1 with a teacher prompt and a complete stim output of 30 questions."""
+    from stimserver.store.paths import DataPaths
+    from stimserver.store.records import Records
+    from tests.conftest import import_jsonl
+    from tests.jobs.conftest import hardcoded, seed_target
+    from tests.llm.test_tokens import stim_row
+
+    paths = DataPaths(data)
+    seed_target(paths, [hardcoded(30)], **{"num_traj_per_stimulus": 2, "max_tokens": 200, **config})
+    src = tmp_path / "stim.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(stim_row(i, f"What is the capital of country {i}?")) + b"\n"
+                             for i in range(30)))
+    import_jsonl(Records(paths), "alice", "r1", "t1", src)
+
+
+def test_estimate_prints_a_table_or_the_json(tmp_path):
+    data = tmp_path / "data"
+    _estimate_target(data, tmp_path, model_name="gpt-4o", max_cost_usd=0.01)
+    r = run("estimate", "alice", "r1", "t1", "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    assert "rollout of r1/t1: gpt-4o (openai)" in r.stdout and "30 stimuli x 2 = 60" in r.stdout
+    assert "counted by      approximation" in r.stdout
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.split()}
+    assert set(rows) >= {"standard", "cached", "batch", "cached_batch", "budget"}
+    assert "<- this target" in rows["cached"] and "OVER BUDGET" in rows["budget"]
+    answer = orjson.loads(run("estimate", "alice", "r1", "t1", "--json", "--data", str(data)).stdout)
+    assert (answer["requests"], answer["mode"], answer["over_budget"]) == (60, "cached", True)
+    assert answer["tokens"]["output_total"] == 60 * 200 and answer["cost"]["standard"]["usd"] > 0
+    assert f"${answer['cost']['standard']['usd']:,.4f}" in rows["standard"]
+
+
+def test_estimate_errors_are_one_line(tmp_path):
+    data = tmp_path / "data"
+    r = run("estimate", "alice", "r1", "t1", "--data", str(data))
+    assert r.returncode == 1 and "repo 'r1' not found" in r.stderr and "Traceback" not in r.stderr
+    _estimate_target(data, tmp_path)  # no model_name
+    r = run("estimate", "alice", "r1", "t1", "--data", str(data))
+    assert r.returncode == 1 and "model_name must be configured in target" in r.stderr
+
+
+def test_estimate_counts_anthropic_tokens_exactly(tmp_path):
+    from tests.llm.fake_providers import FakeAnthropic, ProviderThread
+
+    data = tmp_path / "data"
+    _estimate_target(data, tmp_path, model_name="claude-sonnet-4-5")
+    runner = ProviderThread(FakeAnthropic())
+    fake = runner.start()
+    try:
+        r = run("estimate", "alice", "r1", "t1", "--json", "--data", str(data), env=fake.env())
+    finally:
+        runner.stop()
+    assert r.returncode == 0, r.stderr
+    answer = orjson.loads(r.stdout)
+    # the fake counts words: the teacher prompt's 12 and a probe turn; each question's 7, minus the probe
+    assert answer["tokens"]["counted_by"] == "anthropic_count_tokens" and answer["tokens"]["counted_stimuli"] == 30
+    assert (answer["tokens"]["prefix"], answer["tokens"]["stimulus_mean"]) == (12 + 1, 7 - 1)
+    assert fake.calls.count("POST /v1/messages/count_tokens") == 1 + 30

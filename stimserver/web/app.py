@@ -10,7 +10,7 @@ from ..api.auth import AUTH, Authenticator, KeyStore
 from ..api.keys import JOB_CONTROL, OPENAPI, PATHS, RECORDS, SETTINGS
 from ..api.sessions import SESSIONS, Sessions
 from ..config import Settings
-from ..handlers import bakes, downloads, export, health, jobs, prompts, recipes, repos, search, targets, ui
+from ..handlers import bakes, downloads, estimate, export, health, jobs, prompts, recipes, repos, search, targets, ui
 from ..jobs import BakeSettings, JobRunner, default_kinds
 from ..llm.providers import client_factory
 from ..store.paths import DataPaths
@@ -27,8 +27,8 @@ from .proxy import TrustedProxies
 
 __all__ = ["create_app"]
 
-ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, bakes.routes,
-                recipes.routes, downloads.routes, export.routes, search.routes, ui.routes)
+ROUTE_TABLES = (health.routes, jobs.routes, repos.routes, prompts.routes, targets.routes, estimate.routes,
+                bakes.routes, recipes.routes, downloads.routes, export.routes, search.routes, ui.routes)
 
 
 def create_app(settings: Settings) -> PageApplication:

@@ -31,6 +31,7 @@ from ..config import Settings
 from ..schemas.base import NAME_PATTERN
 from ..schemas.openapi import component_schemas
 from .openapi_bakes import bake_paths, bake_schemas  # issue 26's operations, in a module of their own
+from .openapi_estimate import estimate_paths, estimate_schemas  # issue 28's rollout estimate
 from .openapi_outputs import output_paths, output_schemas  # issue 11's operations, in a module of their own
 from .openapi_parts import (
     INT,
@@ -50,7 +51,8 @@ from .openapi_parts import (
 __all__ = ["NAME_PATTERN", "build_openapi", "openapi_bytes", "routes"]
 
 def _schemas(settings: Settings) -> dict[str, Any]:
-    return {**component_schemas(max_page_size=settings.max_page_size), **output_schemas(), **bake_schemas()}
+    return {**component_schemas(max_page_size=settings.max_page_size), **output_schemas(), **bake_schemas(),
+            **estimate_schemas()}
 
 
 def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -177,6 +179,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
 
     paths |= output_paths(kind) | output_paths("rollout")  # export, search, sample, stats
     paths |= bake_paths()  # bakes, recipes, the tree, downloads
+    paths |= estimate_paths()  # the rollout's cost estimate
     for path, item in paths.items():
         names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
         if names and "parameters" not in item:  # the download route declares its own
