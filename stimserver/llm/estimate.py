@@ -218,7 +218,9 @@ def run_figures(job: dict[str, Any], committed: int, usage: dict[str, Any] | Non
     """What a rollout job has spent and where it is heading, from its record, committed lines and usage file.
 
     ``answered`` counts the requests the provider answered (the usage file's ``requests``);
-    ``remaining`` = the job's expected requests − max(committed lines, answered).
+    ``remaining`` = the job's expected requests − answered: the spending and the count come from the
+    same file, which the job saves a second behind its answer log (committed lines, used only when
+    the file counts no request, would run ahead of the spending and project too little).
     ``projected_usd`` = ``spent_usd`` + ``remaining`` × the mean cost per answered request;
     null until a request has been answered, or when the spending is unknown (``cost_unknown``).
     """
@@ -226,7 +228,7 @@ def run_figures(job: dict[str, Any], committed: int, usage: dict[str, Any] | Non
     expected = job.get("expected_lines")
     total = expected if isinstance(expected, int) and not isinstance(expected, bool) else requests
     answered = counts.requests
-    remaining = max(0, total - max(committed, answered))
+    remaining = max(0, total - (answered or committed))
     spent = None if counts.cost_unknown else counts.cost_usd
     mean = spent / answered if spent is not None and answered else None
     projected = spent + remaining * mean if spent is not None and mean is not None else None

@@ -124,6 +124,7 @@ def test_the_chosen_mode_and_the_budget():
 
 
 def test_run_figures_project_from_the_answered_requests():
+    # remaining counts from the usage file's answers, the same file the spending comes from
     job = {"job_id": 7, "status": "running", "expected_lines": 2000}
     usage = {"requests": 120, "input_tokens": 362_400, "output_tokens": 12_000, "cost_usd": 1.2,
              "price_table": "2026-12-06"}
