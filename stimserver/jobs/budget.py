@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from ..llm import DEFAULT_MAX_TOKENS, Usage
-from ..llm.prices import PER, ModelPrice
-from .kinds import ResumableFailure
+from ..llm.prices import PER, PRICES_FILE, ModelPrice, PriceTable, load_prices
+from .kinds import ConfigProblem, ResumableFailure
 
-__all__ = ["Budget", "BudgetExhausted", "worst_case_usd", "BYTES_PER_TOKEN_AT_MOST"]
+__all__ = ["Budget", "BudgetExhausted", "worst_case_usd", "check_priced", "BYTES_PER_TOKEN_AT_MOST"]
 
 BYTES_PER_TOKEN_AT_MOST = 2
 
@@ -39,17 +40,39 @@ def worst_case_usd(price: ModelPrice, prompt_bytes: int, max_tokens: int | None,
     return usd / PER
 
 
+def check_priced(data_root: Path, model: str, *, batch: bool = False) -> None:
+    """A budget needs prices: refuse the run (``ConfigProblem``, a 400) when the table cannot price ``model``."""
+    try:
+        price = load_prices(data_root).lookup(model)
+    except ValueError as e:
+        raise ConfigProblem(str(e)) from None
+    if price is None:
+        raise ConfigProblem(f"max_cost_usd needs a price for model {model!r}, and the price table has none: add it "
+                            f"to DATA/{PRICES_FILE} (docs/cost.md)")
+    if batch and price.batch_discount is None:
+        raise ConfigProblem(f"max_cost_usd with batch: true needs the batch_discount of model {model!r} in the "
+                            f"price table: add it to DATA/{PRICES_FILE} (docs/cost.md)")
+
+
 class Budget:
     """``limit`` dollars for a job whose cost so far is ``usage.cost_usd``, and what is reserved now."""
 
-    def __init__(self, limit: float, usage: Usage, *, what: str) -> None:
+    def __init__(self, limit: float, usage: Usage, prices: PriceTable) -> None:
         self.limit = limit
         self.usage = usage
-        self.what = what  # "POST /v1/repo/R/targets/T/rollout", for the message
+        self.prices = prices
         self.reserved = 0.0
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def worst(self, model: str, prompt_bytes: int, max_tokens: int | None, *, batch: bool = False) -> float:
+        """``worst_case_usd`` of one request to ``model`` (whose price ``check_priced`` made sure of)."""
+        price = self.prices.lookup(model)
+        if price is None:
+            raise ResumableFailure(f"max_cost_usd is set, but the price table has no price for model {model!r}: "
+                                   f"add it to DATA/{PRICES_FILE}")
+        return worst_case_usd(price, prompt_bytes, max_tokens, batch=batch)
 
     @property
     def spent(self) -> float:

@@ -27,7 +27,9 @@ from typing import Any
 
 from ..llm import Answer, ChatAnswer, Completer, LLMError, Usage
 from ..llm.batch import BatchAPI
+from ..llm.prices import PriceTable
 from ..store.answers import AnswerLog, read_usage, write_usage
+from .budget import Budget
 
 __all__ = ["JobLLM", "AnswerStream", "USAGE_SAVE_SECONDS"]
 
@@ -51,6 +53,7 @@ class JobLLM:
         self._sem = asyncio.Semaphore(limit)
         self.limit = limit
         self.usage = Usage()
+        self.budget: Budget | None = None  # ``limit_spending``
         self._job_dir: Path | None = None
         self._saved_at = 0.0
         self._saving: asyncio.Lock | None = None
@@ -104,6 +107,11 @@ class JobLLM:
                                             max_tokens=max_tokens, extra_kwargs=extra_kwargs, usage=self.usage)
         self._saved_later()
         return answer
+
+    def limit_spending(self, limit: float, prices: PriceTable) -> Budget:
+        """Give this job a budget (``jobs.budget``) over its usage's cost, which its requests then check."""
+        self.budget = Budget(limit, self.usage, prices)
+        return self.budget
 
     def batches(self, model: str) -> BatchAPI:
         """``model``'s provider batch API (``llm.batch``) through this job's client."""

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 
 from ..llm.questions import Completer  # the one completer protocol (LLMClient is one)
+from ..schemas.targets import RUN_SETTINGS
 from ..store.atomic import write_atomic
 from ..store.datasets import Datasets
 from ..store.paths import DataPaths
@@ -90,6 +91,10 @@ class JobRun:
         return self.job_dir / f"{name}.json"
 
 
+def _produced(d: Any) -> Any:
+    return {k: v for k, v in d.items() if k not in RUN_SETTINGS} if isinstance(d, dict) else d
+
+
 class JobKind(ABC):
     """One kind of job (``stim``, ``rollout``). Subclasses are stateless."""
 
@@ -113,12 +118,19 @@ class JobKind(ABC):
         del plan, source, into
 
     def same_job(self, record: dict[str, Any], plan: JobPlan) -> bool:
-        """Whether the failed job ``record`` is the job ``plan`` asks for: POST then resumes it."""
-        return record.get("spec") == plan.spec and record.get("config") == plan.config
+        """Whether the failed job ``record`` is the job ``plan`` asks for: POST then resumes it.
+
+        The run settings (``RUN_SETTINGS``: batch mode, the budget) say how a job runs, not what
+        it produces: a job whose target changed only in them is the same job.
+        """
+        return _produced(record.get("spec")) == _produced(plan.spec) and \
+            _produced(record.get("config")) == _produced(plan.config)
 
     def resumed(self, record: dict[str, Any], plan: JobPlan) -> dict[str, Any]:
-        """The record a failed job resumes with (``same_job`` said yes): by default, as it was."""
-        return record
+        """The record a failed job resumes with (``same_job`` said yes): the target's current run settings."""
+        spec, config = record.get("spec") or {}, record.get("config") or {}
+        return {**record, "spec": {**spec, **{k: plan.spec[k] for k in RUN_SETTINGS if k in plan.spec}},
+                "config": {**config, **{k: plan.config[k] for k in RUN_SETTINGS if k in plan.config}}}
 
     def max_concurrency(self, spec: dict[str, Any]) -> int:
         """How many LLM requests one job may have in flight."""

@@ -50,7 +50,7 @@ from ..store.jobrecords import JobStatus
 from ..store.output import line_count
 from ..store.stats import DuplicateCount, trajectory_key
 from .batches import BatchRun
-from .budget import Budget, worst_case_usd
+from .budget import Budget, check_priced
 from .engine import AnswerStream, JobLLM
 from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, ResumableFailure
 from .stim import parse_config
@@ -65,9 +65,6 @@ ALL_REJECTED = 8  # rejections in a row, with no success in the job, that fail i
 # Keys of the spec that name the input rather than the job: a failed rollout resumes on its
 # own frozen stimuli even when the stim job was re-run since (``same_job``).
 _INPUT_KEYS = ("stim_job_id", "stimuli")
-# How the job runs, not what it produces (``schemas.targets.RUN_SETTINGS``): a resume takes the
-# target's current values, so raising the budget or turning batch mode on continues the job.
-_RUN_KEYS = ("batch", "max_cost_usd")
 
 
 def _stim_dir(source: JobSource) -> Path:
@@ -173,7 +170,7 @@ class RolloutKind(JobKind):
             raise ConfigProblem(f"{NO_MODEL}: target '{source.target}' has no model_name")
         config = parse_config(raw)
         if config.max_cost_usd is not None:
-            _check_priced(source, str(config.model_name), config.batch)
+            check_priced(source.paths.root, str(config.model_name), batch=config.batch)
         stimuli = line_count(_stim_dir(source))
         shown = {"model_name": config.model_name, "num_traj_per_stimulus": config.num_traj_per_stimulus,
                  "temperature": config.temperature, "max_tokens": config.max_tokens,
@@ -197,12 +194,9 @@ class RolloutKind(JobKind):
 
     def same_job(self, record: dict[str, Any], plan: JobPlan) -> bool:
         def job(d: Any) -> Any:
-            return {k: v for k, v in d.items() if k not in (*_INPUT_KEYS, *_RUN_KEYS)} if isinstance(d, dict) else d
-        return job(record.get("spec")) == job(plan.spec) and job(record.get("config")) == job(plan.config)
-
-    def resumed(self, record: dict[str, Any], plan: JobPlan) -> dict[str, Any]:
-        run = {k: plan.spec.get(k) for k in _RUN_KEYS}
-        return {**record, "spec": {**record["spec"], **run}, "config": {**(record.get("config") or {}), **run}}
+            return {k: v for k, v in d.items() if k not in _INPUT_KEYS} if isinstance(d, dict) else d
+        return super().same_job({**record, "spec": job(record.get("spec")), "config": job(record.get("config"))},
+                                JobPlan(job(plan.config), job(plan.spec), plan.expected_lines))
 
     async def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
         spec = run.spec
@@ -231,16 +225,13 @@ class RolloutKind(JobKind):
 
             batch = bool(spec.get("batch"))
             limit = spec.get("max_cost_usd")
-            budget = None if limit is None else Budget(float(limit), llm.usage, what="rollout")
-            price = None if budget is None else load_prices(run.data_root).lookup(spec["model_name"])
-            if budget is not None and price is None:
-                raise ResumableFailure(f"max_cost_usd is set, but the price table has no price for model "
-                                       f"{spec['model_name']!r}: add it to DATA/prices.json")
+            budget = None if limit is None else llm.limit_spending(float(limit), load_prices(run.data_root))
 
             def worst(n: int) -> float:
-                assert price is not None
+                assert budget is not None
                 messages, tools = _request(stimulus(n // k))
-                return worst_case_usd(price, len(orjson.dumps([messages, tools])), spec["max_tokens"], batch=batch)
+                return budget.worst(spec["model_name"], len(orjson.dumps([messages, tools])), spec["max_tokens"],
+                                    batch=batch)
 
             async def ask(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> Any:
                 return await llm.chat(model=spec["model_name"], messages=messages, tools=tools,
@@ -306,20 +297,6 @@ class RolloutKind(JobKind):
                 await save()
         finally:
             frozen.close()
-
-
-def _check_priced(source: JobSource, model: str, batch: bool) -> None:
-    """A budget needs prices: refuse the run (400) when the table cannot price the model's answers."""
-    try:
-        price = load_prices(source.paths.root).lookup(model)
-    except ValueError as e:
-        raise ConfigProblem(str(e)) from None
-    if price is None:
-        raise ConfigProblem(f"max_cost_usd needs a price for model {model!r}, and the price table has none: add it "
-                            "to DATA/prices.json (docs/cost.md)")
-    if batch and price.batch_discount is None:
-        raise ConfigProblem(f"max_cost_usd with batch: true needs the batch_discount of model {model!r} in the "
-                            "price table: add it to DATA/prices.json (docs/cost.md)")
 
 
 async def _batch_fill(run: JobRun, stream: AnswerStream, llm: JobLLM, spec: dict[str, Any],

@@ -21,10 +21,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..llm import LLMError
+from ..llm.prices import load_prices
 from ..schemas.targets import TargetConfig, config_problems, missing_prompts
 from ..schemas.validation import Invalid, parse
+from .budget import check_priced
+from .engine import JobLLM
 from .generators import GENERATORS, PlanContext
-from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, checkpointed
+from .kinds import ConfigProblem, JobFailed, JobKind, JobPlan, JobRun, JobSource, ResumableFailure, checkpointed
 
 __all__ = ["StimKind", "parse_config", "prompt_text", "stim_line"]
 
@@ -120,11 +123,18 @@ class StimKind(JobKind):
                  for i, gen in enumerate(config.generators)]
         spec = {
             "teacher": teacher_prompt, "student": student_prompt, "prompt_u": u_text, "generators": specs,
-            "max_concurrency": config.max_concurrency,
+            "max_concurrency": config.max_concurrency, "max_cost_usd": config.max_cost_usd,
         }
+        if config.max_cost_usd is not None:
+            for gen_spec in specs:
+                if gen_spec.get("model"):  # a generator that asks a model
+                    check_priced(source.paths.root, str(gen_spec["model"]))
         return JobPlan(config=raw, spec=spec, expected_lines=sum(s["numq"] for s in specs))
 
     async def produce(self, run: JobRun) -> AsyncIterator[dict[str, Any]]:
+        limit = run.spec.get("max_cost_usd")
+        if limit is not None and isinstance(run.llm, JobLLM):
+            run.llm.limit_spending(float(limit), load_prices(run.data_root))
         gens = run.spec["generators"]
         bases = [sum(g["numq"] for g in gens[:i]) for i in range(len(gens))]
         for i, gen in enumerate(gens):
@@ -139,6 +149,8 @@ class StimKind(JobKind):
                         if j >= skip:
                             yield stim_line(bases[i] + j, question, gen, run.spec)
                         j += 1
+            except ResumableFailure as e:  # a budget reached: keeps its advice on resuming
+                raise type(e)(f"generators[{i}] ({gen['type']}): {e}") from None
             except (JobFailed, LLMError) as e:
                 raise JobFailed(f"generators[{i}] ({gen['type']}): {e}") from None
             if j != gen["numq"]:

@@ -11,7 +11,7 @@ from stimserver.config import Settings
 from stimserver.jobs import ConfigProblem, JobRef
 from stimserver.jobs.budget import Budget, BudgetExhausted, worst_case_usd
 from stimserver.llm import Usage
-from stimserver.llm.prices import ModelPrice
+from stimserver.llm.prices import ModelPrice, shipped_prices
 from stimserver.llm.providers import client_factory
 from stimserver.store.atomic import write_json_atomic
 from tests.llm.fake_providers import Reply
@@ -33,7 +33,7 @@ def test_the_worst_case_is_the_prompt_at_two_bytes_a_token_at_the_dearest_input_
 
 async def test_a_request_that_cannot_fit_waits_for_those_in_flight_then_stops_the_job():
     usage = Usage()
-    budget = Budget(1.0, usage, what="rollout")
+    budget = Budget(1.0, usage, shipped_prices())
     entered = asyncio.Event()
     release = asyncio.Event()
 
@@ -113,3 +113,31 @@ async def test_a_budget_needs_a_price(make_runner, paths):
     write_json_atomic(STIM.job_dir(paths) / "job.json", {"status": "complete", "job_id": 1, "kind": "stim"})
     with pytest.raises(ConfigProblem, match="max_cost_usd needs a price for model 'my-local-model'"):
         await runner.submit(ROLLOUT, target)
+
+
+async def test_a_stim_jobs_question_writing_keeps_to_the_budget_too(make_runner, paths, anthropic_server, use):
+    from .conftest import numbered_answer
+
+    use(anthropic_server)
+    anthropic_server.default = lambda body: numbered_answer(body["messages"][-1]["content"])
+    gen = {"type": "oneshot_qs", "model": CLAUDE, "numq": 120, "max_tokens": 400}
+    runner = await make_runner(llm_factory=client_factory(Settings.from_env()))
+    # three requests of 50 questions; each could cost up to ~0.0105 USD and costs ~0.0035: one fits
+    target = seed_target(paths, [gen], max_cost_usd=0.012, max_concurrency=2)
+    await runner.submit(STIM, target)
+    record = await ended(paths, STIM)
+    assert record["status"] == "failed", record
+    assert record["error"].startswith("generators[0] (oneshot_qs): stopped before the cost could pass max_cost_usd")
+    assert "POST /v1/repo/r1/targets/t1/stim" in record["error"]
+    usage = orjson.loads((STIM.job_dir(paths) / "usage.json").read_bytes())
+    assert 0 < usage["cost_usd"] <= 0.012
+    asked = len(anthropic_server.received)
+    kept = lines_of(paths, STIM)
+    target = {**target, "config": {**target["config"], "max_cost_usd": 5.0}}
+    write_json_atomic(paths.target("alice", "r1", "t1") / "target.json", target)
+    await runner.submit(STIM, target)
+    record = await ended(paths, STIM)
+    assert record["status"] == "complete", record["error"]
+    assert lines_of(paths, STIM)[:len(kept)] == kept and len(lines_of(paths, STIM)) == 120
+    usage = orjson.loads((STIM.job_dir(paths) / "usage.json").read_bytes())
+    assert usage["requests"] == len(anthropic_server.received) > asked  # the answers logged were not asked again

@@ -21,6 +21,7 @@ from ...llm import parse_questions, render_template
 from ...llm.templates import AVOID_REPEATS_NOTE
 from ...schemas.generators import effective_model
 from ...store.paths import template_file_name
+from ..budget import Budget
 from ..engine import AnswerStream
 from ..kinds import JobFailed, JobRun
 from .base import PlanContext
@@ -130,9 +131,17 @@ async def stream_chunked(spec: dict[str, Any], run: JobRun, index: int, *, chunk
                                  **(template_vars(n) if template_vars else {}))
         if n in avoid:
             prompt += AVOID_REPEATS_NOTE + "\n".join(avoid[n][-MAX_LISTED_REPEATS:])
-        text = await run.llm.complete(model=spec["model"], prompt=prompt, temperature=spec["temperature"],
-                                      max_tokens=spec["max_tokens"], extra_kwargs=spec["extra_kwargs"])
+        budget: Budget | None = getattr(run.llm, "budget", None)
+        if budget is None:
+            text = await ask(prompt)
+        else:
+            async with budget.spending(budget.worst(spec["model"], len(prompt.encode()), spec["max_tokens"])):
+                text = await ask(prompt)
         return {"questions": parse_questions(text)}
+
+    async def ask(prompt: str) -> str:
+        return await run.llm.complete(model=spec["model"], prompt=prompt, temperature=spec["temperature"],
+                                      max_tokens=spec["max_tokens"], extra_kwargs=spec["extra_kwargs"])
 
     window = 4 * max(1, int(run.spec.get("max_concurrency") or 10))
     async with AnswerStream(run.job_dir, str(index), window=window) as stream:
