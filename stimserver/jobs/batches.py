@@ -34,7 +34,7 @@ import orjson
 from ..llm import LLMError
 from ..llm.batch import BatchAPI, BatchItem, BatchResult, BatchState, epoch_now
 from ..llm.chat import ChatAnswer
-from ..llm.limiter import record_answer
+from ..llm.limiter import record_answer, with_cost
 from ..store.atomic import read_replaced, write_json_atomic
 from .budget import Budget
 from .engine import AnswerStream, JobLLM
@@ -264,7 +264,7 @@ class BatchRun:
                 got = BatchResult(got.custom_id if got else "", error=LLMError(
                     f"{why} (after {self._attempts(n)} batch attempts)", rejected=True))
             if got.answer is not None:
-                self._count(got.answer)
+                got = BatchResult(got.custom_id, answer=self._count(got.answer))
             keep.append((n, self.keep(n, got)))
         await self.stream.commit(keep)
         await self.llm.save(force=True)
@@ -275,10 +275,11 @@ class BatchRun:
                  len(keep), len(missed))
         return missed
 
-    def _count(self, answer: ChatAnswer) -> None:
-        client = self.api.client
-        record_answer(answer, provider=self.api.provider, model=self.api.model, usage=self.llm.usage,
-                      cost=client.batch_cost(self.api.model, answer))
+    def _count(self, answer: ChatAnswer) -> ChatAnswer:
+        """Price an answer at the batch price into the job's usage; the answer, carrying its price."""
+        cost = self.api.client.batch_cost(self.api.model, answer)
+        record_answer(answer, provider=self.api.provider, model=self.api.model, usage=self.llm.usage, cost=cost)
+        return with_cost(answer, cost)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """A batch API call with backoff on transient errors (``STIMSERVER_LLM_MAX_RETRIES``)."""

@@ -28,7 +28,7 @@ from typing import Any
 from ..llm import Answer, ChatAnswer, Completer, LLMError, Usage
 from ..llm.batch import BatchAPI
 from ..llm.prices import PriceTable
-from ..store.answers import AnswerLog, read_usage, write_usage
+from ..store.answers import AnswerLog, read_bills, read_usage, write_usage
 from .budget import Budget
 
 __all__ = ["JobLLM", "AnswerStream", "USAGE_SAVE_SECONDS"]
@@ -62,7 +62,9 @@ class JobLLM:
     async def attach(self, job_dir: Path) -> None:
         if self._job_dir != job_dir:
             self._job_dir = job_dir
-            self.usage = Usage.from_dict(await asyncio.to_thread(read_usage, job_dir))
+            self.usage = await asyncio.to_thread(_resumed_usage, job_dir)
+            if self.budget is not None:
+                self.budget.usage = self.usage
 
     async def save(self, force: bool = False) -> None:
         if force and self._background:
@@ -133,6 +135,17 @@ class JobLLM:
         answer = await self.ask(model=model, prompt=prompt, temperature=temperature, max_tokens=max_tokens,
                                 extra_kwargs=extra_kwargs)
         return answer.text
+
+
+def _resumed_usage(job_dir: Path) -> Usage:
+    """The usage a resumed job continues: rebuilt from the bills in its answer logs (exact: each logged
+    answer once, whatever the last save of the usage file missed), with the failed attempts the usage
+    file counted; the file alone for a job whose answers were logged without bills (an older version)."""
+    saved = Usage.from_dict(read_usage(job_dir))
+    bills, unbilled = read_bills(job_dir)
+    if not bills or unbilled:
+        return saved
+    return Usage.from_billed(bills, retries=saved.retries, rate_limited=saved.rate_limited)
 
 
 class AnswerStream:

@@ -42,6 +42,7 @@ import orjson
 
 from ..llm import LLMError
 from ..llm.batch import BatchItem, BatchResult
+from ..llm.limiter import billed
 from ..llm.prices import load_prices
 from ..store import jobrecords
 from ..store.answers import write_duplicates, write_failed
@@ -253,7 +254,7 @@ class RolloutKind(JobKind):
                         return {"error": str(e)}
                     raise ResumableFailure(f"trajectory {tid} of stimulus {sid}: {e}") from None
                 guard.success()
-                return {"response": answer.response()}
+                return {"response": answer.response(), "billed": billed(answer)}
 
             concurrency = self.max_concurrency(spec)
             window = 4 * concurrency
@@ -316,7 +317,7 @@ async def _batch_fill(run: JobRun, stream: AnswerStream, llm: JobLLM, spec: dict
 
     def keep(n: int, result: BatchResult) -> dict[str, Any]:
         if result.answer is not None:
-            return {"response": result.answer.response()}
+            return {"response": result.answer.response(), "billed": billed(result.answer)}
         return {"error": str(result.error)}
 
     async def all_rejected(results: list[BatchResult]) -> None:

@@ -47,3 +47,8 @@ class Answer:
     output_tokens: int = 0
     cached_input_tokens: int = field(default=0, kw_only=True)
     cache_write_tokens: int = field(default=0, kw_only=True)
+    # What the answer cost (``prices.answer_cost``), set by whoever priced it (the limiter, a batch):
+    # ``cost_usd`` None with ``cost_unknown`` saying why, ``price_table`` the table's version.
+    cost_usd: float | None = field(default=None, kw_only=True)
+    cost_unknown: str | None = field(default=None, kw_only=True)
+    price_table: str | None = field(default=None, kw_only=True)

@@ -18,20 +18,21 @@ attempt logs one line (provider, model, status, attempt; never a key).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import RATE_LIMIT_STATUSES, Answer, LLMError
 from .prices import AnswerCost
 
-__all__ = ["Usage", "USAGE_COUNTS", "Limits", "ProviderLimiter", "limiter_for", "record_answer", "LISTENERS",
-           "COST_LISTENERS"]
+__all__ = ["Usage", "USAGE_COUNTS", "Limits", "ProviderLimiter", "limiter_for", "record_answer", "with_cost",
+           "billed", "LISTENERS", "COST_LISTENERS"]
 
 log = logging.getLogger("stimserver.llm")
 
@@ -94,6 +95,25 @@ class Usage:
                 "retries": self.retries, "rate_limited": self.rate_limited,
                 "cached_input_tokens": self.cached_input_tokens, "cache_write_tokens": self.cache_write_tokens,
                 "cost_usd": self.cost_usd, "price_table": self.price_table, "cost_unknown": self.cost_unknown}
+
+    @classmethod
+    def from_billed(cls, entries: Iterable[dict[str, Any]], *, retries: int = 0, rate_limited: int = 0) -> Usage:
+        """The usage of the answers a job logged with their bills (``billed``), each counted once."""
+        usage = cls(retries=retries, rate_limited=rate_limited)
+        for bill in entries:
+            usage.requests += 1
+            for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens"):
+                value = bill.get(name)
+                if type(value) is int and value > 0:
+                    setattr(usage, name, getattr(usage, name) + value)
+            usd, table = bill.get("cost_usd"), bill.get("price_table")
+            if isinstance(table, str) or usd is not None:
+                why = bill.get("cost_unknown")
+                usage.add_cost(AnswerCost(float(usd) if isinstance(usd, (int, float)) and not isinstance(usd, bool)
+                                          else None, str(table or "unknown"),
+                                          str(why) if why else None if isinstance(usd, (int, float)) else
+                                          "an answer was logged without its price"))
+        return usage
 
     @classmethod
     def from_dict(cls, raw: object) -> Usage:
@@ -186,13 +206,29 @@ class ProviderLimiter:
                 else:
                     self._tokens.append((time.monotonic(), answer.input_tokens + answer.output_tokens))
                     self._token_sum += answer.input_tokens + answer.output_tokens
-                    record_answer(answer, provider=provider, model=model, usage=usage,
-                                  cost=None if cost is None else cost(answer))
-                    return answer
+                    priced = None if cost is None else cost(answer)
+                    record_answer(answer, provider=provider, model=model, usage=usage, cost=priced)
+                    return answer if priced is None else with_cost(answer, priced)
             retry += 1
             if usage is not None:
                 usage.retries += 1
             await asyncio.sleep(max(0.0, wait if not rate_limited else self._paused_until - time.monotonic()))
+
+
+A = TypeVar("A", bound=Answer)
+
+
+def with_cost(answer: A, cost: AnswerCost) -> A:
+    """``answer`` carrying its price, so the job can log it with the answer (``billed``)."""
+    return dataclasses.replace(answer, cost_usd=cost.usd, cost_unknown=cost.unknown, price_table=cost.table)
+
+
+def billed(answer: Answer) -> dict[str, Any]:
+    """What a job logs beside an answer: its tokens and cost, from which ``Usage.from_billed`` rebuilds the
+    job's usage exactly after a crash (the answer log, fsync'd, is the record of what was paid for)."""
+    return {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
+            "cached_input_tokens": answer.cached_input_tokens, "cache_write_tokens": answer.cache_write_tokens,
+            "cost_usd": answer.cost_usd, "price_table": answer.price_table, "cost_unknown": answer.cost_unknown}
 
 
 def record_answer(answer: Answer, *, provider: str, model: str, usage: Usage | None, cost: AnswerCost | None) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .describe import clip
 from .errors import Answer, LLMError
@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_TOKENS", "create_message", "create_chat_completion", "message_answer",
            "chat_completion_answer", "anthropic_kwargs", "openai_kwargs", "checked_kwargs", "tokens",
            "answered_choice", "unrefused", "anthropic_tokens", "openai_tokens"]
+
+class Tokens(TypedDict):
+    """An answer's token counts, as ``errors.Answer`` takes them."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+
 
 DEFAULT_MAX_TOKENS = 4096
 """Sent to Anthropic when the caller gives no max_tokens: the Messages API requires one."""
@@ -111,7 +120,7 @@ def tokens(usage: Any, name: str) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def anthropic_tokens(usage: Any) -> dict[str, int]:
+def anthropic_tokens(usage: Any) -> Tokens:
     """A Messages API ``usage`` as ``Answer``'s token fields.
 
     Anthropic's ``input_tokens`` leaves out the prompt tokens read from or written to the
@@ -123,7 +132,7 @@ def anthropic_tokens(usage: Any) -> dict[str, int]:
             "output_tokens": tokens(usage, "output_tokens"), "cached_input_tokens": read, "cache_write_tokens": write}
 
 
-def openai_tokens(usage: Any) -> dict[str, int]:
+def openai_tokens(usage: Any) -> Tokens:
     """A chat completion's ``usage`` as ``Answer``'s token fields.
 
     OpenAI's ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens`` (and

@@ -11,11 +11,13 @@ Files of one job (beside ``job.json``)::
 
 An answer log line is ``{"request": <n>, "answer": <JSON>}``: request ``n`` of the log's
 plan (e.g. generator 2's chunk 7), and what the kind kept of its answer (for a stim
-generator, the parsed questions). A request counts as done once its line is durable;
-lines may be in any order, and a request appears at most once (a later line for the
-same ``n``, which a caller never writes, would be ignored). A torn last line — the
-process died mid-write — is cut off when the log is opened, so only requests that were
-in flight are asked again.
+generator, the parsed questions), with its bill (``"billed"``: tokens and cost) when the
+provider answered: the job's usage is rebuilt from the bills when it resumes
+(``read_bills``), so a crash never loses or doubles the cost of a logged answer. A request
+counts as done once its line is durable; lines may be in any order, and a request appears at
+most once (a later line for the same ``n``, which a caller never writes, would be ignored). A
+torn last line — the process died mid-write — is cut off when the log is opened, so only
+requests that were in flight are asked again.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import orjson
 from .atomic import fsync_dir, read_replaced, write_json_atomic
 
 __all__ = ["AnswerLog", "USAGE_FILE", "FAILED_FILE", "DUPLICATES_FILE", "answer_log_path", "read_usage", "write_usage",
-           "write_failed", "write_duplicates"]
+           "write_failed", "write_duplicates", "read_bills"]
 
 USAGE_FILE = "usage.json"
 FAILED_FILE = "failed.json"
@@ -103,6 +105,35 @@ class AnswerLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def read_bills(job_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """The bills logged beside a job's answers (``"billed"``: tokens and cost), each request's once,
+    and how many answers were logged without one (by a version that logged none)."""
+    bills: list[dict[str, Any]] = []
+    unbilled = 0
+    for path in sorted(job_dir.glob("answers-*.jsonl")):
+        seen: set[int] = set()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        for raw in data.splitlines():
+            try:
+                entry = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue  # a torn last line: its request is asked again
+            if not isinstance(entry, dict) or not isinstance(entry.get("request"), int) or entry["request"] in seen:
+                continue
+            seen.add(entry["request"])
+            answer = entry.get("answer")
+            if not isinstance(answer, dict):
+                continue
+            if isinstance(answer.get("billed"), dict):
+                bills.append(answer["billed"])
+            elif "response" in answer and answer["response"] is not None or "questions" in answer:
+                unbilled += 1
+    return bills, unbilled
 
 
 def _read_all(fd: int) -> bytes:

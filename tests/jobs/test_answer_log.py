@@ -58,3 +58,57 @@ async def test_a_later_failure_stops_the_stream_at_once(tmp_path):
             async for _ in stream.ordered(0, 4, send):
                 pass
         assert set(stream.log.done) <= {1, 3}  # the head was cancelled, never logged
+
+
+def _bill(usd, tokens=10):
+    return {"input_tokens": tokens, "output_tokens": 2, "cached_input_tokens": 4, "cache_write_tokens": 0,
+            "cost_usd": usd, "price_table": "t1", "cost_unknown": None}
+
+
+async def test_a_resumed_jobs_usage_is_rebuilt_from_the_bills_in_its_logs(tmp_path):
+    # The usage file lags the log (saved once a second, or after a batch's commit): a crash in between
+    # must neither lose the logged answers' cost nor count it twice on the resume.
+    from stimserver.jobs.engine import JobLLM
+    from stimserver.store.answers import write_usage
+
+    log = AnswerLog.open(tmp_path, "rollout")
+    log.append_many([(0, {"response": {"content": "a"}, "billed": _bill(0.5)}),
+                     (1, {"error": "rejected"}),
+                     (2, {"response": {"content": "c"}, "billed": _bill(0.25)})])
+    log.close()
+    with open(answer_log_path(tmp_path, "rollout"), "ab") as f:
+        f.write(b'{"request": 0, "answer": {"response": {}, "billed": {"cost_usd": 9}}}\n')  # never twice
+        f.write(b'{"request": 3, "answer": {"resp')  # torn
+    write_usage(tmp_path, {"requests": 1, "input_tokens": 10, "cost_usd": 0.5, "retries": 3, "rate_limited": 1})
+    llm = JobLLM(lambda: None, 4)  # type: ignore[arg-type, return-value]
+    await llm.attach(tmp_path)
+    usage = llm.usage
+    assert (usage.requests, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) == (2, 20, 4, 8)
+    assert usage.cost_usd == pytest.approx(0.75) and usage.price_table == "t1" and usage.cost_unknown is None
+    assert (usage.retries, usage.rate_limited) == (3, 1)  # failed attempts are only in the usage file
+
+
+async def test_answers_logged_without_bills_keep_the_usage_file(tmp_path):
+    from stimserver.jobs.engine import JobLLM
+    from stimserver.store.answers import write_usage
+
+    log = AnswerLog.open(tmp_path, "0")
+    log.append(0, {"questions": ["a?"]})  # logged by a version that kept no bills
+    log.append(1, {"questions": ["b?"], "billed": _bill(0.1)})
+    log.close()
+    write_usage(tmp_path, {"requests": 2, "input_tokens": 30, "cost_usd": 0.3})
+    llm = JobLLM(lambda: None, 4)  # type: ignore[arg-type, return-value]
+    await llm.attach(tmp_path)
+    assert (llm.usage.requests, llm.usage.input_tokens, llm.usage.cost_usd) == (2, 30, 0.3)
+
+
+async def test_an_unpriced_bill_makes_the_rebuilt_cost_unknown(tmp_path):
+    from stimserver.jobs.engine import JobLLM
+
+    log = AnswerLog.open(tmp_path, "rollout")
+    log.append(0, {"response": {}, "billed": {**_bill(None), "cost_unknown": "no price for model 'x'"}})
+    log.append(1, {"response": {}, "billed": _bill(0.2)})
+    log.close()
+    llm = JobLLM(lambda: None, 4)  # type: ignore[arg-type, return-value]
+    await llm.attach(tmp_path)
+    assert llm.usage.requests == 2 and llm.usage.cost_unknown == "no price for model 'x'"

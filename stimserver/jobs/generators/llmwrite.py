@@ -17,12 +17,13 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ...llm import parse_questions, render_template
+from ...llm import Answer, parse_questions, render_template
+from ...llm.limiter import billed
 from ...llm.templates import AVOID_REPEATS_NOTE
 from ...schemas.generators import effective_model
 from ...store.paths import template_file_name
 from ..budget import Budget
-from ..engine import AnswerStream
+from ..engine import AnswerStream, JobLLM
 from ..kinds import JobFailed, JobRun
 from .base import PlanContext
 
@@ -133,15 +134,21 @@ async def stream_chunked(spec: dict[str, Any], run: JobRun, index: int, *, chunk
             prompt += AVOID_REPEATS_NOTE + "\n".join(avoid[n][-MAX_LISTED_REPEATS:])
         budget: Budget | None = getattr(run.llm, "budget", None)
         if budget is None:
-            text = await ask(prompt)
+            answer = await ask(prompt)
         else:
             async with budget.spending(budget.worst(spec["model"], len(prompt.encode()), spec["max_tokens"])):
-                text = await ask(prompt)
-        return {"questions": parse_questions(text)}
+                answer = await ask(prompt)
+        logged: dict[str, Any] = {"questions": parse_questions(answer.text)}
+        if isinstance(run.llm, JobLLM):  # the bill beside the answer: the job's usage is rebuilt from it
+            logged["billed"] = billed(answer)
+        return logged
 
-    async def ask(prompt: str) -> str:
-        return await run.llm.complete(model=spec["model"], prompt=prompt, temperature=spec["temperature"],
-                                      max_tokens=spec["max_tokens"], extra_kwargs=spec["extra_kwargs"])
+    async def ask(prompt: str) -> Answer:
+        kwargs = {"model": spec["model"], "prompt": prompt, "temperature": spec["temperature"],
+                  "max_tokens": spec["max_tokens"], "extra_kwargs": spec["extra_kwargs"]}
+        if isinstance(run.llm, JobLLM):
+            return await run.llm.ask(**kwargs)
+        return Answer(await run.llm.complete(**kwargs))
 
     window = 4 * max(1, int(run.spec.get("max_concurrency") or 10))
     async with AnswerStream(run.job_dir, str(index), window=window) as stream:
