@@ -46,7 +46,7 @@ _T = rf"/v1/repo/{_SEG}/targets/{_SEG}"
 # The API routes a session cookie may read (GET/HEAD only); everything else wants a bearer key.
 READ_ROUTES = re.compile(
     rf"/v1/repo|/v1/repo/{_SEG}|/v1/repo/{_SEG}/(?:targets|prompts)|/v1/repo/{_SEG}/prompts/{_SEG}|{_T}"
-    rf"|{_T}/(?:stim|rollout)(?:/output(?:/search|/sample|/stats)?|/export)?"
+    rf"|{_T}/(?:stim|rollout)(?:/output(?:/search|/sample|/stats)?|/export)?|{_T}/rollout/estimate"
     rf"|/v1/repo/{_SEG}/(?:bakes|tree)|/v1/repo/{_SEG}/bakes/{_SEG}(?:/metrics|/evaluation|/download)?"
     rf"|/v1/repo/{_SEG}/recipe/{_SEG}/(?:dependency-graph|recreation-plan)")
 READ_METHODS = frozenset({"GET", "HEAD"})

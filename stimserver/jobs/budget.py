@@ -84,8 +84,7 @@ class Budget:
     def exhausted(self, usd: float) -> BudgetExhausted:
         return BudgetExhausted(
             f"stopped before the cost could pass max_cost_usd ${self.limit:g}: ${self.spent:.4f} spent, and the next "
-            f"request could cost up to ${usd:.4f}; raise max_cost_usd on the target (create it again with the new "
-            f"value)")
+            f"request could cost up to ${usd:.4f}")
 
     @asynccontextmanager
     async def spending(self, usd: float) -> AsyncIterator[None]:

@@ -25,6 +25,7 @@ from ..store.locks import FileLock
 from ..store.output import OutputWriter, encode
 from ..store.paths import DataPaths
 from . import transitions
+from .budget import BudgetExhausted
 from .engine import JobLLM
 from .kinds import JobFailed, JobKind, JobRun, ResumableFailure
 
@@ -182,6 +183,9 @@ def describe(exc: BaseException, ref: JobRef, record: dict[str, Any]) -> str:
     resume = f"POST /v1/repo/{ref.repo}/targets/{ref.target}/{ref.kind} to resume it from its committed lines"
     if isinstance(exc, NoSpace):
         return f"{exc.message}; free some space in the server's data directory, then {resume}"
+    if isinstance(exc, BudgetExhausted):
+        return (f"{exc}; the committed lines are kept: raise max_cost_usd on the target (create it again with the "
+                f"new value), then {resume}")
     if isinstance(exc, ResumableFailure):
         return f"{exc}; the committed lines are kept: fix that, then {resume}"
     if isinstance(exc, (JobFailed, LLMError, StoreError)):

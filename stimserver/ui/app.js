@@ -2,7 +2,7 @@
 //   /ui/                                         repos
 //   /ui/signin                                   sign-in
 //   /ui/repo/R                                   targets of repo R, with their jobs
-//   /ui/repo/R/target/T/KIND?line=&q=&regex=&field=&tab=&seed=   a job's output (KIND: stim | rollout)
+//   /ui/repo/R/target/T/KIND?line=&q=&regex=&field=&tab=&seed=&estimate=   a job's output (KIND: stim | rollout)
 //   /ui/repo/R/bake/B?sample=&log=&config=       a bake: charts, before/after answers, lineage
 import { ApiError, bakePath, enc, getJSON, query, sendJSON, targetPath } from "./api.js";
 import { bakeLossText, bakeView, newestCheckpoint, stepsText } from "./bake.js";

@@ -56,6 +56,40 @@ function questionOf(rec) {
   return typeof rec.stimulus === "string" ? rec.stimulus : "";
 }
 
+// Dollars, short and exact enough at any size: $1,234.50, $5.00, $0.0421, $0.000087.
+function usd(v) {
+  if (typeof v !== "number" || !Number.isFinite(v)) return "–";
+  if (v === 0) return "$0";
+  const a = Math.abs(v);
+  const digits = a >= 1 ? 2 : Math.min(8, Math.max(4, 1 - Math.floor(Math.log10(a))));
+  return "$" + v.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+// A budget as the target sets it: $5.00, $0.05, $0.0001.
+function budgetUsd(v) {
+  return "$" + v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 8 });
+}
+
+function plural(n, one, many) {
+  return `${fmt(n)} ${n === 1 ? one : many}`;
+}
+
+// A job that stopped before its cost could pass the target's max_cost_usd (jobs/budget.py's message).
+function failedForBudget(job) {
+  return job.status === "failed" && /max_cost_usd/.test(String(job.error || ""));
+}
+
+const MODES = [
+  ["standard", "standard", "every request at the input and output prices"],
+  ["cached", "cached", "the shared prompt prefix read from the provider's prompt cache"],
+  ["batch", "batch", "through the provider's batch API, at its discount"],
+  ["cached_batch", "cached batch", "through the batch API, with the prompt cache"],
+];
+const COUNTED_BY = { anthropic_count_tokens: "Anthropic's count_tokens", tokenizer: "the model's tokenizer",
+  approximation: "an approximation (UTF-8 bytes / 4)" };
+const OUTPUT_SOURCE = { max_tokens: "max_tokens", default: "the provider's default max_tokens",
+  unbounded: "assumed: no max_tokens is set" };
+
 function fieldValue(rec, path) {
   let v = rec;
   for (const part of path.split(".")) { if (v === null || typeof v !== "object") return undefined; v = v[part]; }
@@ -100,6 +134,9 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
     tabBar.append(tabs[name]);
   }
   const prefix = h("details", { class: "prefix", hidden: true });
+  const estimate = rollout ? h("details", { class: "estimate", id: "estimate" },
+    h("summary", {}, h("strong", {}, "Estimate"), h("span", { class: "muted" }, " — what this rollout costs, in each mode")))
+    : null;
   const list = new VirtualList({
     rowHeight: 28, pageSize: PAGE,
     fetchPage: (offset, limit, signal) => getJSON(`${base}/output${query({ offset, limit })}`, { signal }).then((b) => {
@@ -117,8 +154,9 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
       h("span", {}, target), " / ", h("span", { class: "kind" }, kind),
       h("span", { class: "other" }, " ", navLink(uiPath(repo, target, rollout ? "stim" : "rollout"), rollout ? "stim →" : "rollout →"))),
     h("div", { class: "bar" }, jobbar, exports),
+    estimate,
     h("div", { class: "toolbar" }, searchForm, gotoForm,
-      h("span", { class: "keys muted" }, "j/k move · / search · g go to line")),
+      h("span", { class: "keys muted" }, `j/k move · / search · g go to line${rollout ? " · e estimate" : ""}`)),
     prefix,
     h("div", { class: "panes" }, list.el, side));
 
@@ -144,11 +182,17 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
   }
 
   // -- status and live updates ------------------------------------------------------------------------
+  // Every status (a poll's, or an output page's envelope) redraws the job bar when what it shows changed —
+  // a batch's answered requests and the cost move without a new line — and keeps polling while the job is active.
+  let shown = null;
   function noteStatus(body) {
-    const changed = !job || job.status !== body.status || job.lines !== body.lines;
     job = { ...body, output: undefined };
-    if (changed) drawJob();
+    const key = JSON.stringify([job.status, job.lines, job.total_expected, job.progress_percent, job.failed_trajectories,
+      job.stim_outdated, job.duplicate_stimuli, job.warning, job.error, job.config, job.usage, job.batches]);
+    if (key !== shown) { shown = key; drawJob(); }
     list.setTotal(body.lines || 0);
+    clearTimeout(timer);
+    if (live && ACTIVE.has(job.status)) timer = setTimeout(poll, 1000);
   }
 
   function drawJob() {
@@ -161,23 +205,124 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
       job.duplicate_stimuli && !job.warning ? h("span", { class: "muted", id: "duplicate-count" },
         ` · ${fmt(job.duplicate_stimuli)} stimuli with identical trajectories`) : null,
       job.config && job.config.model_name && rollout ? h("span", { class: "muted" }, ` · ${job.config.model_name}`) : null,
-      usageNote(job.usage),
-      job.error ? h("span", { class: "error" }, " · " + job.error) : null,
+      usageNote(job.usage, job.config && job.config.max_cost_usd),
+      job.error && !failedForBudget(job) ? h("span", { class: "error" }, " · " + job.error) : null,
+      rollout ? batchNote() : null,
+      // stopped before its cost could pass max_cost_usd: the runner's message, and what to do
+      failedForBudget(job) ? h("div", { class: "budget-hint", id: "budget-hint", role: "alert" },
+        h("strong", {}, "Stopped at its budget. "),
+        `Raise max_cost_usd on the target and run the rollout again (POST …/rollout) to resume: the ${fmt(job.lines ?? 0)} `
+          + "committed lines are kept and nothing already paid for is asked again.",
+        h("div", { class: "budget-error", id: "job-error" }, job.error)) : null,
       // every stimulus got identical trajectories at a temperature above 0: the server is not sampling
       job.warning ? h("div", { class: "warning", id: "job-warning", role: "alert" }, "⚠ " + job.warning) : null);
-    clearTimeout(timer);
-    if (ACTIVE.has(job.status)) timer = setTimeout(poll, 1000);
   }
 
-  // What the job's model requests cost: tokens (cached ones among them) and dollars, or why the dollars are unknown.
-  function usageNote(usage) {
-    if (!usage || !usage.requests) return null;
+  // What the job's model requests cost: tokens (cached ones among them) and dollars, or why the dollars are unknown;
+  // beside the dollars, the target's budget (max_cost_usd) when it has one.
+  function usageNote(usage, budget) {
+    const limit = typeof budget === "number"
+      ? h("span", { id: "job-budget", class: failedForBudget(job) ? "budget over" : "budget",
+        title: "max_cost_usd: the job stops before its cost could pass it" }, ` of ${budgetUsd(budget)} budget`) : null;
+    if (!usage || !usage.requests) {
+      return limit ? h("span", { class: "muted", id: "job-usage" }, h("span", { id: "job-cost", class: "budgeted" }, " · $0"), limit)
+        : null;
+    }
     const cached = usage.cached_input_tokens ? ` (${fmt(usage.cached_input_tokens)} cached)` : "";
     const tokens = ` · ${fmt(usage.requests)} requests, ${fmt(usage.input_tokens)}${cached} in / ${fmt(usage.output_tokens)} out tokens`;
     const cost = usage.cost_usd !== null && usage.cost_usd !== undefined
-      ? h("span", { id: "job-cost", title: `price table ${usage.price_table || "–"}` }, ` · $${usage.cost_usd.toFixed(usage.cost_usd < 1 ? 4 : 2)}`)
+      ? h("span", { id: "job-cost", class: limit ? "budgeted" : null, title: `price table ${usage.price_table || "–"}` },
+        ` · ${usd(usage.cost_usd)}`)
       : h("span", { id: "job-cost", class: "muted", title: usage.cost_unknown || "" }, " · cost unknown");
-    return h("span", { class: "muted", id: "job-usage" }, tokens, cost);
+    return h("span", { class: "muted", id: "job-usage" }, tokens, cost, limit);
+  }
+
+  // A batch-mode rollout: its batches at the provider (the status's `batches`), whose results come a batch at a time.
+  function batchNote() {
+    if (!job.config || !job.config.batch) return null;
+    const b = job.batches;
+    const parts = [h("strong", {}, "batch mode")];
+    if (b && b.running > 0) {
+      const ids = (b.ids || []).join(", ");
+      if (ACTIVE.has(job.status)) {
+        parts.push(` · ${fmt(b.running)} of ${plural(b.submitted, "batch", "batches")} running`,
+          h("span", { id: "batch-answered" }, ` · ${fmt(b.done)} of ${plural(b.requests, "request", "requests")} answered at the provider`),
+          b.failed ? h("span", { class: "error" }, ` (${fmt(b.failed)} failed)`) : null,
+          " · results are committed a batch at a time");
+      } else {
+        parts.push(` · ${plural(b.running, "batch", "batches")} not collected yet: running the rollout again picks `
+          + `${b.running === 1 ? "it" : "them"} up`);
+      }
+      return h("div", { class: "batchline", id: "batch-note", title: ids ? `provider batch ids: ${ids}` : null }, parts);
+    }
+    return h("div", { class: "batchline", id: "batch-note" }, parts);
+  }
+
+  // -- the estimate (GET …/rollout/estimate): asked once, when the section is first opened, or again on request -----
+  let estimateAsked = false;
+  async function loadEstimate() {
+    estimateAsked = true;
+    const body = h("div", { class: "estbody", id: "estimate-body" }, h("p", { class: "loading" }, "Counting the rollout's tokens…"));
+    replace(estimate, estimate.firstChild, body);
+    let e;
+    try { e = await getJSON(`${base}/estimate`); } catch (err) {
+      if (!live || needSignIn(err)) return;
+      // 400: the rollout's requests are not known yet (no complete stim job) or nothing to price (no model_name)
+      const known = err instanceof ApiError && err.status === 400;
+      replace(body, h("p", {}, h("span", { class: known ? "estimate-na" : "error", id: "estimate-problem" },
+        known ? "No estimate yet: " : "The estimate failed: ", err.message), " ",
+      h("button", { type: "button", id: "estimate-again", onclick: loadEstimate }, "Ask again")));
+      return;
+    }
+    if (live) replace(body, estimateView(e));
+  }
+
+  function estimateView(e) {
+    const t = e.tokens || {};
+    const head = h("p", { class: "esthead" },
+      `${plural(e.requests, "request", "requests")} (${plural(e.stimuli, "stimulus", "stimuli")} × ${fmt(e.num_traj_per_stimulus)}) · ${e.model}`,
+      ` · ${fmt(t.input_total)} input tokens, ${fmt(t.output_total)} output at most (${fmt(t.output_per_request)} a request, `
+        + `${OUTPUT_SOURCE[t.output_source] || t.output_source})`);
+    const counted = h("p", { class: "muted", id: "estimate-counted" }, "tokens counted by ",
+      h("span", { class: "counted-by", title: t.counted_by || "" }, COUNTED_BY[t.counted_by] || String(t.counted_by)),
+      t.tokenizer ? ` (${t.tokenizer})` : "",
+      t.counted_stimuli !== undefined ? ` · ${fmt(t.counted_stimuli)} of ${fmt(e.stimuli)} stimuli counted one by one` : "",
+      ` · price table ${e.price_table || "–"}`);
+    let table;
+    if (!e.cost) table = h("p", { class: "error", id: "estimate-unknown" }, e.cost_unknown || "no price for this model");
+    else {
+      table = h("table", { class: "estimate-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "mode"), h("th", { class: "num" }, "expected"),
+          h("th", { class: "num" }, "range (no output – worst case)"))),
+        h("tbody", {}, MODES.map(([key, label, what]) => {
+          const c = e.cost[key] || {};
+          const mine = key === e.mode;
+          const known = typeof c.usd === "number";
+          return h("tr", { class: mine ? "current" : null, dataset: { mode: key } },
+            h("th", { title: what }, label, mine ? h("span", { class: "badge mode-tag" }, "this target") : null),
+            h("td", { class: "num expected", title: known ? null : c.unknown || "" }, known ? usd(c.usd) : "unknown"),
+            h("td", { class: "num range" }, known ? `${usd(c.low_usd)} – ${usd(c.high_usd)}` : "–"));
+        })));
+    }
+    const facts = [];
+    if (typeof e.max_cost_usd === "number") {
+      facts.push(h("p", { id: "estimate-budget", class: e.over_budget ? "error" : null }, `budget ${budgetUsd(e.max_cost_usd)} · `,
+        e.over_budget ? `the worst case, ${usd(e.high_usd)}, is over it: the job would stop before passing it`
+          : e.over_budget === false ? `the worst case, ${usd(e.high_usd)}, fits` : "the cost is unknown"));
+    }
+    const r = e.run;
+    if (r) {
+      facts.push(h("p", { id: "estimate-run" }, `this rollout (${r.status}): ${fmt(r.answered)} of ${fmt(r.requests)} requests `
+        + `answered, ${fmt(r.committed)} lines committed · spent ${r.spent_usd === null ? "unknown" : usd(r.spent_usd)}`,
+      typeof r.projected_usd === "number" && r.remaining > 0 ? h("strong", { id: "estimate-projected" },
+        ` · projected ${usd(r.projected_usd)}`) : null,
+      typeof r.projected_usd === "number" && r.remaining > 0 ? ` at ${usd(r.mean_usd_per_request)} a request for the ${fmt(r.remaining)} left` : null));
+    }
+    const notes = [...(t.notes || []), ...(e.notes || [])];
+    if (notes.length) facts.push(h("ul", { class: "estnotes muted" }, notes.map((n) => h("li", {}, n))));
+    facts.push(h("p", { class: "muted" }, `asked at ${new Date().toLocaleTimeString()} `,
+      h("button", { type: "button", id: "estimate-again", onclick: loadEstimate }, "Ask again")));
+    return [head, counted, h("div", { class: "estgrid" }, table, h("div", { class: "estfacts" }, facts))];
   }
 
   async function poll() {
@@ -411,6 +556,14 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
   }
 
   // -- wiring ---------------------------------------------------------------------------------------------
+  if (estimate) {
+    estimate.addEventListener("toggle", () => {
+      if (!live) return;
+      setQuery({ estimate: estimate.open ? 1 : null });
+      if (estimate.open && !estimateAsked) loadEstimate();
+    });
+    if (params.get("estimate") === "1") estimate.open = true;
+  }
   searchForm.addEventListener("submit", (e) => { e.preventDefault(); startSearch(true); });
   gotoForm.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -457,6 +610,7 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
         selectLine(at);
       } else if (e.key === "/") { e.preventDefault(); search.focus(); search.select(); }
       else if (e.key === "g") { e.preventDefault(); goto.focus(); goto.select(); }
+      else if (e.key === "e" && estimate) { e.preventDefault(); estimate.open = !estimate.open; }
     },
   };
 }

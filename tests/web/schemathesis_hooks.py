@@ -21,6 +21,9 @@ DOCUMENTED_REFUSALS = (
     # a run has no body: its 400 is about the target as stored, which cannot run as configured (a prompt or
     # dataset it names is gone, no generators, no complete stim job, no model_name; API.md §10)
     (r"(stim|rollout)_run", 400, r".*"),
+    # an estimate reads the target as stored too: its rollout's requests are known once the stim job is
+    # complete, and priced once it has a model_name
+    (r"rollout_estimate", 400, r"^(Stim job must complete|model_name must be configured)"),
     # rules across fields: a template's placeholders for its generator type, two generators naming one
     # template file with different contents, a hardcoded numq above its number of questions
     (r"targets_(create|set|create_batch|batch_set)", 422, "value_error.template"),
