@@ -20,7 +20,7 @@ MODEL = "Qwen/Qwen3-32B"
 def settings(tmp_path, openai_thread):  # noqa: F811
     """The server's settings, pointed at the fake provider."""
     return Settings.build(data_dir=tmp_path / "data", master_key=MASTER_KEY, access_log=False,
-                          openai_base_url=f"{openai_thread.url}/v1", llm_max_retries=0)
+                          openai_base_url=f"{openai_thread.url}/v1", llm_max_retries=0, batch_poll_seconds=0.05)
 
 
 @pytest.fixture
@@ -167,3 +167,30 @@ async def test_the_async_client_runs_and_pages_a_rollout(bread_server, paths, pr
         page = await bread.targets.rollout.get_output("t1", repo_name="r1", offset=10, limit=5)
     assert [(r["stimulus_id"], r["trajectory_id"]) for r in page.output] == [(5, 0), (5, 1)]
     assert page.has_more is False and page.lines == 12
+
+
+def test_the_client_passes_batch_mode_and_a_budget_through_and_reads_the_batches(bread, paths, provider):
+    # TargetConfigBase is a TypedDict to the client: the run settings travel unchanged, and come back as extras.
+    provider.batch_step_seconds = 0.0
+    seed_target(paths, [hardcoded(3)], user="admin", model_name="gpt-4o-mini", num_traj_per_stimulus=2)
+    made = bread.targets.create("r1", target_name="t2", template="t1",
+                                overrides={"batch": True, "max_cost_usd": 2.5})  # type: ignore[typeddict-unknown-key]
+    config = made.config.model_dump() if hasattr(made.config, "model_dump") else dict(made.config)
+    assert config["batch"] is True and config["max_cost_usd"] == 2.5
+    def complete(resource):
+        deadline = time.monotonic() + 60
+        while (status := resource.get("t2", repo_name="r1")).status != "complete":
+            assert status.status in ("pending", "running"), status
+            assert time.monotonic() < deadline, "the job did not complete"
+            time.sleep(0.05)
+        return status
+
+    bread.targets.stim.run("t2", repo_name="r1", poll=False)
+    complete(bread.targets.stim)
+    bread.targets.rollout.run("t2", repo_name="r1", poll=False)
+    status = complete(bread.targets.rollout)
+    extra = status.model_extra or {}
+    assert status.lines == 6 and extra["batches"]["submitted"] == 1 and extra["batches"]["running"] == 0
+    assert status.config["batch"] is True and status.config["max_cost_usd"] == 2.5
+    assert 0 < (extra.get("usage") or status.usage)["cost_usd"] <= 2.5
+    assert provider.calls.count("POST /v1/batches") == 1 and "POST /v1/chat/completions" not in provider.calls

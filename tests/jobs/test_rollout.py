@@ -374,3 +374,25 @@ async def test_transformers_serve_is_asked_to_sample(make_runner, paths, openai_
     bodies = [r.body for r in openai_server.received]
     assert len(bodies) == 4 and all(b["top_k"] == 5 for b in bodies)  # the user's extra_body is kept
     assert all((b.get("generation_config") == '{"do_sample": true}') is asked for b in bodies)
+
+
+async def test_anthropic_reads_the_teacher_prefix_from_its_cache_after_the_first_request(make_runner, paths,
+                                                                                       anthropic_server, use):
+    # The fake reports a cache read only for a marked prefix byte-identical to one written before, as the API does.
+    use(anthropic_server, STIMSERVER_ANTHROPIC_CACHE="1h")
+    anthropic_server.auto_cache = True
+    anthropic_server.min_cache_tokens = 5  # the test's teacher prompt is short; the real minimum is 1,024
+    anthropic_server.default = echo
+    _, _, record = await stim_then_rollout(make_runner, paths, [hardcoded(4)], model_name="claude-sonnet-4-5",
+                                           max_concurrency=1)
+    assert record["status"] == "complete", record["error"]
+    prefix = len(TEACHER[0]["content"].split())
+    usage = orjson.loads((ROLLOUT.job_dir(paths) / "usage.json").read_bytes())
+    assert (usage["cache_write_tokens"], usage["cached_input_tokens"]) == (prefix, 3 * prefix)
+    assert anthropic_server.received[0].body["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    uncached = usage["input_tokens"] - usage["cached_input_tokens"] - usage["cache_write_tokens"]
+    expected = (uncached * 3.0 + usage["cached_input_tokens"] * 0.3 + usage["cache_write_tokens"] * 6.0
+                + usage["output_tokens"] * 15.0) / 1e6  # claude-sonnet-4-5 in the shipped table, 1 h writes
+    assert usage["cost_usd"] == pytest.approx(expected)
+    lines = lines_of(paths, ROLLOUT)
+    assert [line["response"]["usage"].get("cached_tokens", 0) for line in lines] == [0, prefix, prefix, prefix]
