@@ -17,11 +17,14 @@ request is already answered is ignored. A request the batch missed (expired, can
 server error) goes into a later batch, up to ``MAX_ATTEMPTS`` tries in all, then its line
 fails like a rejected request's. Every answer is counted into the job's usage at the batch
 price (``batch_discount``). A budget (``jobs.budget``) bounds what is submitted: a batch is
-cut to what fits beside the cost so far and the worst case of the batches still running.
+cut to what fits beside the cost so far and the worst case of the batches still running. A
+stop (the target deleted) cancels the job's running batches at the provider; a shutdown leaves
+them running for the next runner.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -44,6 +47,7 @@ __all__ = ["BATCHES_FILE", "MAX_ATTEMPTS", "BatchRun", "read_batches", "batch_pr
 
 BATCHES_FILE = "batches.json"
 MAX_ATTEMPTS = 3
+CANCEL_SECONDS = 10
 POLL_FAILURES = 10  # polls in a row that fail before the job gives up (it resumes on the same batches)
 log = logging.getLogger("stimserver.jobs")
 
@@ -92,6 +96,7 @@ class BatchRun:
     poll_seconds: float
     batch_size: int
     on_rejections: Callable[[list[BatchResult]], Awaitable[None]] | None = None  # a whole batch rejected
+    stopping: Callable[[], bool] = lambda: False  # a cancellation is a stop: cancel the batches at the provider
 
     def __post_init__(self) -> None:
         self._state = read_batches(self.job_dir)
@@ -132,10 +137,30 @@ class BatchRun:
                 finished, polls = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     todo = sorted({*todo, *task.result()})  # the missed requests go round again
+        except asyncio.CancelledError:
+            if self.stopping():  # the target is being deleted: stop paying for answers no one will read
+                await asyncio.shield(self._cancel_running())
+            raise
         finally:
             for task in polls:
                 task.cancel()
             await asyncio.gather(*polls, return_exceptions=True)
+
+    async def _cancel_running(self) -> None:
+        """Cancel the job's running batches at the provider (best effort, bounded: the stop waits for it)."""
+        running = [e["id"] for e in self._state["batches"] if not e.get("collected") and e.get("id")]
+        try:
+            async with asyncio.timeout(CANCEL_SECONDS):
+                for batch_id in running:
+                    try:
+                        await self.api.cancel(batch_id)
+                        log.info("job %s stopped: provider batch %s cancelled", self.job_id, batch_id)
+                    except LLMError as e:
+                        log.warning("job %s stopped: could not cancel provider batch %s: %s", self.job_id,
+                                    batch_id, e)
+        except TimeoutError:
+            log.warning("job %s stopped: cancelling its provider batches took over %d s", self.job_id,
+                        CANCEL_SECONDS)
 
     async def _submit_what_fits(self, todo: list[int], polls: set[asyncio.Task[list[int]]]) -> list[int]:
         while todo:
@@ -238,12 +263,12 @@ class BatchRun:
     async def _collect(self, entry: dict[str, Any]) -> list[int]:
         by_id = {f"j{self.job_id}-r{n}-a{entry['attempt']}": n for n in entry["requests"]}
         results: dict[int, BatchResult] = {}
-        results_of = self.api.results(entry["id"])
         try:
-            async for result in results_of:
-                n = by_id.get(result.custom_id)
-                if n is not None:
-                    results.setdefault(n, result)
+            async with contextlib.aclosing(self.api.results(entry["id"])) as results_of:  # closed on a cancel too
+                async for result in results_of:
+                    n = by_id.get(result.custom_id)
+                    if n is not None:
+                        results.setdefault(n, result)
         except LLMError as e:
             raise ResumableFailure(f"could not read the results of provider batch {entry['id']}: {e}") from None
         done = self.stream.log.done

@@ -131,7 +131,8 @@ async def _write(ex: Execution, writer: OutputWriter) -> None:
     job_dir = ex.ref.job_dir(ex.paths)
     marker = jobrecords.stop_marker(job_dir)
     run = JobRun(job_id=ex.record["job_id"], job_dir=job_dir, spec=ex.record["spec"], start=writer.lines,
-                 llm=ex.llm, datasets=ex.datasets, data_root=ex.paths.root)
+                 llm=ex.llm, datasets=ex.datasets, data_root=ex.paths.root,
+                 stopping=lambda: ex.stopping() or marker.exists())
     if isinstance(ex.llm, JobLLM):  # usage continues what an earlier run of this job saved
         await ex.llm.attach(job_dir)
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=ex.flush_lines * 4)

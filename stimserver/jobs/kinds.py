@@ -86,6 +86,7 @@ class JobRun:
     llm: Completer
     datasets: Datasets
     data_root: Path
+    stopping: Callable[[], bool] = lambda: False  # a cancellation now means "stop" (target deleted), not shutdown
 
     def checkpoint_path(self, name: str) -> Path:
         return self.job_dir / f"{name}.json"

@@ -328,6 +328,6 @@ async def _batch_fill(run: JobRun, stream: AnswerStream, llm: JobLLM, spec: dict
 
     runner = BatchRun(job_dir=run.job_dir, job_id=str(run.job_id), api=api, llm=llm, stream=stream, item=item,
                       keep=keep, worst_usd=worst, budget=budget, poll_seconds=config.batch_poll_seconds,
-                      batch_size=config.batch_size, on_rejections=all_rejected)
+                      batch_size=config.batch_size, on_rejections=all_rejected, stopping=run.stopping)
     wanted = list(range(run.start, total))
     return lambda: runner.fill(wanted)

@@ -22,7 +22,7 @@ its metadata (OpenAI) or by its creation time and size (Anthropic keeps no metad
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -194,13 +194,16 @@ class BatchAPI:
 
     # -- results -------------------------------------------------------------------------
 
-    async def results(self, batch_id: str) -> AsyncIterator[BatchResult]:
+    async def results(self, batch_id: str) -> AsyncGenerator[BatchResult, None]:
         """Every result of an ended batch, in the provider's order."""
         if self.provider == "anthropic":
             client = self._client.anthropic_sdk()
             stream = await self._call(lambda: client.messages.batches.results(batch_id))
-            async for entry in stream:
-                yield self._anthropic_result(entry)
+            try:
+                async for entry in stream:
+                    yield self._anthropic_result(entry)
+            finally:  # also when the reader stops early (a shutdown): the connection goes back, or is closed
+                await stream.close()
             return
         oai = self._client.openai_sdk()
         batch = await self._call(lambda: oai.batches.retrieve(batch_id))

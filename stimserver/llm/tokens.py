@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,6 +333,19 @@ def redact(text: str, secrets: Sequence[str | None]) -> str:
     return text
 
 
+async def _all(calls: list[Coroutine[Any, Any, int]]) -> list[int]:
+    """Every call's result; on the first failure (or a timeout) the others are cancelled and awaited, so none
+    is left talking to a client that is being closed."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def _by_anthropic(scan: Scan, model: str, config: LLMConfig) -> TokenCounts:
     """Counts through ``POST /v1/messages/count_tokens``; raises whatever the SDK raises."""
     key = config.anthropic_api_key or (_PLACEHOLDER_KEY if config.anthropic_base_url else None)
@@ -355,12 +368,12 @@ async def _by_anthropic(scan: Scan, model: str, config: LLMConfig) -> TokenCount
 
     try:
         prefixes, stimuli = _pick(scan, MAX_PREFIXES, EXACT_SAMPLE)
-        counted = await asyncio.gather(*(count([*scan.prefixes[p].messages, _PROBE], scan.prefixes[p].tools)
-                                         for p in prefixes if not scan.prefixes[p].empty))
+        counted = await _all([count([*scan.prefixes[p].messages, _PROBE], scan.prefixes[p].tools)
+                              for p in prefixes if not scan.prefixes[p].empty])
         prefix_tokens = dict.fromkeys(prefixes, 0)
         prefix_tokens.update(zip([p for p in prefixes if not scan.prefixes[p].empty], counted, strict=True))
-        wholes = await asyncio.gather(*(count([*scan.prefixes[scan.stimuli[i].prefix].messages, scan.stimuli[i].tail],
-                                              scan.prefixes[scan.stimuli[i].prefix].tools) for i in stimuli))
+        wholes = await _all([count([*scan.prefixes[scan.stimuli[i].prefix].messages, scan.stimuli[i].tail],
+                                   scan.prefixes[scan.stimuli[i].prefix].tools) for i in stimuli])
     finally:
         await client.close()
     stimulus_tokens = {i: max(0, whole - prefix_tokens[scan.stimuli[i].prefix])

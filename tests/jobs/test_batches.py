@@ -234,3 +234,21 @@ async def test_the_status_shows_batch_progress(make_runner, paths, openai_server
     openai_server.finish_now(entry["id"])
     assert (await ended(paths, ROLLOUT))["status"] == "complete"
     assert batch_progress(ROLLOUT.job_dir(paths))["running"] == 0
+
+
+async def test_deleting_the_target_cancels_its_running_batches_and_a_shutdown_does_not(make_runner, paths,
+                                                                                     openai_server, batch_env):
+    batch_env(openai_server, size=10)
+    openai_server.default = echo
+    runner, target = await stim_done(make_runner, paths, 2, model_name=GPT, batch=True)
+    openai_server.batch_step_seconds = 3600.0
+    await runner.submit(ROLLOUT, target)
+    (entry,) = await wait_until(lambda: [b for b in read_batches(ROLLOUT.job_dir(paths))["batches"] if b.get("id")],
+                                "the batch to be submitted")
+    await runner.close()  # a shutdown: the batch runs on, for the next runner
+    assert not any(call.endswith("/cancel") for call in openai_server.calls)
+    runner2 = await make_runner(llm_factory=_factory())
+    await wait_until(lambda: (record_of(paths, ROLLOUT) or {}).get("status") == "running", "the job to resume")
+    await runner2.stop("alice", "r1", "t1")  # what deleting the target does first
+    assert f"POST /v1/batches/{entry['id']}/cancel" in openai_server.calls
+    await runner2.close()
