@@ -61,6 +61,13 @@ def _factory():
     return client_factory(Settings.from_env())
 
 
+async def submitted(paths) -> dict:
+    """The rollout's one batch, once its id is recorded."""
+    (entry,) = await wait_until(lambda: [b for b in read_batches(ROLLOUT.job_dir(paths))["batches"] if b.get("id")],
+                                "the batch to be submitted")
+    return entry
+
+
 def sync_calls(server) -> list[str]:
     return [c for c in server.calls if c in ("POST /v1/messages", "POST /v1/chat/completions")]
 
@@ -149,8 +156,7 @@ async def test_a_restart_polls_the_same_batch_and_never_submits_twice(make_runne
     runner, target = await stim_done(make_runner, paths, 3, model_name=GPT, batch=True)
     openai_server.batch_step_seconds = 3600.0
     await runner.submit(ROLLOUT, target)
-    (batch_id,) = await wait_until(lambda: [b["id"] for b in read_batches(ROLLOUT.job_dir(paths))["batches"]
-                                            if b.get("id")], "the batch to be submitted")
+    batch_id = (await submitted(paths))["id"]
     progress = batch_progress(ROLLOUT.job_dir(paths))
     assert progress["running"] == 1 and progress["requests"] == 3 and progress["ids"] == [batch_id]
     await runner.close()  # a shutdown: the job goes back to pending with its batch recorded
@@ -176,8 +182,7 @@ async def test_a_batch_submitted_just_before_a_crash_is_found_and_adopted(make_r
     runner, target = await stim_done(make_runner, paths, 2, model_name=model, batch=True)
     server.batch_step_seconds = 3600.0
     await runner.submit(ROLLOUT, target)
-    (entry,) = await wait_until(lambda: [b for b in read_batches(ROLLOUT.job_dir(paths))["batches"] if b.get("id")],
-                                "the batch to be submitted")
+    entry = await submitted(paths)
     await runner.close()
     state = read_batches(ROLLOUT.job_dir(paths))
     state["batches"][0]["id"] = None
@@ -225,8 +230,7 @@ async def test_the_status_shows_batch_progress(make_runner, paths, openai_server
     runner, target = await stim_done(make_runner, paths, 4, model_name=GPT, batch=True)
     openai_server.batch_step_seconds = 3600.0
     await runner.submit(ROLLOUT, target)
-    (entry,) = await wait_until(lambda: [b for b in read_batches(ROLLOUT.job_dir(paths))["batches"] if b.get("id")],
-                                "the batch to be submitted")
+    entry = await submitted(paths)
     from stimserver.handlers.jobs import batch_fields
     job = record_of(paths, ROLLOUT)
     fields = batch_fields(Records(paths), ROLLOUT, job, 0)
@@ -243,8 +247,7 @@ async def test_deleting_the_target_cancels_its_running_batches_and_a_shutdown_do
     runner, target = await stim_done(make_runner, paths, 2, model_name=GPT, batch=True)
     openai_server.batch_step_seconds = 3600.0
     await runner.submit(ROLLOUT, target)
-    (entry,) = await wait_until(lambda: [b for b in read_batches(ROLLOUT.job_dir(paths))["batches"] if b.get("id")],
-                                "the batch to be submitted")
+    entry = await submitted(paths)
     await runner.close()  # a shutdown: the batch runs on, for the next runner
     assert not any(call.endswith("/cancel") for call in openai_server.calls)
     runner2 = await make_runner(llm_factory=_factory())
