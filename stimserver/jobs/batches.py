@@ -165,31 +165,33 @@ class BatchRun:
     async def _submit_what_fits(self, todo: list[int], polls: set[asyncio.Task[list[int]]]) -> list[int]:
         while todo:
             size = min(self.batch_size, len(todo))
+            reserve = 0.0  # the worst case of the batch, which the budget's later batches must leave room for
             if self.budget is not None and self.worst_usd is not None:
                 reserved = sum(e.get("reserved_usd", 0.0) for e in self._state["batches"] if not e.get("collected"))
                 room = self.budget.limit - self.budget.spent - reserved
-                fit, total = 0, 0.0
+                fit = 0
                 for n in todo[:size]:
-                    total += self.worst_usd(n)
-                    if total > room:
+                    worst = self.worst_usd(n)
+                    if reserve + worst > room:
                         break
+                    reserve += worst
                     fit += 1
                 size = fit
                 if size == 0:
                     return todo
             chunk, todo = todo[:size], todo[size:]
-            entry = await self._submit(chunk)
+            entry = await self._submit(chunk, reserve)
             polls.add(asyncio.ensure_future(self._follow(entry)))
         return todo
 
-    async def _submit(self, requests: list[int]) -> dict[str, Any]:
+    async def _submit(self, requests: list[int], reserve: float) -> dict[str, Any]:
         marker = f"{self.job_id}-{secrets.token_hex(6)}"
         attempt = max(self._attempts(n) for n in requests) + 1
         items = [self.item(n, f"j{self.job_id}-r{n}-a{attempt}") for n in requests]
         entry: dict[str, Any] = {"id": None, "marker": marker, "since": epoch_now(), "provider": self.api.provider,
                                  "model": self.api.model, "requests": requests, "attempt": attempt,
                                  "status": "submitting", "done": 0, "failed": 0, "collected": False,
-                                 "reserved_usd": sum(map(self.worst_usd, requests)) if self.worst_usd else 0.0}
+                                 "reserved_usd": reserve}
         for n in requests:
             self._state["attempts"][str(n)] = self._attempts(n) + 1
         self._state["batches"].append(entry)
