@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,13 @@ def seed_target(paths: DataPaths, generators: list[dict[str, Any]], *, user: str
     record = {"target_name": target, "template": "default", "overrides": {}, "config": cfg}
     write_json_atomic(paths.target(user, repo, target) / "target.json", record)
     return record
+
+
+def executable(path: Path, text: str) -> str:
+    """Write ``text`` as an executable script (a fake trainer or evaluator the runner starts); its path."""
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
 
 
 def lines_of(paths: DataPaths, ref: JobRef) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from stimserver.store.datasets import Datasets
 from stimserver.store.paths import DataPaths
 from stimserver.store.records import Records
 from tests.conftest import import_jsonl
-from tests.jobs.conftest import record_of, wait_until
+from tests.jobs.conftest import executable, record_of, wait_until
 
 TEACHER = [{"role": "system", "content": "Answer in French only."}]
 
@@ -172,11 +171,9 @@ def test_options_this_server_cannot_honour_are_refused(kind: BakeKind, paths: Da
 def test_a_missing_training_extra_is_a_clear_refusal(kind: BakeKind, paths: DataPaths, records: Records,
                                                     tmp_path: Path) -> None:
     seed_rollout(records, tmp_path, "a", 4)
-    bare = tmp_path / "bare-python"
-    bare.write_text("#!/bin/sh\necho torch peft\n")
-    bare.chmod(bare.stat().st_mode | stat.S_IEXEC)
-    assert "torch, peft not installed" in (trainer_problem(str(bare)) or "")
-    other = BakeKind(BakeSettings(models_dirs=kind.settings.models_dirs, python=str(bare)))
+    bare = executable(tmp_path / "bare-python", "#!/bin/sh\necho torch peft\n")
+    assert "torch, peft not installed" in (trainer_problem(bare) or "")
+    other = BakeKind(BakeSettings(models_dirs=kind.settings.models_dirs, python=bare))
     message = plan_problem(other, bake_source(paths, config({"target": "a"})))
     assert "pip install 'stimserver[train]'" in message
 
@@ -246,10 +243,7 @@ json.dump({{"heldout": None}}, open(os.path.join(job_dir, "eval.json"), "w"))
 
 @pytest.fixture
 def fake_trainer(tmp_path: Path) -> str:
-    path = tmp_path / "fake-python"
-    path.write_text(FAKE_TRAINER.format(python=sys.executable))
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
+    return executable(tmp_path / "fake-python", FAKE_TRAINER.format(python=sys.executable))
 
 
 async def start_fake(make_runner, paths: DataPaths, records: Records, tmp_path: Path, fake_trainer: str,

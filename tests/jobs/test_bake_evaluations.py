@@ -10,7 +10,6 @@ A fake interpreter stands in for ``python -m stimserver.train.evaluate_checkpoin
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from stimserver.jobs.bake import BakeKind, BakeSettings, claim_evaluation, evalu
 from stimserver.store import bakefiles
 from stimserver.store import jobrecords as jr
 from stimserver.store.paths import DataPaths
-from tests.jobs.conftest import wait_until
+from tests.jobs.conftest import executable, wait_until
 
 FAKE_EVALUATOR = r'''#!{python}
 """Stands in for `python -m stimserver.train.evaluate_checkpoint JOB_DIR STEP`, following JOB_DIR/fake-eval.json."""
@@ -55,10 +54,7 @@ print("checkpoint " + step + " evaluated", flush=True)
 
 @pytest.fixture
 def fake_python(tmp_path: Path) -> str:
-    path = tmp_path / "fake-python"
-    path.write_text(FAKE_EVALUATOR.format(python=sys.executable))
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
+    return executable(tmp_path / "fake-python", FAKE_EVALUATOR.format(python=sys.executable))
 
 
 def bake_job(paths: DataPaths, bake: str = "b1", steps: tuple[int, ...] = (2, 4, 6),
