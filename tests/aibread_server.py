@@ -24,6 +24,7 @@ class ServerThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
+        self._clients: list[aibread.Bread] = []
         self._thread = threading.Thread(target=self._run, name="stimserver-test", daemon=True)
 
     @property
@@ -39,13 +40,18 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        while self._clients:  # their pooled sockets, closed before the garbage collector finds them half-way
+            self._clients.pop().close()
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
 
     def client(self, api_key: str, **kwargs: Any) -> aibread.Bread:
+        """An official client of this server, closed when the server stops."""
         kwargs.setdefault("max_retries", 0)
-        return aibread.Bread(api_key=api_key, base_url=self.base_url, **kwargs)
+        client = aibread.Bread(api_key=api_key, base_url=self.base_url, **kwargs)
+        self._clients.append(client)
+        return client
 
     def _run(self) -> None:
         try:

@@ -142,14 +142,14 @@ async def test_the_async_client_reads_a_bake(alice: aibread.Bread, bread_server,
                        overrides={**OVERRIDES, "epochs": 1, "checkpoint": [{"save_end_of_training": True}]})
     assert alice.bakes.run("b2", repo_name="r1", poll=False).status in ("pending", "running", "complete")
     key = user_key("alice")["Authorization"].split(" ", 1)[1]
-    client = aibread.AsyncBread(api_key=key, base_url=bread_server.base_url, _strict_response_validation=True)
-    deadline = time.monotonic() + POLL_TIMEOUT
-    while (status := await client.bakes.get("b2", repo_name="r1")).status not in ("complete", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    assert status.status == "complete", status.error
-    assert (await client.bakes.list("r1")) is not None
-    assert [row["iter"] for row in await client.bakes.get_metrics("b2", repo_name="r1") if row["type"] == "train"]
-    link = await client.bakes.download("b2", repo_name="r1")
+    async with aibread.AsyncBread(api_key=key, base_url=bread_server.base_url,
+                                  _strict_response_validation=True) as client:
+        deadline = time.monotonic() + POLL_TIMEOUT
+        while (status := await client.bakes.get("b2", repo_name="r1")).status not in ("complete", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert status.status == "complete", status.error
+        assert (await client.bakes.list("r1")) is not None
+        assert [row["iter"] for row in await client.bakes.get_metrics("b2", repo_name="r1") if row["type"] == "train"]
+        link = await client.bakes.download("b2", repo_name="r1")
     assert link.checkpoint == int(status.api_model_name[0].rsplit("/", 1)[1])
-    await client.close()

@@ -27,25 +27,25 @@ def test_a_bake_of_a_real_rollout_loads_with_peft(tmp_path, proxy) -> None:
            "STIMSERVER_BAKE_EVAL_SAMPLES": "4"}
     server = ServerProcess(tmp_path / "data", free_port(), tmp_path, env=env).start()
     try:
-        client = setup_repo(server)
-        me = {"user_id": "alice"}
-        target(client, "fr", numq=16, k=2, max_tokens=24, concurrency=16)
-        for kind in (client.targets.stim, client.targets.rollout):
-            kind.run("fr", repo_name="e2e", poll=False, **me)
-            until(lambda kind=kind: kind.get("fr", repo_name="e2e", **me).status == "complete", "stim and rollout")
-        client.bakes.create(repo_name="e2e", bake_name="fr-baked", template="default", **me, overrides={
-            "datasets": [{"target": "fr"}], "epochs": 1, "micro_batch_size": 4,
-            "model": {"parent_model_name": MODEL, "baked_adapter_config": {"r": 4, "lora_alpha": 8}},
-            "optimizer": {"learning_rate": 1e-3}, "data": {"train_eval_split": [0.75, 0.25]}})
-        started = time.monotonic()
-        client.bakes.run("fr-baked", repo_name="e2e", poll=False, **me)
-        done = until(lambda: (s := client.bakes.get("fr-baked", repo_name="e2e", **me)).status in ("complete", "failed")
-                     and s, "the bake", timeout=900)
-        took = time.monotonic() - started
-        assert done.status == "complete", done.error
-        rows = client.bakes.get_metrics("fr-baked", repo_name="e2e", **me)
-        link = client.bakes.download("fr-baked", repo_name="e2e", **me)
-        archive = httpx.get(link.url)
+        with setup_repo(server) as client:
+            me = {"user_id": "alice"}
+            target(client, "fr", numq=16, k=2, max_tokens=24, concurrency=16)
+            for kind in (client.targets.stim, client.targets.rollout):
+                kind.run("fr", repo_name="e2e", poll=False, **me)
+                until(lambda kind=kind: kind.get("fr", repo_name="e2e", **me).status == "complete", "stim and rollout")
+            client.bakes.create(repo_name="e2e", bake_name="fr-baked", template="default", **me, overrides={
+                "datasets": [{"target": "fr"}], "epochs": 1, "micro_batch_size": 4,
+                "model": {"parent_model_name": MODEL, "baked_adapter_config": {"r": 4, "lora_alpha": 8}},
+                "optimizer": {"learning_rate": 1e-3}, "data": {"train_eval_split": [0.75, 0.25]}})
+            started = time.monotonic()
+            client.bakes.run("fr-baked", repo_name="e2e", poll=False, **me)
+            done = until(lambda: (s := client.bakes.get("fr-baked", repo_name="e2e", **me)).status
+                         in ("complete", "failed") and s, "the bake", timeout=900)
+            took = time.monotonic() - started
+            assert done.status == "complete", done.error
+            rows = client.bakes.get_metrics("fr-baked", repo_name="e2e", **me)
+            link = client.bakes.download("fr-baked", repo_name="e2e", **me)
+            archive = httpx.get(link.url)
     finally:
         server.terminate()
     print(f"bake of {done.data['datasets'][0]['used']} trajectories: {took:.0f} s; held-out KL "

@@ -50,6 +50,7 @@ def rollout_status(server: ServerProcess, name: str) -> dict:
 
 
 def setup_repo(server: ServerProcess) -> aibread.Bread:
+    """A repo and the teacher prompt made through the official client; the client, for a ``with``."""
     client = aibread.Bread(api_key=server.master_key, base_url=f"http://127.0.0.1:{server.port}", max_retries=3)
     client.repo.create(repo_name="e2e", user_id="alice")
     client.prompts.create("e2e", prompt_name="french", messages=FRENCH, user_id="alice")
@@ -59,16 +60,16 @@ def setup_repo(server: ServerProcess) -> aibread.Bread:
 def test_stim_and_rollout_are_real_completions_that_differ(tmp_path, proxy):
     server = serve(tmp_path, proxy)
     try:
-        client = setup_repo(server)
-        target(client, "fr", numq=6, k=2, max_tokens=24, concurrency=8)
-        stim = client.targets.stim.run("fr", repo_name="e2e", user_id="alice", poll=False)
-        until(lambda: client.targets.stim.get("fr", repo_name="e2e", user_id="alice").status == "complete", "stim")
-        assert stim.status in ("pending", "running", "complete")
-        client.targets.rollout.run("fr", repo_name="e2e", user_id="alice", poll=False)
-        done = until(lambda: (s := client.targets.rollout.get("fr", repo_name="e2e", user_id="alice")).status
-                     in ("complete", "failed") and s, "the rollout")
-        assert done.status == "complete", done.error
-        page = client.targets.rollout.get_output("fr", repo_name="e2e", user_id="alice", limit=100)
+        with setup_repo(server) as client:
+            target(client, "fr", numq=6, k=2, max_tokens=24, concurrency=8)
+            stim = client.targets.stim.run("fr", repo_name="e2e", user_id="alice", poll=False)
+            until(lambda: client.targets.stim.get("fr", repo_name="e2e", user_id="alice").status == "complete", "stim")
+            assert stim.status in ("pending", "running", "complete")
+            client.targets.rollout.run("fr", repo_name="e2e", user_id="alice", poll=False)
+            done = until(lambda: (s := client.targets.rollout.get("fr", repo_name="e2e", user_id="alice")).status
+                         in ("complete", "failed") and s, "the rollout")
+            assert done.status == "complete", done.error
+            page = client.targets.rollout.get_output("fr", repo_name="e2e", user_id="alice", limit=100)
         status = rollout_status(server, "fr")
     finally:
         server.terminate()
@@ -101,11 +102,11 @@ def test_a_killed_rollout_re_asks_only_what_was_in_flight(tmp_path, proxy):
     stimuli, k, concurrency = 12, 2, 4
     total = stimuli * k
     server = serve(tmp_path, proxy)
-    client = setup_repo(server)
-    target(client, "kill", numq=stimuli, k=k, max_tokens=16, concurrency=concurrency)
-    client.targets.stim.run("kill", repo_name="e2e", user_id="alice", poll=False)
-    until(lambda: client.targets.stim.get("kill", repo_name="e2e", user_id="alice").status == "complete", "stim")
-    client.targets.rollout.run("kill", repo_name="e2e", user_id="alice", poll=False)
+    with setup_repo(server) as client:
+        target(client, "kill", numq=stimuli, k=k, max_tokens=16, concurrency=concurrency)
+        client.targets.stim.run("kill", repo_name="e2e", user_id="alice", poll=False)
+        until(lambda: client.targets.stim.get("kill", repo_name="e2e", user_id="alice").status == "complete", "stim")
+        client.targets.rollout.run("kill", repo_name="e2e", user_id="alice", poll=False)
     job_dir = DataPaths(tmp_path / "data").job_dir("alice", "e2e", "kill", "rollout")
     until(lambda: output.line_count(job_dir) >= 6, "six committed trajectories")
     in_flight = proxy.in_flight()
@@ -116,8 +117,9 @@ def test_a_killed_rollout_re_asks_only_what_was_in_flight(tmp_path, proxy):
     time.sleep(1)  # answers to requests stimserver no longer waits for still arrive at the proxy
     server = serve(tmp_path, proxy, name="restarted")
     try:
-        client = aibread.Bread(api_key=server.master_key, base_url=f"http://127.0.0.1:{server.port}", max_retries=3)
-        client.targets.rollout.run("kill", repo_name="e2e", user_id="alice", poll=False)  # the same job resumes
+        with aibread.Bread(api_key=server.master_key, base_url=f"http://127.0.0.1:{server.port}",
+                           max_retries=3) as client:
+            client.targets.rollout.run("kill", repo_name="e2e", user_id="alice", poll=False)  # the same job resumes
         done = until(lambda: (s := rollout_status(server, "kill"))["status"] in ("complete", "failed") and s,
                      "the resumed rollout")
         assert done["status"] == "complete", done["error"]
