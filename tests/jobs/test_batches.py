@@ -68,6 +68,17 @@ async def submitted(paths) -> dict:
     return entry
 
 
+async def held_batch(make_runner, paths, server, batch_env, n: int, model: str = GPT):
+    """A batch rollout of ``n`` lines whose one batch the provider holds until the test ends it
+    (``finish_now``): the runner, and the batch's entry once its id is recorded."""
+    batch_env(server, size=10)
+    server.default = echo
+    runner, target = await stim_done(make_runner, paths, n, model_name=model, batch=True)
+    server.batch_step_seconds = 3600.0
+    await runner.submit(ROLLOUT, target)
+    return runner, await submitted(paths)
+
+
 def sync_calls(server) -> list[str]:
     return [c for c in server.calls if c in ("POST /v1/messages", "POST /v1/chat/completions")]
 
@@ -151,12 +162,8 @@ async def test_expired_requests_go_again_then_fail_their_lines(make_runner, path
 
 
 async def test_a_restart_polls_the_same_batch_and_never_submits_twice(make_runner, paths, openai_server, batch_env):
-    batch_env(openai_server, size=10)
-    openai_server.default = echo
-    runner, target = await stim_done(make_runner, paths, 3, model_name=GPT, batch=True)
-    openai_server.batch_step_seconds = 3600.0
-    await runner.submit(ROLLOUT, target)
-    batch_id = (await submitted(paths))["id"]
+    runner, entry = await held_batch(make_runner, paths, openai_server, batch_env, 3)
+    batch_id = entry["id"]
     progress = batch_progress(ROLLOUT.job_dir(paths))
     assert progress["running"] == 1 and progress["requests"] == 3 and progress["ids"] == [batch_id]
     await runner.close()  # a shutdown: the job goes back to pending with its batch recorded
@@ -177,12 +184,7 @@ async def test_a_batch_submitted_just_before_a_crash_is_found_and_adopted(make_r
                                                                           anthropic_server, batch_env, provider):
     # The crash came between the submit and the write of its id: batches.json has the intent only.
     server, model = (openai_server, GPT) if provider == "openai" else (anthropic_server, CLAUDE)
-    batch_env(server, size=10)
-    server.default = echo
-    runner, target = await stim_done(make_runner, paths, 2, model_name=model, batch=True)
-    server.batch_step_seconds = 3600.0
-    await runner.submit(ROLLOUT, target)
-    entry = await submitted(paths)
+    runner, entry = await held_batch(make_runner, paths, server, batch_env, 2, model)
     await runner.close()
     state = read_batches(ROLLOUT.job_dir(paths))
     state["batches"][0]["id"] = None
@@ -225,12 +227,7 @@ async def test_a_whole_batch_rejected_before_any_answer_fails_the_job_without_lo
 
 
 async def test_the_status_shows_batch_progress(make_runner, paths, openai_server, batch_env):
-    batch_env(openai_server, size=10)
-    openai_server.default = echo
-    runner, target = await stim_done(make_runner, paths, 4, model_name=GPT, batch=True)
-    openai_server.batch_step_seconds = 3600.0
-    await runner.submit(ROLLOUT, target)
-    entry = await submitted(paths)
+    runner, entry = await held_batch(make_runner, paths, openai_server, batch_env, 4)
     from stimserver.handlers.jobs import batch_fields
     job = record_of(paths, ROLLOUT)
     fields = batch_fields(Records(paths), ROLLOUT, job, 0)
@@ -242,12 +239,7 @@ async def test_the_status_shows_batch_progress(make_runner, paths, openai_server
 
 async def test_deleting_the_target_cancels_its_running_batches_and_a_shutdown_does_not(make_runner, paths,
                                                                                      openai_server, batch_env):
-    batch_env(openai_server, size=10)
-    openai_server.default = echo
-    runner, target = await stim_done(make_runner, paths, 2, model_name=GPT, batch=True)
-    openai_server.batch_step_seconds = 3600.0
-    await runner.submit(ROLLOUT, target)
-    entry = await submitted(paths)
+    runner, entry = await held_batch(make_runner, paths, openai_server, batch_env, 2)
     await runner.close()  # a shutdown: the batch runs on, for the next runner
     assert not any(call.endswith("/cancel") for call in openai_server.calls)
     runner2 = await make_runner(llm_factory=_factory())
