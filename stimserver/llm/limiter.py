@@ -106,13 +106,13 @@ class Usage:
                 value = bill.get(name)
                 if type(value) is int and value > 0:
                     setattr(usage, name, getattr(usage, name) + value)
-            usd, table = bill.get("cost_usd"), bill.get("price_table")
-            if isinstance(table, str) or usd is not None:
-                why = bill.get("cost_unknown")
-                usage.add_cost(AnswerCost(float(usd) if isinstance(usd, (int, float)) and not isinstance(usd, bool)
-                                          else None, str(table or "unknown"),
-                                          str(why) if why else None if isinstance(usd, (int, float)) else
-                                          "an answer was logged without its price"))
+            raw_usd, table = bill.get("cost_usd"), bill.get("price_table")
+            if not isinstance(table, str) and raw_usd is None:
+                continue  # never priced (no price table was in use): no cost to count
+            usd = float(raw_usd) if isinstance(raw_usd, (int, float)) and not isinstance(raw_usd, bool) else None
+            why = bill.get("cost_unknown")
+            unknown = str(why) if why else (None if usd is not None else "an answer was logged without its price")
+            usage.add_cost(AnswerCost(usd, str(table or "unknown"), unknown))
         return usage
 
     @classmethod
