@@ -312,11 +312,11 @@ export function outputView(repo, target, kind, params, { main, navLink, uiPath, 
     }
     const r = e.run;
     if (r) {
+      const projecting = typeof r.projected_usd === "number" && r.remaining > 0;
       facts.push(h("p", { id: "estimate-run" }, `this rollout (${r.status}): ${fmt(r.answered)} of ${fmt(r.requests)} requests `
         + `answered, ${fmt(r.committed)} lines committed · spent ${r.spent_usd === null ? "unknown" : usd(r.spent_usd)}`,
-      typeof r.projected_usd === "number" && r.remaining > 0 ? h("strong", { id: "estimate-projected" },
-        ` · projected ${usd(r.projected_usd)}`) : null,
-      typeof r.projected_usd === "number" && r.remaining > 0 ? ` at ${usd(r.mean_usd_per_request)} a request for the ${fmt(r.remaining)} left` : null));
+      projecting ? h("strong", { id: "estimate-projected" }, ` · projected ${usd(r.projected_usd)}`) : null,
+      projecting ? ` at ${usd(r.mean_usd_per_request)} a request for the ${fmt(r.remaining)} left` : null));
     }
     const notes = [...(t.notes || []), ...(e.notes || [])];
     if (notes.length) facts.push(h("ul", { class: "estnotes muted" }, notes.map((n) => h("li", {}, n))));
