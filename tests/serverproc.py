@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -117,6 +119,22 @@ class ServerProcess:
             if all(rid in found for rid in request_ids) or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
+
+    def get_json(self, path: str, user: str = "alice") -> Any:
+        """GET ``path`` as ``user``: the JSON of its answer, which must be a 200."""
+        code, _, body = request(self.port, "GET", path, headers=self.headers(user))
+        assert code == 200, body
+        return orjson.loads(body)
+
+    def wait_for_job(self, path: str, done: Callable[[dict], Any], what: str, *, timeout: float = 120,
+                     pause: float = 0.02) -> dict:
+        """The job status at ``path`` once ``done`` holds of it; a job that fails ends the wait with its error."""
+        deadline = time.monotonic() + timeout
+        while not done(now := self.get_json(path)):
+            assert now["status"] != "failed", now["error"]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {now}"
+            time.sleep(pause)
+        return now
 
     def headers(self, user: str | None = None) -> dict[str, str]:
         h = {"Authorization": f"Bearer {self.master_key}"}

@@ -39,13 +39,8 @@ def call(server: ServerProcess, method: str, path: str, body: dict | None = None
     return orjson.loads(raw)
 
 
-def wait(server: ServerProcess, done, what: str, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while not done(now := call(server, "GET", BAKE)):
-        assert now["status"] != "failed", now["error"]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {now}"
-        time.sleep(0.1)
-    return now
+def wait(server: ServerProcess, done, what: str) -> dict:
+    return server.wait_for_job(BAKE, done, what, timeout=240, pause=0.1)
 
 
 def trainers(job_dir: Path) -> list[int]:

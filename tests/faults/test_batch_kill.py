@@ -76,23 +76,11 @@ def echo(body: dict[str, Any]) -> Reply:
 
 
 def status(server: ServerProcess) -> dict:
-    code, _, body = request(server.port, "GET", f"{BASE}/rollout", headers=server.headers("alice"))
-    assert code == 200, body
-    return orjson.loads(body)
+    return server.get_json(f"{BASE}/rollout")
 
 
-def wait(server: ServerProcess, done: Callable[[dict], Any], what: str, kind: str = "rollout",
-         timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, _, body = request(server.port, "GET", f"{BASE}/{kind}", headers=server.headers("alice"))
-        assert code == 200, body
-        now = orjson.loads(body)
-        if done(now):
-            return now
-        assert now["status"] != "failed", now["error"]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {now}"
-        time.sleep(0.02)
+def wait(server: ServerProcess, done: Callable[[dict], Any], what: str, kind: str = "rollout") -> dict:
+    return server.wait_for_job(f"{BASE}/{kind}", done, what, timeout=60)
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 60, pause: float = 0.005) -> Any:

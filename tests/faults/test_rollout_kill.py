@@ -8,7 +8,6 @@ before the kill unchanged, and the provider must have been asked at most
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import orjson
@@ -24,19 +23,8 @@ STIMULI, K, CONCURRENCY = 120, 2, 8
 ROLLOUT = JobRef("alice", "r1", "t1", "rollout")
 
 
-def status(server: ServerProcess, kind: str) -> dict:
-    code, _, body = request(server.port, "GET", f"/v1/repo/r1/targets/t1/{kind}", headers=server.headers("alice"))
-    assert code == 200, body
-    return orjson.loads(body)
-
-
-def wait(server: ServerProcess, kind: str, done, what: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while not done(now := status(server, kind)):
-        assert now["status"] != "failed", now["error"]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {now}"
-        time.sleep(0.02)
-    return now
+def wait(server: ServerProcess, kind: str, done, what: str) -> dict:
+    return server.wait_for_job(f"/v1/repo/r1/targets/t1/{kind}", done, what)
 
 
 def test_a_killed_rollout_resumes_without_asking_twice(tmp_path):
